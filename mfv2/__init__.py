@@ -1,0 +1,51 @@
+"""mfv2: MixFormerV2 tracking from training to edge devices.
+
+Heavy parts (torch, ONNX Runtime, OpenVINO, TensorRT) load on first use of the name that needs them,
+so ``import mfv2`` is cheap and a tracker on ONNX Runtime or OpenVINO needs no torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from mfv2.config import ModelConfig, TrackerConfig
+from mfv2.errors import (
+    BackendUnavailableError,
+    ConfigError,
+    ExportError,
+    Mfv2Error,
+    ShapeError,
+    UnknownNameError,
+)
+
+__version__ = "0.1.0"
+
+# Public name -> module that defines it, imported on first access.
+_LAZY: dict[str, str] = {
+    "build_model": "mfv2.models",
+    "MixFormerV2": "mfv2.models",
+}
+
+__all__ = [
+    "__version__",
+    "ModelConfig",
+    "TrackerConfig",
+    "Mfv2Error",
+    "ConfigError",
+    "UnknownNameError",
+    "BackendUnavailableError",
+    "ExportError",
+    "ShapeError",
+    *_LAZY,
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'mfv2' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -1,0 +1,220 @@
+"""Typed configuration: the model architecture and the online tracker, with YAML round-trip."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from mfv2.errors import ConfigError
+from mfv2.registry import Registry
+
+__all__ = [
+    "ModelConfig",
+    "TrackerConfig",
+    "VARIANTS",
+    "variant_config",
+    "load_yaml",
+    "save_yaml",
+]
+
+C = TypeVar("C", bound="_DictMixin")
+
+
+class _DictMixin:
+    """``from_dict`` that rejects unknown keys and ``to_dict`` that round-trips."""
+
+    @classmethod
+    def from_dict(cls: type[C], data: dict[str, Any]) -> C:
+        names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ConfigError(
+                f"unknown {cls.__name__} key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(names))}"
+            )
+        try:
+            return cls(**data)
+        except TypeError as e:
+            raise ConfigError(f"bad {cls.__name__}: {e}") from e
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+    def replace(self: C, **changes: Any) -> C:
+        return dataclasses.replace(self, **changes)  # type: ignore[type-var]
+
+
+@dataclass(frozen=True)
+class ModelConfig(_DictMixin):
+    """Architecture of a MixFormerV2 network.
+
+    The released variants are ``S`` (depth 4, MLP ratio 1, 112/224 crops) and ``B`` (depth 8, MLP
+    ratio 4, 128/288 crops); any other combination serves training, distillation and tests.
+    """
+
+    name: str = "S"
+    depth: int = 4
+    embed_dim: int = 768
+    num_heads: int = 12
+    mlp_ratio: float = 1.0
+    patch_size: int = 16
+    template_size: int = 112
+    search_size: int = 224
+    num_bins: int = 96
+
+    def __post_init__(self) -> None:
+        for key in ("depth", "embed_dim", "num_heads", "patch_size", "template_size", "search_size", "num_bins"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"ModelConfig.{key} must be >= 1, got {getattr(self, key)}")
+        if self.embed_dim % self.num_heads:
+            raise ConfigError(f"embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")
+        if (self.embed_dim // 2) % 2:
+            raise ConfigError(f"embed_dim {self.embed_dim} must be a multiple of 4 for the 2-D sin-cos tables")
+        for key in ("template_size", "search_size"):
+            if getattr(self, key) % self.patch_size:
+                raise ConfigError(f"{key} {getattr(self, key)} is not a multiple of patch_size {self.patch_size}")
+        if self.mlp_hidden < 1:
+            raise ConfigError(f"mlp_ratio {self.mlp_ratio} gives an empty MLP")
+
+    @property
+    def mlp_hidden(self) -> int:
+        return int(round(self.embed_dim * self.mlp_ratio))
+
+    @property
+    def head_dim(self) -> int:
+        return self.embed_dim // self.num_heads
+
+    @property
+    def template_grid(self) -> int:
+        return self.template_size // self.patch_size
+
+    @property
+    def search_grid(self) -> int:
+        return self.search_size // self.patch_size
+
+    @property
+    def num_template_tokens(self) -> int:
+        """Tokens of one template image (49 for S, 64 for B)."""
+        return self.template_grid**2
+
+    @property
+    def num_search_tokens(self) -> int:
+        return self.search_grid**2
+
+    def describe(self) -> str:
+        return (
+            f"depth {self.depth}, width {self.embed_dim}, MLP ratio {self.mlp_ratio:g}, "
+            f"template {self.template_size}, search {self.search_size}, {self.num_bins} bins"
+        )
+
+
+VARIANTS: Registry[ModelConfig] = Registry("model variant")
+VARIANTS.add("S", ModelConfig(name="S", depth=4, mlp_ratio=1.0, template_size=112, search_size=224))
+VARIANTS.add("B", ModelConfig(name="B", depth=8, mlp_ratio=4.0, template_size=128, search_size=288))
+# Training-time teachers and students of the distillation routes (official layouts, 96 bins).
+VARIANTS.add("B12", ModelConfig(name="B12", depth=12, mlp_ratio=4.0, template_size=128, search_size=288))
+VARIANTS.add("S8", ModelConfig(name="S8", depth=8, mlp_ratio=4.0, template_size=112, search_size=224))
+VARIANTS.add("S4", ModelConfig(name="S4", depth=4, mlp_ratio=4.0, template_size=112, search_size=224))
+# A two-block toy for tests and smoke runs.
+VARIANTS.add(
+    "tiny",
+    ModelConfig(
+        name="tiny", depth=2, embed_dim=64, num_heads=4, mlp_ratio=2.0, template_size=32, search_size=64, num_bins=16
+    ),
+)
+
+
+def variant_config(variant: str | ModelConfig) -> ModelConfig:
+    """The :class:`ModelConfig` of a registered variant name, or ``variant`` itself."""
+    if isinstance(variant, ModelConfig):
+        return variant
+    return VARIANTS.get(variant)
+
+
+# Update interval of the official per-dataset yaml files, (S, B).
+_UPDATE_INTERVALS: dict[str, tuple[int, int]] = {
+    "lasot": (200, 200),
+    "got10k": (15, 10),
+    "trackingnet": (25, 25),
+    "vot20": (10, 10),
+    "vot20lt": (200, 200),
+    "otb": (200, 200),
+    "uav": (200, 200),
+    "nfs": (200, 200),
+    "tnl2k": (200, 200),
+    "synthetic": (200, 200),
+}
+# Search factors the official test scripts pass on the command line for S (B uses 5.0 everywhere).
+_S_SEARCH_FACTORS: dict[str, float] = {"lasot": 4.4, "trackingnet": 4.55, "got10k": 4.55}
+
+
+@dataclass(frozen=True)
+class TrackerConfig(_DictMixin):
+    """Behaviour of the online tracker; defaults are the official MixFormerV2-S settings.
+
+    ``online_size`` is the number of online templates kept (the official code crashes above 1).
+    ``lost_threshold`` is the score below which ``update`` reports ``ok = False``.
+    """
+
+    template_factor: float = 2.0
+    search_factor: float = 4.5
+    update_interval: int = 200
+    update_threshold: float = 0.5
+    online_size: int = 1
+    max_score_decay: float = 1.0
+    lost_threshold: float = 0.0
+    clip_margin: int = 10
+
+    def __post_init__(self) -> None:
+        if self.template_factor <= 0 or self.search_factor <= 0:
+            raise ConfigError("crop factors must be positive")
+        if self.update_interval < 1:
+            raise ConfigError(f"update_interval must be >= 1, got {self.update_interval}")
+        if self.online_size < 1:
+            raise ConfigError(f"online_size must be >= 1, got {self.online_size}")
+        if not 0.0 <= self.lost_threshold <= 1.0:
+            raise ConfigError(f"lost_threshold is a probability in [0, 1], got {self.lost_threshold}")
+
+    @classmethod
+    def preset(cls, dataset: str, variant: str = "S") -> TrackerConfig:
+        """The official settings for ``dataset`` (lasot, got10k, trackingnet, vot20, otb, uav, ...)."""
+        key = dataset.lower().replace("-", "").replace("_", "")
+        if key not in _UPDATE_INTERVALS:
+            raise ConfigError(f"no tracker preset for {dataset!r}; known: {', '.join(_UPDATE_INTERVALS)}")
+        small = variant.upper().startswith("S")
+        interval = _UPDATE_INTERVALS[key][0 if small else 1]
+        factor = _S_SEARCH_FACTORS.get(key, 4.5) if small else 5.0
+        return cls(search_factor=factor, update_interval=interval)
+
+    @classmethod
+    def presets(cls) -> list[str]:
+        return list(_UPDATE_INTERVALS)
+
+
+def load_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a YAML mapping; a missing file or a non-mapping is a :class:`ConfigError`."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {p} does not exist")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{p} is not valid YAML: {e}") from e
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p} must hold a mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+def save_yaml(data: dict[str, Any], path: str | os.PathLike[str]) -> Path:
+    """Write ``data`` as YAML atomically (temporary file, then rename)."""
+    p = Path(path)
+    tmp = p.with_name(p.name + ".tmp")
+    tmp.write_text(yaml.safe_dump(data, sort_keys=False))
+    os.replace(tmp, p)
+    return p

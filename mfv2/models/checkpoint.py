@@ -1,0 +1,251 @@
+"""Checkpoint formats: official MixFormerV2 release/training files and the mfv2 native format.
+
+Official files are ``{'net': state_dict, ...}``; training checkpoints also pickle project objects
+(``settings``, ``stats``). Those load through a restricted unpickler that rebuilds tensors and plain
+containers only and turns every other pickled global into an inert placeholder, so no code in the
+file runs. The native format is a plain dict that loads with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mfv2.config import VARIANTS, ModelConfig
+from mfv2.errors import ConfigError
+
+__all__ = [
+    "Checkpoint",
+    "read_checkpoint",
+    "detect_config",
+    "expected_shapes",
+    "check_state_dict",
+    "save_native",
+    "save_official",
+    "file_sha256",
+    "NATIVE_FORMAT",
+]
+
+log = logging.getLogger(__name__)
+
+NATIVE_FORMAT = "mfv2"
+_NATIVE_VERSION = 1
+
+
+@dataclass
+class Checkpoint:
+    """Weights read from a file, with the architecture recorded in it (native) or detected (official)."""
+
+    state_dict: dict[str, torch.Tensor]
+    config: ModelConfig
+    format: str  # "native", "official" or "state_dict"
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+class _Opaque:
+    """Stands in for a pickled object of a class we do not load; calling or building it runs nothing."""
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> _Opaque:
+        return object.__new__(cls)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.args = args
+
+    def __setstate__(self, state: Any) -> None:
+        self.state = state
+
+
+# Globals a checkpoint may call while unpickling: tensor rebuilders and plain containers.
+_ALLOWED_GLOBALS = {
+    ("collections", "OrderedDict"),
+    ("torch._utils", "_rebuild_tensor_v2"),
+    ("torch._utils", "_rebuild_tensor"),
+    ("torch._utils", "_rebuild_parameter"),
+    ("torch._utils", "_rebuild_parameter_with_state"),
+    ("torch", "Size"),
+}
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _ALLOWED_GLOBALS:
+            return super().find_class(module, name)
+        if module == "torch" and isinstance(getattr(torch, name, None), torch.dtype):
+            return getattr(torch, name)
+        log.debug("checkpoint: %s.%s replaced by a placeholder", module, name)
+        return type(name, (_Opaque,), {"__module__": f"mfv2.opaque.{module}"})
+
+
+class _RestrictedPickle:
+    """The ``pickle_module`` handed to ``torch.load``: stock pickle with a restricted Unpickler."""
+
+    Unpickler = _RestrictedUnpickler
+    load = staticmethod(pickle.load)
+    __name__ = "mfv2_restricted_pickle"
+
+
+def _torch_load(path: Path) -> Any:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        # Official training checkpoints pickle project classes; load them without running their code.
+        log.info("%s holds pickled objects; loading it with a restricted unpickler", path)
+        return torch.load(path, map_location="cpu", weights_only=False, pickle_module=_RestrictedPickle)
+
+
+def _tensor_dict(obj: Any) -> bool:
+    return isinstance(obj, dict) and bool(obj) and all(isinstance(v, torch.Tensor) for v in obj.values())
+
+
+def read_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
+    """Read an official or native checkpoint (or a bare state dict) without executing pickled code."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"checkpoint {p} does not exist; pass the path of a .pth.tar or mfv2 .pt file")
+    try:
+        obj = _torch_load(p)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as e:
+        raise ConfigError(f"{p} is not a readable PyTorch checkpoint ({type(e).__name__}: {e})") from e
+    if isinstance(obj, dict) and obj.get("format") == NATIVE_FORMAT:
+        return Checkpoint(
+            _strip_prefix(obj["state_dict"]), ModelConfig.from_dict(obj["config"]), "native", obj.get("meta", {})
+        )
+    if isinstance(obj, dict) and _tensor_dict(obj.get("net")):
+        sd = _strip_prefix(obj["net"])
+        meta = {k: obj[k] for k in ("epoch", "net_type") if isinstance(obj.get(k), (int, str))}
+        return Checkpoint(sd, detect_config(sd, source=str(p)), "official", meta)
+    if _tensor_dict(obj):
+        sd = _strip_prefix(obj)
+        return Checkpoint(sd, detect_config(sd, source=str(p)), "state_dict")
+    keys = ", ".join(map(str, obj)) if isinstance(obj, dict) else type(obj).__name__
+    raise ConfigError(
+        f"{p} is not a MixFormerV2 checkpoint: expected a dict with 'net' (official) or an mfv2 checkpoint, "
+        f"found {keys}"
+    )
+
+
+def _strip_prefix(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Drop the ``module.`` prefix DistributedDataParallel adds."""
+    return {k.removeprefix("module."): v for k, v in sd.items()}
+
+
+def detect_config(sd: dict[str, torch.Tensor], source: str = "checkpoint") -> ModelConfig:
+    """Infer the architecture from tensor shapes: depth, width, MLP ratio, input sizes, bins."""
+    try:
+        C, _, patch, _ = sd["backbone.patch_embed.proj.weight"].shape
+        depth = 1 + max(int(k.split(".")[2]) for k in sd if k.startswith("backbone.blocks."))
+        hidden = sd["backbone.blocks.0.mlp.fc1.weight"].shape[0]
+        num_t = sd["backbone.pos_embed_t"].shape[1]
+        num_s = sd["backbone.pos_embed_s"].shape[1]
+        bins = sd["box_head.layers.1.0.weight"].shape[0]
+    except (KeyError, ValueError) as e:
+        raise ConfigError(
+            f"{source} does not look like a MixFormerV2 model: missing {e}; expected the official keys "
+            "backbone.*, box_head.*, score_head.*"
+        ) from e
+    grid_t, grid_s = round(num_t**0.5), round(num_s**0.5)
+    if grid_t**2 != num_t or grid_s**2 != num_s:
+        raise ConfigError(f"{source}: position tables of {num_t}/{num_s} tokens are not square grids")
+    cfg = ModelConfig(
+        name="custom",
+        depth=depth,
+        embed_dim=C,
+        num_heads=max(1, C // 64),
+        mlp_ratio=hidden / C,
+        patch_size=patch,
+        template_size=grid_t * patch,
+        search_size=grid_s * patch,
+        num_bins=bins,
+    )
+    return _named(cfg)
+
+
+def _named(cfg: ModelConfig) -> ModelConfig:
+    """``cfg`` renamed to the registered variant it equals, if any."""
+    for name in VARIANTS:
+        known = VARIANTS.get(name)
+        if known.replace(name=cfg.name) == cfg:
+            return known
+    return cfg
+
+
+def expected_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """Key -> shape of the state dict of a model built from ``cfg`` (computed without allocating it)."""
+    from mfv2.models.mixformerv2 import MixFormerV2
+
+    with torch.device("meta"):
+        model = MixFormerV2(cfg)
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def check_state_dict(sd: dict[str, torch.Tensor], cfg: ModelConfig, source: str = "checkpoint") -> None:
+    """Raise :class:`ConfigError` unless ``sd`` fits ``cfg`` exactly, naming every difference."""
+    want = expected_shapes(cfg)
+    missing = [k for k in want if k not in sd]
+    unexpected = [k for k in sd if k not in want]
+    misshaped = [f"{k} {tuple(sd[k].shape)} != {want[k]}" for k in want if k in sd and tuple(sd[k].shape) != want[k]]
+    if not (missing or unexpected or misshaped):
+        return
+    parts = []
+    for label, items in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped)):
+        if items:
+            shown = ", ".join(items[:6]) + (f" (+{len(items) - 6} more)" if len(items) > 6 else "")
+            parts.append(f"{len(items)} {label}: {shown}")
+    try:
+        looks = detect_config(sd, source)
+        hint = f"the file looks like {'MixFormerV2-' + looks.name if looks.name != 'custom' else 'a custom model'} ({looks.describe()})"
+    except ConfigError:
+        hint = "the file does not look like any MixFormerV2 model"
+    raise ConfigError(
+        f"{source} does not fit MixFormerV2-{cfg.name} ({cfg.describe()}): {'; '.join(parts)}; {hint}. "
+        "Pass the matching --variant, or none to detect it."
+    )
+
+
+def _atomic_save(obj: Any, path: str | os.PathLike[str]) -> Path:
+    p = Path(path)
+    if not p.parent.is_dir():
+        raise ConfigError(f"cannot write {p}: folder {p.parent} does not exist")
+    tmp = p.with_name(p.name + ".tmp")
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, p)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return p
+
+
+def save_native(
+    state_dict: dict[str, torch.Tensor],
+    cfg: ModelConfig,
+    path: str | os.PathLike[str],
+    meta: dict[str, Any] | None = None,
+) -> Path:
+    """Write the mfv2 native format (loads with ``weights_only=True``) atomically."""
+    sd = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
+    return _atomic_save(
+        {"format": NATIVE_FORMAT, "format_version": _NATIVE_VERSION, "config": cfg.to_dict(), "state_dict": sd,
+         "meta": dict(meta or {})},
+        path,
+    )
+
+
+def save_official(state_dict: dict[str, torch.Tensor], path: str | os.PathLike[str]) -> Path:
+    """Write the official ``{'net': state_dict}`` layout the upstream tracker loads."""
+    return _atomic_save({"net": {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}}, path)
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
