@@ -119,11 +119,11 @@ VARIANTS.add("B", ModelConfig(name="B", depth=8, mlp_ratio=4.0, template_size=12
 VARIANTS.add("B12", ModelConfig(name="B12", depth=12, mlp_ratio=4.0, template_size=128, search_size=288))
 VARIANTS.add("S8", ModelConfig(name="S8", depth=8, mlp_ratio=4.0, template_size=112, search_size=224))
 VARIANTS.add("S4", ModelConfig(name="S4", depth=4, mlp_ratio=4.0, template_size=112, search_size=224))
-# A two-block toy for tests and smoke runs.
+# A two-block toy for tests and smoke runs (64-d heads like every released model, so it is detectable).
 VARIANTS.add(
     "tiny",
     ModelConfig(
-        name="tiny", depth=2, embed_dim=64, num_heads=4, mlp_ratio=2.0, template_size=32, search_size=64, num_bins=16
+        name="tiny", depth=2, embed_dim=128, num_heads=2, mlp_ratio=2.0, template_size=32, search_size=64, num_bins=16
     ),
 )
 

@@ -137,7 +137,10 @@ def _strip_prefix(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def detect_config(sd: dict[str, torch.Tensor], source: str = "checkpoint") -> ModelConfig:
-    """Infer the architecture from tensor shapes: depth, width, MLP ratio, input sizes, bins."""
+    """Infer the architecture from tensor shapes: depth, width, MLP ratio, input sizes, bins.
+
+    The head count is not in the weights; it is taken as width / 64, as in every released model.
+    """
     try:
         C, _, patch, _ = sd["backbone.patch_embed.proj.weight"].shape
         depth = 1 + max(int(k.split(".")[2]) for k in sd if k.startswith("backbone.blocks."))

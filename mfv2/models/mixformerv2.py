@@ -37,7 +37,7 @@ class Backbone(nn.Module):
         self.reg_tokens = nn.Parameter(trunc_normal_(torch.zeros(1, NUM_PRED_TOKENS, C)))
         self.pos_embed_reg = nn.Parameter(torch.zeros(1, NUM_PRED_TOKENS, C))
         self.patch_embed = PatchEmbed(cfg.patch_size, C)
-        rates = torch.linspace(0, drop_path_rate, cfg.depth).tolist()
+        rates = [drop_path_rate * i / max(cfg.depth - 1, 1) for i in range(cfg.depth)]
         self.blocks = nn.ModuleList(Block(C, cfg.num_heads, cfg.mlp_hidden, drop_path=r) for r in rates)
         self.blocks.apply(init_weights)
         self.patch_embed.apply(init_weights)
