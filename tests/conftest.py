@@ -1,0 +1,29 @@
+"""Shared fixtures: a tiny random model and the spec files of the official release."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+DATA_DIR = Path(__file__).resolve().parent / "data"
+
+
+def read_key_list(name: str) -> list[tuple[str, tuple[int, ...]]]:
+    """(key, shape) rows of a key list in tests/data (copied from the project's spec of the official release)."""
+    rows = []
+    path = DATA_DIR / name
+    for line in path.read_text().splitlines():
+        key, shape = line.split(" ", 1)
+        rows.append((key, tuple(int(s) for s in shape.strip("()").split(",") if s.strip())))
+    return rows
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    """A two-block MixFormerV2 with seeded random weights, in eval mode."""
+    torch = pytest.importorskip("torch")
+    from mfv2.models import build_model
+
+    torch.manual_seed(0)
+    return build_model("tiny")
