@@ -1,0 +1,1 @@
+"""Benchmarks: latency harness, OPE accuracy metrics, dataset readers, evaluation and reports."""
