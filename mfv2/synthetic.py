@@ -1,0 +1,417 @@
+"""Deterministic synthetic tracking clips with ground truth, for tests, calibration, benchmarks and training.
+
+A textured target (procedural pattern or photo crop) moves over a textured background with a bounded
+random-walk velocity, smooth scale and aspect changes and a little camera drift; optionally an occluder
+sweeps over it (partial and full occlusion), similar-looking distractors wander around, and the target
+leaves the frame and comes back. All states are computed at construction; ``frame(i)`` renders one frame
+on demand (random access, well under a millisecond at 480x360).
+
+Same config and seed give byte-identical frames and boxes on any machine with the same NumPy/OpenCV
+(and scikit-image for photos): randomness comes only from seeded ``numpy.random.Generator`` streams
+and the maths avoids CPU-dependent functions (see :mod:`mfv2._textures`).
+
+Boxes are ``(x, y, w, h)`` float64 pixels, x/y the top-left corner, 0-based (pixel ``(0, 0)`` covers
+``[0, 1) x [0, 1)``), rounded to 1/100 px. Files store exactly these numbers, without re-basing, as the
+LaSOT toolkits read and write them. While the target is visible or occluded its box is clipped to the
+frame; on out-of-view frames it is the true, mostly outside box. A frame is *out of view* when less than
+a quarter of the target (or a strip under 8 px) is inside the frame, and *fully occluded* when the
+occluder covers at least 98 % of the box; ``visible`` is neither. Frame 0 is always visible.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final, Literal
+
+import cv2
+import numpy as np
+
+from mfv2 import _textures as tx
+from mfv2._synth_motion import smooth_factor, walk
+from mfv2.config import _DictMixin
+from mfv2.errors import ConfigError, Mfv2Error
+
+__all__ = [
+    "SyntheticConfig",
+    "SyntheticSequence",
+    "make_sequence",
+    "write_sequence",
+    "write_benchmark",
+    "benchmark_sequences",
+]
+
+logger = logging.getLogger(__name__)
+
+TEXTURE_SIZE: Final = 128
+FULL_COVER: Final = 0.98  # occluded fraction of the target box from which a frame is "fully occluded"
+MIN_IN_VIEW: Final = 0.25  # fraction of the target inside the frame below which it is "out of view"
+MIN_SLIVER: Final = 8.0  # px; a thinner strip of the target inside the frame also counts as out of view
+IMAGE_EXTS: Final = (".jpg", ".jpeg", ".png", ".bmp")
+
+
+@dataclass(frozen=True)
+class SyntheticConfig(_DictMixin):
+    """What to generate. ``backgrounds``: ``photo`` (skimage.data), ``procedural``, or ``auto``
+    (photo when scikit-image is installed); a sequence stores the resolved choice in its config.
+
+    Sizes are fractions of the frame side: target width/height stay within ``[max(12 px, min_size),
+    max_size]``; ``scale_change`` and ``aspect_change`` are max/min ratios over the clip;
+    ``max_speed`` is in frame diagonals per frame; ``camera_drift`` in pixels per frame (0 = still).
+    """
+
+    num_frames: int = 300
+    height: int = 360
+    width: int = 480
+    seed: int = 0
+    occlusion: bool = True
+    distractors: int = 1
+    out_of_view: bool = False
+    backgrounds: Literal["auto", "photo", "procedural"] = "auto"
+    name: str = ""
+    max_speed: float = 0.02
+    min_size: float = 0.06
+    max_size: float = 0.35
+    scale_change: float = 2.0
+    aspect_change: float = 1.8
+    camera_drift: float = 0.5
+
+    def __post_init__(self) -> None:
+        for key, low in (("num_frames", 1), ("height", 48), ("width", 48), ("seed", 0), ("distractors", 0)):
+            v = getattr(self, key)
+            if not isinstance(v, int) or isinstance(v, bool) or v < low:
+                raise ConfigError(f"SyntheticConfig.{key} must be an integer >= {low}, got {v!r}")
+        for key in ("max_speed", "min_size", "max_size", "scale_change", "aspect_change", "camera_drift"):
+            if not isinstance(getattr(self, key), (int, float)) or isinstance(getattr(self, key), bool):
+                raise ConfigError(f"SyntheticConfig.{key} must be a number, got {getattr(self, key)!r}")
+        for key in ("occlusion", "out_of_view"):
+            if not isinstance(getattr(self, key), bool):
+                raise ConfigError(f"SyntheticConfig.{key} must be true or false, got {getattr(self, key)!r}")
+        if not isinstance(self.name, str):
+            raise ConfigError(f"SyntheticConfig.name must be a string, got {self.name!r}")
+        if self.distractors > 16:
+            raise ConfigError(f"SyntheticConfig.distractors is at most 16, got {self.distractors}")
+        if self.backgrounds not in ("auto", "photo", "procedural"):
+            raise ConfigError(f"backgrounds must be auto, photo or procedural, got {self.backgrounds!r}")
+        if not 0 < self.min_size <= self.max_size <= 0.5:
+            raise ConfigError(f"need 0 < min_size <= max_size <= 0.5, got {self.min_size}, {self.max_size}")
+        if self.max_size * min(self.height, self.width) < 12:
+            raise ConfigError(f"a {self.width}x{self.height} frame with max_size {self.max_size} cannot hold "
+                              f"a 12 px target; use a larger frame or max_size")
+        if self.scale_change < 1 or self.aspect_change < 1:
+            raise ConfigError("scale_change and aspect_change are max/min ratios, >= 1")
+        if self.max_speed < 0 or self.camera_drift < 0:
+            raise ConfigError("max_speed and camera_drift must be >= 0")
+
+
+def _round2(a: np.ndarray) -> np.ndarray:
+    """Round to 1/100 through decimal text, so the values survive a write/read round trip exactly."""
+    return np.array([float(f"{v:.2f}") + 0.0 for v in a.ravel()], dtype=np.float64).reshape(a.shape)
+
+
+def _clip(boxes: np.ndarray, w: int, h: int) -> np.ndarray:
+    x0, y0 = np.clip(boxes[:, 0], 0, w), np.clip(boxes[:, 1], 0, h)
+    x1, y1 = np.clip(boxes[:, 0] + boxes[:, 2], 0, w), np.clip(boxes[:, 1] + boxes[:, 3], 0, h)
+    return np.stack([x0, y0, x1 - x0, y1 - y0], axis=1)
+
+
+def _overlap(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Intersection area of two ``(N, 4)`` xywh box arrays (NaN rows give 0)."""
+    iw = np.minimum(a[:, 0] + a[:, 2], b[:, 0] + b[:, 2]) - np.maximum(a[:, 0], b[:, 0])
+    ih = np.minimum(a[:, 1] + a[:, 3], b[:, 1] + b[:, 3]) - np.maximum(a[:, 1], b[:, 1])
+    return np.nan_to_num(np.clip(iw, 0, None) * np.clip(ih, 0, None))
+
+
+class SyntheticSequence:
+    """A synthetic clip: per-frame ground truth computed up front, frames rendered on demand.
+
+    Attributes:
+        name: sequence name, e.g. ``synthetic-0007``.
+        config: the config, with ``backgrounds`` resolved to ``photo`` or ``procedural``.
+        boxes: ``(N, 4)`` float64 xywh pixels (see the module docstring).
+        full_occlusion, out_of_view, visible: ``(N,)`` bool; ``visible = ~full_occlusion & ~out_of_view``.
+        description: a short phrase about the target (written to ``nlp.txt``).
+    """
+
+    def __init__(self, config: SyntheticConfig) -> None:
+        if config.backgrounds == "auto":
+            config = config.replace(backgrounds="photo" if tx.photos_available() else "procedural")
+        elif config.backgrounds == "photo" and not tx.photos_available():
+            raise ConfigError("backgrounds='photo' needs scikit-image: pip install 'mfv2[synth]', "
+                              "or use backgrounds='procedural'")
+        self.config = cfg = config
+        self.name = cfg.name or f"synthetic-{cfg.seed:04d}"
+        n, H, W = cfg.num_frames, cfg.height, cfg.width
+        photo = cfg.backgrounds == "photo"
+        r_bg, r_tex, r_move, r_occ, r_dis, r_cam, r_oov = (
+            np.random.default_rng(s) for s in np.random.SeedSequence(cfg.seed).spawn(7))
+
+        # Background canvas, larger than the frame by the camera-drift margin.
+        m = int(min(32, 0.1 * min(H, W))) if cfg.camera_drift > 0 else 0
+        if photo:
+            bg_name = tx.PHOTO_NAMES[int(r_bg.integers(len(tx.PHOTO_NAMES)))]
+            canvas = tx.photo_crop(r_bg, tx.load_photo(bg_name), H + 2 * m, W + 2 * m, zoom=r_bg.uniform(1, 1.5))
+            canvas = tx.tint(canvas, r_bg.uniform(0.85, 1.15, 3))
+            scene = f"a photo of {bg_name}"
+        else:
+            canvas, scene = tx.background_noise(r_bg, H + 2 * m, W + 2 * m), "a cluttered background"
+        self._canvas = canvas
+        drift = walk(r_cam.uniform(-1, 1, (n, 2)), (m, m), np.zeros((n, 2)), (2 * m, 2 * m), cfg.camera_drift)
+        self._offsets = np.rint(drift).astype(np.intp)
+
+        # Target: texture, size path, centre path (with an optional out-of-view episode).
+        tex, what = tx.object_texture(r_tex, TEXTURE_SIZE, photo=photo)
+        shape = ("rect", "ellipse", "rounded")[int(r_tex.integers(3))]
+        self._target = tx.rgba_mipmaps(tex, shape)
+        adjective = {"rect": "rectangular", "ellipse": "elliptical", "rounded": "rounded"}[shape]
+        self.description = f"{'an' if shape == 'ellipse' else 'a'} {adjective} {what} moving over {scene}"
+        smin, side = max(12.0, cfg.min_size * min(H, W)), cfg.max_size * min(H, W)
+        base, aspect0 = math.sqrt(smin * side) * r_tex.uniform(0.8, 1.25), r_tex.uniform(0.6, 1.6)
+        wh = self._sizes(r_tex, base, aspect0, smin)
+        diag = math.sqrt(H * H + W * W)
+        vmax = cfg.max_speed * diag
+        exit_at, hold = -1, 0
+        if cfg.out_of_view:
+            exit_at, hold = int(r_oov.uniform(0.25, 0.55) * n), max(3, int(r_oov.uniform(0.04, 0.1) * n))
+        start = (r_move.uniform(0.3, 0.7) * W, r_move.uniform(0.3, 0.7) * H)
+        centre = walk(r_move.uniform(-1, 1, (n, 2)), start, wh / 2, (W, H), vmax,
+                       exit_at=exit_at, hold=hold, vexit=max(0.75 * vmax, 0.012 * diag))
+        self._geo = _round2(np.concatenate([centre - wh / 2, wh], axis=1))
+
+        # Distractors: the target's texture flipped and re-tinted, on their own walks, drawn under it.
+        self._distractors: list[tuple[tx.Levels, np.ndarray]] = []
+        for _ in range(cfg.distractors):
+            look = tx.tint(tex[::-1] if r_dis.random() < 0.5 else tex[:, ::-1], r_dis.uniform(0.75, 1.25, 3))
+            dwh = self._sizes(r_dis, base * r_dis.uniform(0.8, 1.2), aspect0 * r_dis.uniform(0.8, 1.25), smin)
+            for _ in range(20):  # start away from the target's first box
+                p0 = (r_dis.uniform(0.1, 0.9) * W, r_dis.uniform(0.1, 0.9) * H)
+                if abs(p0[0] - start[0]) > wh[0, 0] + dwh[0, 0] or abs(p0[1] - start[1]) > wh[0, 1] + dwh[0, 1]:
+                    break
+            path = walk(r_dis.uniform(-1, 1, (n, 2)), p0, dwh / 2, (W, H), vmax)
+            self._distractors.append((tx.rgba_mipmaps(look, shape), np.concatenate([path - dwh / 2, dwh], 1)))
+
+        # Occluder episodes, then the flags from the geometry.
+        self._occluder: tx.Levels | None = None
+        self._occ = np.full((n, 4), np.nan)
+        if cfg.occlusion and n >= 30:
+            self._occluder = tx.rgba_mipmaps(tx.object_texture(r_occ, TEXTURE_SIZE, photo=photo)[0])
+            self._add_occlusions(r_occ)
+        inside = _clip(self._geo, W, H)
+        area = self._geo[:, 2] * self._geo[:, 3]
+        out_of_view = (inside[:, 2] * inside[:, 3] < MIN_IN_VIEW * area) | (inside[:, 2:].min(1) < MIN_SLIVER)
+        full = (_overlap(self._geo, self._occ) >= FULL_COVER * area) & ~out_of_view
+        self.boxes = _round2(np.where(out_of_view[:, None], self._geo, inside))
+        self.out_of_view, self.full_occlusion = out_of_view, full
+        self.visible = ~full & ~out_of_view
+        for a in (self.boxes, self.out_of_view, self.full_occlusion, self.visible, self._geo, self._occ):
+            a.setflags(write=False)
+        logger.debug("%s: %d frames, %s, %d fully occluded, %d out of view", self.name, n,
+                     cfg.backgrounds, int(full.sum()), int(out_of_view.sum()))
+
+    def _sizes(self, rng: np.random.Generator, base: float, aspect0: float, smin: float) -> np.ndarray:
+        """``(N, 2)`` widths and heights with smooth scale and aspect changes, within the size limits."""
+        cfg, n = self.config, self.config.num_frames
+        scale = smooth_factor(rng, n, cfg.scale_change)
+        aspect = np.sqrt(aspect0 * smooth_factor(rng, n, cfg.aspect_change))
+        w = np.clip(base * scale * aspect, smin, cfg.max_size * cfg.width)
+        h = np.clip(base * scale / aspect, smin, cfg.max_size * cfg.height)
+        return np.stack([w, h], axis=1)
+
+    def _add_occlusions(self, rng: np.random.Generator) -> None:
+        """Sweep the occluder across the target: one episode per ~150 frames, full and partial."""
+        n, geo = self.config.num_frames, self._geo
+        count = max(1, round(n / 150))
+        kinds = rng.permutation((["full", "partial"] * count)[:count]) if count > 1 else [
+            "full" if rng.random() < 0.6 else "partial"]
+        first, slot = min(10, n // 5), (n - min(10, n // 5)) / count
+        for k, kind in enumerate(kinds):
+            length = int(min(slot * 0.8, rng.uniform(30, 60)))
+            t0 = int(first + k * slot + rng.uniform(0, slot - length))
+            t = np.arange(t0, min(n, t0 + length))
+            centre = geo[t, :2] + geo[t, 2:] / 2
+            wmax, hmax = geo[t, 2].max(), geo[t, 3].max()
+            ow = min(wmax * rng.uniform(1.4, 2.0), 0.6 * self.config.width)
+            oh = min(hmax * rng.uniform(1.4, 2.0), 0.6 * self.config.height)
+            ux, uy = tx.unit_vector(rng)
+            along = (abs(ux) * (ow + wmax) + abs(uy) * (oh + hmax)) / 2 + 2
+            if kind == "partial":  # overlap 30-70 % of the target's extent across the sweep
+                t_across, o_across = abs(uy) * wmax + abs(ux) * hmax, abs(uy) * ow + abs(ux) * oh
+                off = ((t_across + o_across) / 2 - rng.uniform(0.3, 0.7) * t_across) * rng.choice([-1, 1])
+            else:
+                off = min(ow - wmax, oh - hmax) / 4 * rng.uniform(-1, 1)
+            s = -along + 2 * along * (t - t0) / max(len(t) - 1, 1)
+            ox = centre[:, 0] + ux * s - uy * off
+            oy = centre[:, 1] + uy * s + ux * off
+            self._occ[t] = np.stack([ox - ow / 2, oy - oh / 2, np.full(len(t), ow), np.full(len(t), oh)], 1)
+
+    def __len__(self) -> int:
+        return self.config.num_frames
+
+    def __repr__(self) -> str:
+        c = self.config
+        return f"SyntheticSequence({self.name!r}, {c.num_frames} frames, {c.width}x{c.height}, {c.backgrounds})"
+
+    def _index(self, i: int) -> int:
+        n = self.config.num_frames
+        if not -n <= i < n:
+            raise IndexError(f"frame {i} out of range for {n} frames")
+        return i % n
+
+    def frame(self, i: int) -> np.ndarray:
+        """Frame ``i`` (negative counts from the end) as BGR uint8 ``(H, W, 3)``."""
+        i = self._index(i)
+        img = self.background(i)
+        for levels, boxes in self._distractors:
+            tx.composite(img, levels, boxes[i])
+        tx.composite(img, self._target, self._geo[i])
+        if self._occluder is not None and not np.isnan(self._occ[i, 0]):
+            tx.composite(img, self._occluder, self._occ[i])
+        return img
+
+    def background(self, i: int) -> np.ndarray:
+        """Frame ``i`` without target, distractors and occluder (the drifting background only)."""
+        i = self._index(i)
+        oy, ox = self._offsets[i, 1], self._offsets[i, 0]
+        return self._canvas[oy : oy + self.config.height, ox : ox + self.config.width].copy()
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        return (self.frame(i) for i in range(len(self)))
+
+
+def make_sequence(config: SyntheticConfig | None = None, **overrides: Any) -> SyntheticSequence:
+    """Build a sequence from ``config`` (default :class:`SyntheticConfig`) with field ``overrides``.
+
+    Raises:
+        ConfigError: an unknown or invalid field, or photos requested without scikit-image.
+    """
+    cfg = config or SyntheticConfig()
+    if overrides:
+        cfg = SyntheticConfig.from_dict({**cfg.to_dict(), **overrides})
+    return SyntheticSequence(cfg)
+
+
+def benchmark_sequences(num_sequences: int = 8, num_frames: int = 300, seed: int = 0,
+                        **overrides: Any) -> list[SyntheticSequence]:
+    """``num_sequences`` clips named ``synthetic-1`` ...; clip k's seed derives from ``(seed, k)``.
+
+    Raises:
+        ConfigError: a bad count or config override (``name`` is set here and cannot be overridden).
+    """
+    if not isinstance(num_sequences, int) or num_sequences < 1:
+        raise ConfigError(f"num_sequences must be an integer >= 1, got {num_sequences!r}")
+    if "name" in overrides:
+        raise ConfigError("benchmark sequences are named synthetic-<k>; do not pass name")
+    base = SyntheticConfig.from_dict({**overrides, "num_frames": num_frames, "seed": seed})
+    return [
+        SyntheticSequence(base.replace(seed=int(np.random.SeedSequence([seed, k]).generate_state(1)[0]),
+                                       name=f"synthetic-{k}"))
+        for k in range(1, num_sequences + 1)
+    ]
+
+
+@contextlib.contextmanager
+def _atomic_dir(out_dir: str | os.PathLike[str], overwrite: bool) -> Iterator[Path]:
+    """Yield a temporary directory beside ``out_dir`` that replaces it when the block succeeds."""
+    out = Path(out_dir).resolve()
+    if out.exists():
+        if not out.is_dir():
+            raise ConfigError(f"{out} exists and is not a directory")
+        if not overwrite and any(out.iterdir()):
+            raise ConfigError(f"{out} exists and is not empty; pass overwrite=True (--overwrite) or pick a new path")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        yield tmp
+        if out.exists():
+            old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+            os.replace(out, old)
+            try:
+                os.replace(tmp, out)
+            except BaseException:
+                os.replace(old, out)
+                raise
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _number(v: float) -> str:
+    s = repr(float(v))
+    return s[:-2] if s.endswith(".0") else s
+
+
+def _write_files(seq: SyntheticSequence, d: Path, layout: str, ext: str) -> None:
+    from mfv2 import __version__
+
+    img_dir = d / "img" if layout == "lasot" else d
+    img_dir.mkdir(parents=True, exist_ok=True)
+    params = [cv2.IMWRITE_JPEG_QUALITY, 95] if ext in (".jpg", ".jpeg") else []
+    for i in range(len(seq)):
+        path = img_dir / f"{i + 1:08d}{ext}"
+        try:
+            ok = cv2.imwrite(str(path), seq.frame(i), params)
+        except cv2.error as e:
+            raise Mfv2Error(f"OpenCV could not write {path}: {e}") from e
+        if not ok:
+            raise Mfv2Error(f"OpenCV could not write {path}")
+    (d / "groundtruth.txt").write_text("".join(",".join(map(_number, b)) + "\n" for b in seq.boxes))
+    if layout == "lasot":
+        for fname, flags in (("full_occlusion.txt", seq.full_occlusion), ("out_of_view.txt", seq.out_of_view)):
+            (d / fname).write_text(",".join("1" if f else "0" for f in flags) + "\n")
+        (d / "nlp.txt").write_text(seq.description + "\n")
+    meta = {"generator": "mfv2.synthetic", "version": __version__, "name": seq.name, "config": seq.config.to_dict()}
+    (d / "synthetic.json").write_text(json.dumps(meta, indent=2) + "\n")
+
+
+def _check_ext(ext: str) -> str:
+    if ext.lower() not in IMAGE_EXTS:
+        raise ConfigError(f"image extension {ext!r} is not supported; use one of {', '.join(IMAGE_EXTS)}")
+    return ext.lower()
+
+
+def write_sequence(seq: SyntheticSequence, out_dir: str | os.PathLike[str], *,
+                   layout: Literal["lasot", "frames"] = "lasot", ext: str = ".jpg",
+                   overwrite: bool = False) -> Path:
+    """Write one clip atomically and return its directory.
+
+    ``lasot``: ``img/00000001.jpg`` ..., ``groundtruth.txt`` (``x,y,w,h`` per line),
+    ``full_occlusion.txt`` and ``out_of_view.txt`` (one line of 0/1), ``nlp.txt``; ``frames``: the
+    images and ``groundtruth.txt`` directly in ``out_dir``. Both add ``synthetic.json`` (the config).
+
+    Raises:
+        ConfigError: bad layout or extension, or ``out_dir`` is not empty and ``overwrite`` is False.
+    """
+    if layout not in ("lasot", "frames"):
+        raise ConfigError(f"layout must be 'lasot' or 'frames', got {layout!r}")
+    ext = _check_ext(ext)
+    with _atomic_dir(out_dir, overwrite) as tmp:
+        _write_files(seq, tmp, layout, ext)
+    return Path(out_dir).resolve()
+
+
+def write_benchmark(out_dir: str | os.PathLike[str], *, num_sequences: int = 8, num_frames: int = 300,
+                    seed: int = 0, ext: str = ".jpg", overwrite: bool = False, **config_overrides: Any) -> Path:
+    """Write :func:`benchmark_sequences` in the LaSOT layout: ``synthetic/synthetic-<k>/`` and ``testing_set.txt``.
+
+    Raises:
+        ConfigError: as :func:`write_sequence`, or a bad config override.
+    """
+    ext = _check_ext(ext)
+    seqs = benchmark_sequences(num_sequences, num_frames, seed, **config_overrides)
+    with _atomic_dir(out_dir, overwrite) as tmp:
+        for s in seqs:
+            _write_files(s, tmp / "synthetic" / s.name, "lasot", ext)
+        (tmp / "testing_set.txt").write_text("".join(s.name + "\n" for s in seqs))
+    return Path(out_dir).resolve()
