@@ -1,0 +1,335 @@
+"""Export MixFormerV2 to an export directory: ONNX (full and split graphs), fp16/int8, OpenVINO IR.
+
+:func:`export` traces the graphs, simplifies and checks them, measures parity against PyTorch on
+random inputs and real tracker crops, derives the low-precision files, writes the metadata into
+every file and ``manifest.json`` beside them. It builds everything in a temporary directory next to
+the output and renames it into place at the end, so a failed export (parity included) leaves
+nothing behind. TensorRT engines are built later, on the GPU, by :mod:`mfv2.export.tensorrt`.
+
+Importing this package stays light (no torch, ONNX or runtimes), so backends can read manifests.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+import os
+import platform
+import shutil
+import sys
+import time
+import types
+import uuid
+from collections.abc import Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+from mfv2.config import ModelConfig, TrackerConfig, variant_config
+from mfv2.errors import ConfigError
+
+if TYPE_CHECKING:
+    from mfv2.export.validate import Runner
+    from mfv2.models import MixFormerV2
+
+__all__ = ["export"]
+
+log = logging.getLogger(__name__)
+
+_PARITY_RANDOM = 2  # random-input samples per parity check
+_PARITY_CROPS = 12  # real-crop samples per parity check (they give iou_fraction)
+_CALIBRATION_CROPS = 32  # int8 calibration samples (ONNX Runtime and NNCF)
+
+
+def export(
+    model_or_checkpoint: MixFormerV2 | str | os.PathLike[str] | None,
+    output: str | os.PathLike[str],
+    *,
+    variant: str | ModelConfig | None = None,
+    batch: int = 1,
+    opset: int = 17,
+    allow_low_opset: bool = False,
+    precisions: Sequence[str] = ("fp32",),
+    openvino: Sequence[str] = (),
+    simplify: Literal["onnxsim", "onnxslim", "none"] = "onnxsim",
+    tracker: TrackerConfig | None = None,
+    calibration: Sequence[np.ndarray | tuple[np.ndarray, Sequence[float]]] | None = None,
+    seed: int = 0,
+    overwrite: bool = False,
+) -> Path:
+    """Export a model to the directory ``output``.
+
+    Args:
+        model_or_checkpoint: a :class:`~mfv2.models.MixFormerV2`, a checkpoint path (official or
+            native), or ``None`` for seeded random weights of ``variant`` (demos and tests).
+        output: export directory to create.
+        variant: architecture; ``None`` detects it from the checkpoint (``"S"`` for random weights).
+        batch: fixed batch size, the number of targets tracked per call.
+        opset: ONNX opset, >= 17 so LayerNormalization stays one op.
+        allow_low_opset: accept opsets below 17 (with a warning about TensorRT fp16 overflow).
+        precisions: ONNX precisions among ``fp32``, ``fp16``, ``int8``; the fp32 graphs are always
+            written, every other artifact derives from them.
+        openvino: OpenVINO IR precisions among ``fp32``, ``fp16``, ``int8`` (NNCF).
+        simplify: ``onnxsim``, ``onnxslim`` or ``none``.
+        tracker: crop factors recorded in the manifest and used for the real crops; default
+            :class:`~mfv2.config.TrackerConfig`.
+        calibration: BGR uint8 frames, or ``(frame, box_xywh)`` pairs, for the real crops of parity
+            and int8 calibration; ``None`` uses a synthetic clip. A bare frame gets a centred box.
+        seed: seed of random weights, random inputs and the synthetic clip.
+        overwrite: replace an existing ``output``.
+
+    Returns:
+        The export directory.
+
+    Raises:
+        ConfigError: a bad option, checkpoint or output path.
+        ExportError: tracing, simplification, checking or parity failed.
+    """
+    from mfv2.export.formats import SIMPLIFIERS, parse_precisions
+    from mfv2.export.onnx import check_opset
+
+    if not isinstance(batch, int) or batch < 1:
+        raise ConfigError(f"batch must be a positive integer, got {batch!r}")
+    check_opset(opset, allow_low_opset)
+    if simplify not in SIMPLIFIERS:
+        raise ConfigError(f"unknown simplifier {simplify!r}; choose from {', '.join(SIMPLIFIERS)}")
+    onnx_precisions = ("fp32",) + tuple(p for p in parse_precisions(precisions) if p != "fp32")
+    ov_precisions = parse_precisions(openvino, "openvino")
+    out = Path(output)
+    _check_output(out, overwrite)
+    model, source = _load_model(model_or_checkpoint, variant, seed)
+    tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.partial")
+    tmp.mkdir()  # beside the output, so the final rename stays on one filesystem
+    try:
+        job = _Job(model, tmp, batch=batch, opset=opset, simplify=simplify, tracker=tracker or TrackerConfig(),
+                   frames=calibration, seed=seed)
+        for precision in onnx_precisions:
+            job.onnx(precision)
+        for precision in ov_precisions:
+            job.openvino(precision)
+        job.finish(source)
+        _publish(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log.info("export complete: %s", out)
+    return out
+
+
+def _check_output(out: Path, overwrite: bool) -> None:
+    if out.exists() and not overwrite:
+        raise ConfigError(f"{out} already exists; pass --overwrite (overwrite=True) or choose another --output")
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out} exists and is not a directory; choose another --output")
+    parent = out.parent
+    if not parent.is_dir():
+        raise ConfigError(f"cannot write {out}: {parent} does not exist or is not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"cannot write {out}: folder {parent} is not writable; choose another --output")
+
+
+def _publish(tmp: Path, out: Path) -> None:
+    """Move the finished directory into place; an old one is swapped out first, then deleted."""
+    old = None
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        os.replace(out, old)
+    os.replace(tmp, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _load_model(
+    model_or_checkpoint: Any, variant: str | ModelConfig | None, seed: int
+) -> tuple[MixFormerV2, dict[str, Any]]:
+    """The model in eval mode (a private copy) and the manifest's ``source`` record."""
+    import torch
+
+    from mfv2.models import MixFormerV2, build_model, read_checkpoint
+    from mfv2.models.checkpoint import file_sha256
+
+    if isinstance(model_or_checkpoint, MixFormerV2):
+        if variant is not None and variant_config(variant) != model_or_checkpoint.config:
+            raise ConfigError(f"variant {variant!r} does not match the given model ({model_or_checkpoint.config.name})")
+        model = copy.deepcopy(model_or_checkpoint)
+        source: dict[str, Any] = {"checkpoint": None, "format": "in-memory model"}
+    elif model_or_checkpoint is None:
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            model = build_model("S" if variant is None else variant)
+        source = {"checkpoint": None, "format": f"random-init, seed {seed}", "seed": seed}
+    else:
+        path = Path(model_or_checkpoint)
+        ckpt = read_checkpoint(path)  # a missing or unreadable file is a ConfigError
+        model = build_model(variant, path)
+        source = {"checkpoint": str(path), "sha256": file_sha256(path), "format": ckpt.format}
+    return model.eval().requires_grad_(False), source
+
+
+def _toolkit(*extra: str) -> dict[str, str]:
+    from mfv2 import __version__
+
+    versions = {"mfv2": __version__, "python": platform.python_version()}
+    for name in ("torch", "onnx", "onnxruntime", *extra):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+class _Job:
+    """One export in progress in ``tmp``: samples and references are computed once, then each artifact."""
+
+    def __init__(
+        self, model: MixFormerV2, tmp: Path, *, batch: int, opset: int, simplify: str, tracker: TrackerConfig,
+        frames: Sequence[Any] | None, seed: int,
+    ) -> None:
+        from mfv2.export.manifest import Manifest
+        from mfv2.export.onnx import graph_io
+        from mfv2.export.validate import make_samples, torch_reference
+
+        self.model, self.tmp, self.batch, self.opset, self.simplify = model, tmp, batch, opset, simplify
+        self.frames, self.seed = frames, seed
+        self.io = graph_io(model.config, batch)
+        self.samples = make_samples(model.config, tracker, batch=batch, random=_PARITY_RANDOM, crops=_PARITY_CROPS,
+                                    frames=frames, seed=seed)
+        self.refs = torch_reference(model, self.samples)
+        self.manifest = Manifest(model=model.config, tracker=tracker, batch=batch, opset=opset)
+        self._extra: dict[str, dict[str, Any]] = {}  # file name -> facts for its artifact's ``extra``
+        self._calibration: dict[str, list[dict[str, np.ndarray]]] | None = None
+
+    def _files(self, precision: str, format: str) -> dict[str, Path]:
+        from mfv2.export.formats import GRAPH_STEMS, artifact_name
+
+        return {g: self.tmp / artifact_name(g, precision, format) for g in GRAPH_STEMS}
+
+    def calibration(self) -> dict[str, list[dict[str, np.ndarray]]]:
+        """Calibration feeds per graph: crops, and the fp32 reference ``kv`` for the decoder."""
+        if self._calibration is None:
+            import torch
+
+            from mfv2.export.validate import calibration_crops
+
+            crops = calibration_crops(self.model.config, self.manifest.tracker, batch=self.batch,
+                                      count=_CALIBRATION_CROPS, frames=self.frames, seed=self.seed)
+            with torch.no_grad():
+                kvs = [self.model.encode_templates(torch.from_numpy(c["template"]),
+                                                   torch.from_numpy(c["online_template"])).numpy() for c in crops]
+            self._calibration = {
+                "full": crops,
+                "template_encoder": [{k: c[k] for k in ("template", "online_template")} for c in crops],
+                "search_decoder": [{"search": c["search"], "kv": kv} for c, kv in zip(crops, kvs)],
+            }
+        return self._calibration
+
+    def onnx(self, precision: str) -> None:
+        import onnx
+
+        from mfv2.errors import ExportError
+        from mfv2.export.onnx import check_model, export_graph, op_counts
+        from mfv2.export.quantize import symmetric_qdq, to_fp16, to_int8
+        from mfv2.export.simplify import simplify
+        from mfv2.export.tensorrt import tensorrt_issues
+        from mfv2.export.validate import ort_runner
+
+        files = self._files(precision, "onnx")
+        started = time.perf_counter()
+        for graph, path in files.items():
+            if precision == "fp32":
+                export_graph(self.model, graph, path, batch=self.batch, opset=self.opset)
+                simplify(path, self.simplify)
+            elif precision == "fp16":
+                to_fp16(self._files("fp32", "onnx")[graph], path)
+            else:
+                to_int8(self._files("fp32", "onnx")[graph], path, self.calibration()[graph])
+            check_model(path)
+            proto = onnx.load(str(path))
+            # int8 engines are built from the symmetric form of the Q/DQ graph (see symmetric_qdq).
+            issues = tensorrt_issues(symmetric_qdq(proto) if precision == "int8" else proto)
+            if issues and precision == "fp32":
+                raise ExportError(f"{path.name} has ops TensorRT lacks: {'; '.join(issues)}")
+            if issues:
+                log.warning("%s will not build on TensorRT: %s", path.name, "; ".join(issues))
+            self._extra[path.name] = {
+                "nodes": len(proto.graph.node),
+                "ops": dict(sorted(op_counts(proto).items())),
+                "tensorrt_issues": issues,
+            }
+        self._measure("onnx", precision, files, ort_runner(files), started)
+
+    def openvino(self, precision: str) -> None:
+        from mfv2.export.openvino import ov_runner, to_openvino
+
+        files = self._files(precision, "openvino")
+        started = time.perf_counter()
+        for graph, path in files.items():
+            calib = self.calibration()[graph] if precision == "int8" else None
+            to_openvino(self._files("fp32", "onnx")[graph], path, precision, calib)
+            self._extra[path.name] = {"bin": path.with_suffix(".bin").name}
+        self._measure("openvino", precision, files, ov_runner(files), started)
+
+    def _measure(self, format: str, precision: str, files: dict[str, Path], run: Runner, started: float) -> None:
+        from mfv2.export.manifest import Artifact
+        from mfv2.export.validate import TOLERANCES, check_parity, measure
+
+        figures = measure(run, list(files), self.samples, self.refs)
+        tol = TOLERANCES[(format, precision)]
+        seconds = time.perf_counter() - started
+        for graph, path in files.items():
+            parity = {k: float(f"{v:.4g}") for k, v in figures[graph].items()}
+            ins, outs = self.io[graph]
+            artifact = Artifact(
+                file=path.name, graph=graph, precision=precision, format=format, inputs=ins, outputs=outs,
+                parity=parity,
+                extra={"tolerance": dataclasses.asdict(tol), "export_seconds": round(seconds, 2), **self._extra.get(path.name, {})},
+            )
+            self.manifest.add(artifact)
+            size = path.stat().st_size + (path.with_suffix(".bin").stat().st_size if format == "openvino" else 0)
+            iou = f"{parity['iou_fraction']:.2f}" if "iou_fraction" in parity else "n/a (degenerate reference boxes)"
+            log.info("%s: %.1f MB, %.1f s, max error boxes %.2g, score %.2g, IoU>=0.9 %s",
+                     path.name, size / 1e6, seconds, parity["boxes"], parity["score"], iou)
+        for graph, path in files.items():
+            check_parity(path.name, figures[graph], tol)
+
+    def finish(self, source: dict[str, Any]) -> None:
+        """Write the metadata into every file, hash the files and save ``manifest.json``."""
+        from mfv2.export.onnx import METADATA_KEY, artifact_metadata, write_metadata
+        from mfv2.export.openvino import OV_METADATA_KEY, set_ov_metadata
+        from mfv2.models.checkpoint import file_sha256
+
+        tools = [] if self.simplify == "none" else [self.simplify]
+        if any(a.format == "openvino" for a in self.manifest.artifacts):
+            tools += ["openvino", "nncf"]
+        self.manifest.source = source
+        self.manifest.toolkit = _toolkit(*tools)
+        for artifact in self.manifest.artifacts:
+            path = self.tmp / artifact.file
+            props = artifact_metadata(self.manifest, artifact)
+            if artifact.format == "onnx":
+                write_metadata(path, props)
+                artifact.extra["metadata"] = f"metadata_props[{METADATA_KEY!r}]"
+            else:
+                set_ov_metadata(path, props[METADATA_KEY])
+                artifact.extra["metadata"] = f"rt_info[{OV_METADATA_KEY!r}]"
+                artifact.extra["bin_sha256"] = file_sha256(path.with_suffix(".bin"))
+            artifact.sha256 = file_sha256(path)
+        self.manifest.save(self.tmp)
+
+
+class _ExportPackage(types.ModuleType):
+    """This package, callable as :func:`export`.
+
+    ``mfv2.export`` names both this package and the function ``mfv2.export`` re-exports; once the
+    package is imported Python binds the attribute ``mfv2.export`` to the package, so the package
+    itself forwards calls to the function.
+    """
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Path:
+        return export(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _ExportPackage

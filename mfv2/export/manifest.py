@@ -1,0 +1,140 @@
+"""The export manifest: every fact about an exported model that a backend or the tracker needs.
+
+An export directory holds ``manifest.json`` plus the graph files it lists. Each artifact is one file
+(ONNX, OpenVINO IR, TensorRT engine) of one graph (``full``, ``template_encoder``,
+``search_decoder``) at one precision, with the parity figures measured when it was written. This
+module needs neither torch nor any runtime.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from mfv2.config import ModelConfig, TrackerConfig
+from mfv2.errors import ConfigError
+
+__all__ = [
+    "Artifact",
+    "Manifest",
+    "GraphName",
+    "Precision",
+    "MANIFEST_NAME",
+    "GRAPHS",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "load_manifest",
+]
+
+MANIFEST_NAME = "manifest.json"
+_FORMAT = "mfv2-export"
+_VERSION = 1
+
+GraphName = Literal["full", "template_encoder", "search_decoder"]
+Precision = Literal["fp32", "fp16", "bf16", "int8"]
+GRAPHS: tuple[str, ...] = ("full", "template_encoder", "search_decoder")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class Artifact:
+    """One graph file.
+
+    ``inputs``/``outputs`` map tensor names to shapes; ``parity`` holds max-abs errors against the
+    PyTorch reference (``boxes``, ``score``; ``iou_fraction`` where a tracker-level check ran).
+    """
+
+    file: str
+    graph: str
+    precision: str
+    format: str  # "onnx", "openvino", "tensorrt"
+    inputs: dict[str, list[int]] = field(default_factory=dict)
+    outputs: dict[str, list[int]] = field(default_factory=dict)
+    parity: dict[str, float] = field(default_factory=dict)
+    sha256: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Manifest:
+    """Contents of ``manifest.json``.
+
+    Inputs are RGB NCHW float32, ``(x / 255 - mean) / std``. Output ``boxes`` (B, 4) are cx, cy, w, h
+    normalised to the search crop; ``score`` (B,) is a probability (the sigmoid is in the graph).
+    """
+
+    model: ModelConfig
+    tracker: TrackerConfig
+    batch: int = 1
+    opset: int = 17
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+    artifacts: list[Artifact] = field(default_factory=list)
+    source: dict[str, Any] = field(default_factory=dict)  # checkpoint path, sha256, format
+    toolkit: dict[str, str] = field(default_factory=dict)  # mfv2/torch/onnx versions at export
+    score: str = "probability"
+    boxes: str = "cxcywh, normalised to the search crop"
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["model"] = self.model.to_dict()
+        d["tracker"] = self.tracker.to_dict()
+        return {"format": _FORMAT, "version": _VERSION, **d}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Manifest:
+        if data.get("format") != _FORMAT:
+            raise ConfigError(f"not an mfv2 export manifest (format {data.get('format')!r})")
+        if data.get("version", 0) > _VERSION:
+            raise ConfigError(f"manifest version {data['version']} is newer than this mfv2 reads ({_VERSION}); upgrade mfv2")
+        body = {k: v for k, v in data.items() if k not in ("format", "version")}
+        try:
+            body["model"] = ModelConfig.from_dict(body["model"])
+            body["tracker"] = TrackerConfig.from_dict(body["tracker"])
+            body["artifacts"] = [Artifact(**a) for a in body.get("artifacts", [])]
+            body["mean"], body["std"] = tuple(body["mean"]), tuple(body["std"])
+            return cls(**body)
+        except (KeyError, TypeError) as e:
+            raise ConfigError(f"malformed export manifest: {e}") from e
+
+    def find(self, graph: str, precision: str = "fp32", format: str = "onnx") -> Artifact | None:
+        """The artifact of ``graph`` at ``precision`` in ``format``, if exported."""
+        for a in self.artifacts:
+            if (a.graph, a.precision, a.format) == (graph, precision, format):
+                return a
+        return None
+
+    def add(self, artifact: Artifact) -> None:
+        """Add or replace the artifact with the same graph, precision and format."""
+        self.artifacts = [
+            a for a in self.artifacts if (a.graph, a.precision, a.format) != (artifact.graph, artifact.precision, artifact.format)
+        ]
+        self.artifacts.append(artifact)
+
+    def precisions(self, format: str = "onnx") -> list[str]:
+        return sorted({a.precision for a in self.artifacts if a.format == format})
+
+    def save(self, directory: str | os.PathLike[str]) -> Path:
+        """Write ``manifest.json`` atomically."""
+        path = Path(directory) / MANIFEST_NAME
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        os.replace(tmp, path)
+        return path
+
+
+def load_manifest(directory: str | os.PathLike[str]) -> Manifest:
+    """Read ``DIR/manifest.json``; a missing or foreign directory is a one-line :class:`ConfigError`."""
+    d = Path(directory)
+    path = d / MANIFEST_NAME if d.is_dir() else d
+    if not path.is_file():
+        raise ConfigError(f"{d} is not an mfv2 export directory (no {MANIFEST_NAME}); create one with 'mfv2 export'")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{path} is not valid JSON: {e}") from e
+    return Manifest.from_dict(data)

@@ -1,0 +1,273 @@
+"""ONNX graphs of MixFormerV2: the full forward and the split template-KV pair, with their metadata.
+
+Three fixed-shape graphs are traced from one model:
+
+* ``full``: ``template, online_template, search -> boxes, score``;
+* ``template_encoder``: ``template, online_template -> kv``, run once per template update;
+* ``search_decoder``: ``search, kv -> boxes, score``, run per frame, with the pruned last block.
+
+``score`` is a probability: the sigmoid is inside the graph. The TorchScript exporter
+(``dynamo=False``) is used on purpose: in torch 2.13 it traces these graphs in well under a second,
+honours the requested opset, lowers SDPA to MatMul/Softmax and leaves a graph onnxsim and onnxslim
+accept, whereas the dynamo exporter needs onnxscript, takes ~10x longer, emits opset 18 whatever is
+asked and its ``Split(num_outputs)`` nodes then break onnxsim at opset 17.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import warnings
+from collections import Counter
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mfv2.config import ModelConfig
+from mfv2.errors import ConfigError, ExportError
+
+if TYPE_CHECKING:
+    import onnx
+    import torch
+
+    from mfv2.export.manifest import Artifact, Manifest
+    from mfv2.models import MixFormerV2
+
+__all__ = [
+    "MIN_OPSET",
+    "MAX_OPSET",
+    "LAYERNORM_OPSET",
+    "HEAD_SCOPES",
+    "is_head_node",
+    "METADATA_KEY",
+    "graph_io",
+    "check_opset",
+    "export_graph",
+    "check_model",
+    "op_counts",
+    "write_metadata",
+    "read_metadata",
+    "manifest_from_onnx",
+    "artifact_metadata",
+]
+
+log = logging.getLogger(__name__)
+
+MIN_OPSET = 14  # scaled_dot_product_attention has no TorchScript-exporter lowering below 14
+MAX_OPSET = 20  # the TorchScript exporter's ceiling in torch 2.x
+LAYERNORM_OPSET = 17  # first opset with a LayerNormalization op
+# Name scopes of the prediction heads in traced graphs (``/net/box_head/...`` in the full graph,
+# ``/box_head/...`` in the decoder) and the final sigmoid; fp16 conversion keeps these in fp32, int8
+# quantization leaves them alone.
+HEAD_SCOPES: tuple[str, ...] = ("/box_head/", "/score_head/")
+SIGMOID_NODE = "/Sigmoid"
+METADATA_KEY = "mfv2"
+
+
+def is_head_node(name: str) -> bool:
+    """Whether an ONNX (or OpenVINO) node name belongs to a prediction head or the final sigmoid."""
+    return name == SIGMOID_NODE or any(scope in name for scope in HEAD_SCOPES)
+
+
+def graph_io(cfg: ModelConfig, batch: int = 1) -> dict[str, tuple[dict[str, list[int]], dict[str, list[int]]]]:
+    """Input and output ``name -> shape`` of each graph for ``cfg`` at ``batch`` targets."""
+    B, Z, X = batch, cfg.template_size, cfg.search_size
+    kv = [cfg.depth, 2, B, cfg.num_heads, 2 * cfg.num_template_tokens, cfg.head_dim]
+    images = {"template": [B, 3, Z, Z], "online_template": [B, 3, Z, Z]}
+    heads = {"boxes": [B, 4], "score": [B]}
+    return {
+        "full": ({**images, "search": [B, 3, X, X]}, dict(heads)),
+        "template_encoder": (dict(images), {"kv": kv}),
+        "search_decoder": ({"search": [B, 3, X, X], "kv": kv}, dict(heads)),
+    }
+
+
+def check_opset(opset: int, allow_low_opset: bool = False) -> None:
+    """Refuse opsets the exporter cannot write, and those below 17 unless the user insists.
+
+    Below opset 17 LayerNormalization is decomposed into ReduceMean/Pow/Sqrt, which TensorRT runs in
+    fp16 and overflows after attention (NVIDIA/TensorRT#2781); some NPU toolchains need it anyway.
+    """
+    if not MIN_OPSET <= opset <= MAX_OPSET:
+        raise ConfigError(f"opset {opset} is outside what the exporter writes for this model ({MIN_OPSET}..{MAX_OPSET}); use 17")
+    if opset < LAYERNORM_OPSET:
+        if not allow_low_opset:
+            raise ConfigError(
+                f"opset {opset} decomposes LayerNormalization, which overflows in TensorRT fp16; use opset >= 17, "
+                "or pass --allow-low-opset if your toolchain needs it"
+            )
+        log.warning(
+            "opset %d: LayerNormalization is decomposed into elementary ops; TensorRT fp16 may overflow after "
+            "attention (keep such graphs fp32 on TensorRT)",
+            opset,
+        )
+
+
+def _wrappers(model: MixFormerV2) -> dict[str, torch.nn.Module]:
+    import torch
+    from torch import nn
+
+    class FullGraph(nn.Module):
+        def __init__(self, net: MixFormerV2) -> None:
+            super().__init__()
+            self.net = net
+
+        def forward(self, template: torch.Tensor, online_template: torch.Tensor, search: torch.Tensor) -> Any:
+            out = self.net(template, online_template, search)
+            return out["pred_boxes"], torch.sigmoid(out["pred_scores"])
+
+    class TemplateEncoder(nn.Module):
+        def __init__(self, net: MixFormerV2) -> None:
+            super().__init__()
+            self.net = net
+
+        def forward(self, template: torch.Tensor, online_template: torch.Tensor) -> torch.Tensor:
+            return self.net.encode_templates(template, online_template)
+
+    class SearchDecoder(nn.Module):
+        def __init__(self, net: MixFormerV2) -> None:
+            super().__init__()
+            self.net = net
+
+        def forward(self, search: torch.Tensor, kv: torch.Tensor) -> Any:
+            out = self.net.track_search(search, kv)
+            return out["pred_boxes"], torch.sigmoid(out["pred_scores"])
+
+    return {"full": FullGraph(model), "template_encoder": TemplateEncoder(model), "search_decoder": SearchDecoder(model)}
+
+
+def export_graph(
+    model: MixFormerV2, graph: str, path: str | os.PathLike[str], *, batch: int = 1, opset: int = LAYERNORM_OPSET
+) -> Path:
+    """Trace ``graph`` of ``model`` to ``path`` with fixed shapes (TorchScript exporter, constant folding).
+
+    Raises:
+        ExportError: if tracing fails.
+    """
+    import torch
+
+    ins, outs = graph_io(model.config, batch)[graph]
+    gen = torch.Generator().manual_seed(0)
+    args = tuple(torch.randn(*shape, generator=gen) for shape in ins.values())
+    module = _wrappers(model)[graph].eval()
+    path = Path(path)
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            # The legacy exporter warns it is deprecated and the shape checks warn they trace as constants.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            torch.onnx.export(
+                module,
+                args,
+                str(path),
+                input_names=list(ins),
+                output_names=list(outs),
+                opset_version=opset,
+                do_constant_folding=True,
+                dynamo=False,
+            )
+    except Exception as e:  # the exporter raises many unrelated types
+        # Its messages can carry the whole TorchScript graph; the last line says what went wrong.
+        reason = (str(e).strip().splitlines() or [""])[-1]
+        raise ExportError(f"tracing the {graph} graph at opset {opset} failed: {type(e).__name__}: {reason}") from e
+    return path
+
+
+def check_model(path: str | os.PathLike[str]) -> None:
+    """``onnx.checker`` with full shape inference; a failure is an :class:`ExportError`."""
+    import onnx
+
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:
+        raise ExportError(f"{Path(path).name} fails onnx.checker: {e}") from e
+
+
+def op_counts(model: onnx.ModelProto) -> Counter[str]:
+    """Node count per ``domain::op`` (default domain without prefix)."""
+    return Counter(f"{n.domain}::{n.op_type}" if n.domain not in ("", "ai.onnx") else n.op_type for n in model.graph.node)
+
+
+def write_metadata(path: str | os.PathLike[str], props: dict[str, str]) -> None:
+    """Replace the ``metadata_props`` of an ONNX file (written to a temporary name, then renamed)."""
+    import onnx
+
+    p = Path(path)
+    model = onnx.load(str(p))
+    del model.metadata_props[:]
+    for key, value in props.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    tmp = p.with_name(p.name + ".tmp")
+    try:
+        onnx.save(model, str(tmp))
+        os.replace(tmp, p)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def read_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
+    """The ``metadata_props`` of an ONNX file as a dict (weights are not loaded)."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return {p.key: p.value for p in model.metadata_props}
+
+
+def artifact_metadata(manifest: Manifest, artifact: Artifact) -> dict[str, str]:
+    """The metadata of one file: flat facts for people and tools, and ``mfv2``, the manifest as JSON.
+
+    The JSON lists this artifact alone (without its hash, which depends on the metadata), so a
+    single file is self-describing; :func:`manifest_from_onnx` reads it back.
+    """
+    data = manifest.to_dict()
+    entry = dataclasses.asdict(artifact)
+    entry["sha256"] = ""
+    data["artifacts"] = [entry]
+    cfg = manifest.model
+    return {
+        "description": f"MixFormerV2-{cfg.name} {artifact.graph} graph, {artifact.precision}",
+        "variant": cfg.name,
+        "graph": artifact.graph,
+        "precision": artifact.precision,
+        "batch": str(manifest.batch),
+        "opset": str(manifest.opset),
+        "template_size": str(cfg.template_size),
+        "search_size": str(cfg.search_size),
+        "num_bins": str(cfg.num_bins),
+        "template_factor": str(manifest.tracker.template_factor),
+        "search_factor": str(manifest.tracker.search_factor),
+        "mean": json.dumps(list(manifest.mean)),
+        "std": json.dumps(list(manifest.std)),
+        "input_format": "RGB NCHW float32, (x / 255 - mean) / std",
+        "boxes": manifest.boxes,
+        "score": manifest.score,
+        "inputs": json.dumps(artifact.inputs),
+        "outputs": json.dumps(artifact.outputs),
+        "parity": json.dumps(artifact.parity),
+        "source_sha256": str(manifest.source.get("sha256", "")),
+        "mfv2_version": manifest.toolkit.get("mfv2", ""),
+        METADATA_KEY: json.dumps(data, sort_keys=True),
+    }
+
+
+def manifest_from_onnx(path: str | os.PathLike[str]) -> Manifest:
+    """Rebuild the manifest of a single self-describing ``.onnx`` from its metadata.
+
+    The result lists one artifact, this file. Raises :class:`ConfigError` for an ONNX file that
+    ``mfv2 export`` did not write.
+    """
+    from mfv2.export.manifest import Manifest
+
+    props = read_metadata(path)
+    if METADATA_KEY not in props:
+        raise ConfigError(f"{path} carries no mfv2 metadata; export it with 'mfv2 export'")
+    try:
+        data = json.loads(props[METADATA_KEY])
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{path}: mfv2 metadata is not valid JSON: {e}") from e
+    manifest = Manifest.from_dict(data)
+    for artifact in manifest.artifacts:
+        artifact.file = Path(path).name
+    return manifest

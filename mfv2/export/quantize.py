@@ -1,0 +1,238 @@
+"""Low-precision ONNX: typed fp16 for GPUs and static int8 Q/DQ for CPUs.
+
+TensorRT 10.12+ builds fp16/int8 only from graphs that carry their types (weak-typing builder flags
+are deprecated, and removed in TensorRT 11), so the precision lives in the file:
+
+* fp16: every float op in fp16 except LayerNormalization, Softmax, the reductions and the heads (box
+  distribution, score), which stay fp32 where fp16 would overflow or flatten the bin distribution;
+  inputs and outputs stay fp32 so callers feed the same arrays to every precision.
+* int8: ``onnxruntime.quantization.quantize_static`` in Q/DQ format on the weight MatMul/Gemm nodes
+  only: symmetric per-channel int8 weights, asymmetric uint8 activations (MinMax). Attention score
+  products, LayerNorm, Softmax, GELU, the patch embedding and the heads stay float. uint8
+  activations are what ONNX Runtime's x86 kernels are fast at (measured on MixFormerV2-S's decoder:
+  u8s8 0.53x the fp32 latency, s8s8 1.24x); TensorRT needs zero zero-points, so
+  :func:`symmetric_qdq` re-expresses each activation range symmetrically when an engine is built.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from mfv2.errors import ExportError
+from mfv2.export.onnx import is_head_node
+
+if TYPE_CHECKING:
+    import onnx
+
+__all__ = [
+    "FP16_OP_BLOCK_LIST",
+    "to_fp16",
+    "to_int8",
+    "symmetric_qdq",
+    "quantizable_nodes",
+    "head_nodes",
+    "FeedReader",
+    "quiet_logger",
+]
+
+log = logging.getLogger(__name__)
+
+# Ops kept in fp32 in the fp16 graph (the decomposed LayerNorm of opsets < 17 included).
+FP16_OP_BLOCK_LIST: tuple[str, ...] = (
+    "LayerNormalization",
+    "Softmax",
+    "ReduceMean",
+    "Pow",
+    "Sqrt",
+)
+
+
+@contextlib.contextmanager
+def quiet_logger(name: str, level: int = logging.WARNING) -> Iterator[None]:
+    """Raise the level of a chatty third-party logger for the duration of a call, then restore it."""
+    logger = logging.getLogger(name)
+    old = logger.level
+    logger.setLevel(max(old, level))
+    try:
+        yield
+    finally:
+        logger.setLevel(old)
+
+
+def head_nodes(model: onnx.ModelProto) -> list[str]:
+    """Names of the nodes of the prediction heads and the final sigmoid (see ``HEAD_SCOPES``)."""
+    names = [n.name for n in model.graph.node if is_head_node(n.name)]
+    if not any("box_head" in n for n in names):
+        raise ExportError("no box-head nodes found by name scope; was the graph exported by mfv2?")
+    return names
+
+
+def _save(model: onnx.ModelProto, path: Path) -> None:
+    import onnx
+
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        onnx.save(model, str(tmp))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _toposort(model: onnx.ModelProto) -> None:
+    """Reorder ``model.graph.node`` topologically in place (the fp16 converter appends input casts last)."""
+    nodes = list(model.graph.node)
+    producer = {out: i for i, n in enumerate(nodes) for out in n.output}
+    order: list[int] = []
+    state = [0] * len(nodes)  # 0 new, 1 visiting, 2 done
+    for root in range(len(nodes)):
+        stack = [(root, False)]
+        while stack:
+            i, expanded = stack.pop()
+            if expanded:
+                state[i] = 2
+                order.append(i)
+                continue
+            if state[i]:
+                continue
+            state[i] = 1
+            stack.append((i, True))
+            stack.extend((producer[x], False) for x in nodes[i].input if x in producer and not state[producer[x]])
+    del model.graph.node[:]
+    model.graph.node.extend(nodes[i] for i in order)
+
+
+def to_fp16(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> Path:
+    """Write the fp16-typed copy of the fp32 ONNX ``src`` to ``dst`` (fp32 inputs/outputs)."""
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = onnx.load(str(src))
+    has_heads = any(o.name in ("boxes", "score") for o in model.graph.output)
+    block_nodes = head_nodes(model) if has_heads else []
+    # The converter logs whole NodeProtos at INFO when constants are shared by fp32 and fp16 nodes
+    # (deduplicated zero biases of untrained models); it then keeps an fp32 copy, which is correct.
+    try:
+        with quiet_logger("onnxruntime.transformers.float16"):
+            half = convert_float_to_float16(
+                model, keep_io_types=True, op_block_list=list(FP16_OP_BLOCK_LIST), node_block_list=block_nodes
+            )
+    except Exception as e:  # the converter raises assorted types
+        raise ExportError(f"fp16 conversion of {Path(src).name} failed: {type(e).__name__}: {e}") from e
+    _toposort(half)
+    dst = Path(dst)
+    _save(half, dst)
+    return dst
+
+
+class FeedReader:
+    """``onnxruntime.quantization`` calibration reader over a list of feed dicts."""
+
+    def __init__(self, feeds: Sequence[dict[str, np.ndarray]]) -> None:
+        self._feeds = list(feeds)
+        self._it = iter(self._feeds)
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._it, None)
+
+    def rewind(self) -> None:
+        self._it = iter(self._feeds)
+
+
+def quantizable_nodes(model: onnx.ModelProto) -> list[str]:
+    """MatMul/Gemm nodes with a weight initializer, outside the heads: the ones int8 may touch."""
+    weights = {init.name for init in model.graph.initializer}
+    weights |= {n.output[0] for n in model.graph.node if n.op_type == "Constant"}
+    return [
+        n.name
+        for n in model.graph.node
+        if n.op_type in ("MatMul", "Gemm") and len(n.input) > 1 and n.input[1] in weights and not is_head_node(n.name)
+    ]
+
+
+def to_int8(
+    src: str | os.PathLike[str], dst: str | os.PathLike[str], calibration: Sequence[dict[str, np.ndarray]]
+) -> Path:
+    """Statically quantize the fp32 ONNX ``src`` to a Q/DQ int8 ``dst``, calibrated on ``calibration`` feeds.
+
+    Args:
+        src: fp32 ONNX file.
+        dst: output file.
+        calibration: input dicts of ``src`` (real tracker crops; ~32 or more).
+
+    Raises:
+        ExportError: if there is nothing to quantize or quantization fails.
+    """
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    model = onnx.load(str(src))
+    nodes = quantizable_nodes(model)
+    if not nodes:
+        raise ExportError(f"{Path(src).name} has no weight MatMul/Gemm to quantize")
+    dst = Path(dst)
+    tmp = dst.with_name(dst.name + ".tmp")
+    prepared = dst.with_name(dst.name + ".pre.onnx")
+    try:
+        # Shape inference only: ORT's optimizations would rename the nodes picked above.
+        quant_pre_process(str(src), str(prepared), skip_optimization=True)
+        quantize_static(
+            str(prepared),
+            str(tmp),
+            FeedReader(calibration),
+            quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=["MatMul", "Gemm"],
+            nodes_to_quantize=nodes,
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=CalibrationMethod.MinMax,
+            extra_options={"WeightSymmetric": True},
+        )
+        os.replace(tmp, dst)
+    except Exception as e:  # quantization raises assorted types
+        raise ExportError(f"int8 quantization of {Path(src).name} failed: {type(e).__name__}: {e}") from e
+    finally:
+        tmp.unlink(missing_ok=True)
+        prepared.unlink(missing_ok=True)
+    log.debug("int8: %s, %d MatMul/Gemm quantized", dst.name, len(nodes))
+    return dst
+
+
+def symmetric_qdq(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of a Q/DQ graph whose uint8 (asymmetric) quantizers are re-expressed as symmetric int8.
+
+    A uint8 quantizer with scale ``s`` and zero point ``z`` covers ``[-z * s, (255 - z) * s]``; the
+    int8 quantizer with zero point 0 and scale ``max(z, 255 - z) * s / 127`` covers that range too
+    (with up to one bit less resolution). No data is needed, so this runs where the engine is built.
+    """
+    import onnx
+    from onnx import numpy_helper
+
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    inits = {i.name: i for i in out.graph.initializer}
+    done: set[str] = set()
+    for node in out.graph.node:
+        if node.op_type not in ("QuantizeLinear", "DequantizeLinear") or len(node.input) < 3:
+            continue
+        scale_name, zero_name = node.input[1], node.input[2]
+        if {scale_name, zero_name} & done or zero_name not in inits or scale_name not in inits:
+            continue
+        zero = numpy_helper.to_array(inits[zero_name])
+        if zero.dtype != np.uint8:
+            continue
+        scale = numpy_helper.to_array(inits[scale_name]).astype(np.float32)
+        z = zero.astype(np.float32)
+        new_scale = (np.maximum(z, 255.0 - z) * scale / 127.0).astype(np.float32)
+        inits[scale_name].CopyFrom(numpy_helper.from_array(new_scale, scale_name))
+        inits[zero_name].CopyFrom(numpy_helper.from_array(np.zeros_like(zero, dtype=np.int8), zero_name))
+        done |= {scale_name, zero_name}
+    return out

@@ -1,0 +1,427 @@
+"""TensorRT engines from the exported ONNX graphs (TensorRT 10/11 Python API), and the checks around them.
+
+Engines are built from graphs that carry their precision: ``*.onnx`` (fp32, TF32 off),
+``*.fp16.onnx`` (typed fp16) and ``*.int8.onnx`` (explicit Q/DQ; its uint8 activation quantizers,
+chosen for ONNX Runtime's CPU kernels, are re-expressed with zero zero-points as TensorRT requires),
+always as strongly typed networks:
+TensorRT 10.12 deprecated the weak-typing builder flags and TensorRT 11 removed them (the
+``STRONGLY_TYPED`` creation flag is required on 10.x and ignored on 11.x). bf16 has no typed graph
+yet, so it uses the deprecated ``BuilderFlag.BF16`` on the fp32 graph and is refused where that flag
+is gone.
+
+Each ``.engine`` holds the serialized plan and nothing else, so ``trtexec --loadEngine`` and C++
+loaders read it; the facts a loader needs to refuse a foreign plan (TensorRT and CUDA versions, GPU
+and compute capability, ONNX hash, precision) go to a sidecar ``<engine>.json``.
+
+Unverified here: everything that runs TensorRT (this project's CI has no GPU). The op-set check,
+the planning, the sidecar and the compatibility check are plain Python and tested on CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mfv2.errors import BackendUnavailableError, ConfigError, ExportError
+from mfv2.export.formats import GRAPH_STEMS, artifact_name
+
+if TYPE_CHECKING:
+    import onnx
+
+__all__ = [
+    "TRT_OPS_SOURCE",
+    "TRT_OPSET_RANGE",
+    "TRT_SUPPORTED_OPS",
+    "FORBIDDEN_OPS",
+    "SIDECAR_FORMAT",
+    "EnginePlan",
+    "tensorrt_issues",
+    "plan_engines",
+    "gpu_info",
+    "environment",
+    "build_engine",
+    "build_engines",
+    "read_sidecar",
+    "check_engine_compatible",
+]
+
+log = logging.getLogger(__name__)
+
+TRT_OPS_SOURCE = "onnx-tensorrt docs/operators.md, TensorRT 10.15 (opset 9 to 24)"
+TRT_OPSET_RANGE = (9, 24)
+# ONNX ops (default domain) the TensorRT 10.15 ONNX parser supports, from the source above.
+TRT_SUPPORTED_OPS: frozenset[str] = frozenset(
+    """
+    Abs Acos Acosh Add And ArgMax ArgMin Asin Asinh Atan Atanh Attention AveragePool BatchNormalization
+    BlackmanWindow Cast CastLike Ceil Celu Clip Concat Constant ConstantOfShape Conv ConvTranspose Cos Cosh
+    CumSum DeformConv DepthToSpace DequantizeLinear Div Dropout Einsum Elu Equal Erf Exp Expand EyeLike
+    Flatten Floor Gather GatherElements GatherND Gelu Gemm GlobalAveragePool GlobalLpPool GlobalMaxPool
+    Greater GreaterOrEqual GridSample GroupNormalization GRU HammingWindow HannWindow HardSigmoid HardSwish
+    Hardmax Identity If ImageScaler InstanceNormalization IsInf IsNaN LayerNormalization LeakyRelu Less
+    LessOrEqual Log LogSoftmax Loop LRN LSTM LpNormalization LpPool MatMul Max MaxPool Mean
+    MeanVarianceNormalization Min Mish Mod Mul Neg NonMaxSuppression NonZero Not OneHot Or Pad
+    ParametricSoftplus Pow PRelu QuantizeLinear RandomNormal RandomNormalLike RandomUniform
+    RandomUniformLike Range Reciprocal ReduceL1 ReduceL2 ReduceLogSum ReduceLogSumExp ReduceMax ReduceMean
+    ReduceMin ReduceProd ReduceSum ReduceSumSquare Relu Reshape Resize ReverseSequence RMSNormalization RNN
+    RoiAlign RotaryEmbedding Round STFT ScaledTanh Scan Scatter ScatterElements ScatterND Selu Shape Shrink
+    Sigmoid Sign Sin Sinh Size Slice Softmax Softplus Softsign SpaceToDepth Split Sqrt Squeeze Sub Sum Tan
+    Tanh TensorScatter ThresholdedRelu Tile TopK Transpose Trilu Unsqueeze Upsample Where Xor
+    """.split()
+)
+# Supported by recent parsers but kept out of our graphs: RoI pooling is slow, fp32/fp16 only and
+# absent from older TensorRT releases and most NPU toolchains.
+FORBIDDEN_OPS: frozenset[str] = frozenset({"RoiAlign", "MaxRoiPool"})
+SIDECAR_FORMAT = "mfv2-engine"
+
+
+def tensorrt_issues(model: onnx.ModelProto) -> list[str]:
+    """What would stop TensorRT's ONNX parser (or our portability rules) on ``model``; empty if nothing.
+
+    Checks the opset range, ops outside :data:`TRT_SUPPORTED_OPS` or in :data:`FORBIDDEN_OPS`, ops of
+    other domains, and Q/DQ zero points (TensorRT requires zero).
+    """
+    from onnx import numpy_helper
+
+    issues: list[str] = []
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    lo, hi = TRT_OPSET_RANGE
+    if not lo <= opset <= hi:
+        issues.append(f"opset {opset} outside TensorRT's {lo}..{hi}")
+    ops = {(n.domain, n.op_type) for n in model.graph.node}
+    for domain, op in sorted(ops):
+        if domain not in ("", "ai.onnx"):
+            issues.append(f"{domain}::{op} is not a standard ONNX op")
+        elif op in FORBIDDEN_OPS:
+            issues.append(f"{op} (RoI pooling) is not allowed in mfv2 graphs")
+        elif op not in TRT_SUPPORTED_OPS:
+            issues.append(f"{op} is not supported by TensorRT")
+    values = {i.name: i for i in model.graph.initializer}
+    values.update({n.output[0]: n.attribute[0].t for n in model.graph.node if n.op_type == "Constant" and n.attribute})
+    for n in model.graph.node:
+        if n.op_type in ("QuantizeLinear", "DequantizeLinear") and len(n.input) > 2 and n.input[2] in values:
+            if numpy_helper.to_array(values[n.input[2]]).any():
+                issues.append(f"{n.op_type} {n.name} has a non-zero zero point (TensorRT needs symmetric Q/DQ)")
+    return issues
+
+
+@dataclass(frozen=True)
+class EnginePlan:
+    """One engine to build: the ONNX source, the ``.engine`` target, precision and network typing."""
+
+    graph: str
+    precision: str
+    onnx: Path
+    engine: Path
+    strongly_typed: bool
+
+
+def plan_engines(export_dir: str | os.PathLike[str], precision: str, graphs: tuple[str, ...]) -> list[EnginePlan]:
+    """The engines ``mfv2 build-engine`` would build for ``graphs`` at ``precision``.
+
+    Raises:
+        ConfigError: an unknown precision or graph, or a source ONNX file that is not in the directory.
+    """
+    d = Path(export_dir)
+    if precision not in ("fp32", "fp16", "bf16", "int8"):
+        raise ConfigError(f"unknown TensorRT precision {precision!r}; choose from fp32, fp16, bf16, int8")
+    plans = []
+    for graph in graphs:
+        if graph not in GRAPH_STEMS:
+            raise ConfigError(f"unknown graph {graph!r}; known: {', '.join(GRAPH_STEMS)}")
+        source_precision = "fp32" if precision == "bf16" else precision
+        onnx_path = d / artifact_name(graph, source_precision, "onnx")
+        if not onnx_path.is_file():
+            raise ConfigError(
+                f"{d} has no {onnx_path.name}; export it first: mfv2 export ... --output {d} --precision fp32,{source_precision}"
+            )
+        plans.append(
+            EnginePlan(graph, precision, onnx_path, d / artifact_name(graph, precision, "tensorrt"), precision != "bf16")
+        )
+    return plans
+
+
+def _run(cmd: list[str]) -> str | None:
+    if shutil.which(cmd[0]) is None:
+        return None
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=20, check=True).stdout
+    except (subprocess.SubprocessError, OSError):
+        return None
+
+
+def gpu_info() -> dict[str, str] | None:
+    """Name, compute capability and driver of GPU 0 from ``nvidia-smi``; ``None`` without an NVIDIA GPU."""
+    out = _run(["nvidia-smi", "--query-gpu=name,compute_cap,driver_version", "--format=csv,noheader"])
+    if not out or not out.strip():
+        return None
+    name, cc, driver = (s.strip() for s in (out.strip().splitlines()[0].split(",") + ["", ""])[:3])
+    return {"gpu": name, "compute_capability": cc, "driver": driver}
+
+
+def _cuda_version() -> str:
+    """CUDA runtime version through cuda-python or pycuda, else the driver's from ``nvidia-smi``."""
+    for module in ("cuda.bindings.runtime", "cuda.cudart"):
+        try:
+            runtime = __import__(module, fromlist=["cudaRuntimeGetVersion"])
+            err, v = runtime.cudaRuntimeGetVersion()
+            if int(err) == 0:
+                return f"{v // 1000}.{v % 1000 // 10}"
+        except (ImportError, AttributeError, TypeError, ValueError):
+            continue
+    try:
+        import pycuda.driver as drv
+
+        return ".".join(map(str, drv.get_version()))
+    except ImportError:
+        pass
+    out = _run(["nvidia-smi"]) or ""
+    marker = "CUDA Version:"
+    return out.split(marker)[1].split()[0] + " (driver)" if marker in out else "unknown"
+
+
+def environment(trt: Any = None) -> dict[str, str]:
+    """TensorRT, CUDA and GPU facts of this machine, as recorded in and checked against a sidecar."""
+    gpu = gpu_info() or {"gpu": "none", "compute_capability": "", "driver": ""}
+    version = getattr(trt, "__version__", "") if trt is not None else ""
+    return {"tensorrt": version, "cuda": _cuda_version(), **gpu}
+
+
+def _import_trt() -> Any:
+    try:
+        import tensorrt as trt
+    except ImportError as e:
+        raise BackendUnavailableError(
+            'TensorRT is not installed; pip install "mfv2[tensorrt]" on the machine with the NVIDIA GPU'
+        ) from e
+    return trt
+
+
+def _atomic_write(path: Path, data: bytes | memoryview) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def build_engine(
+    plan: EnginePlan,
+    *,
+    workspace_mb: int | None = None,
+    timing_cache: str | os.PathLike[str] | None = None,
+    trt: Any = None,
+) -> dict[str, Any]:
+    """Build one engine and write the byte-pure ``.engine`` and its sidecar JSON.
+
+    Args:
+        plan: what to build (see :func:`plan_engines`).
+        workspace_mb: builder workspace limit in MiB (TensorRT's default when ``None``).
+        timing_cache: a timing-cache file to read (if present) and update, shared across builds.
+        trt: the ``tensorrt`` module (imported when ``None``).
+
+    Returns:
+        The sidecar contents.
+
+    Raises:
+        BackendUnavailableError: TensorRT is not installed.
+        ConfigError: bf16 was asked of a TensorRT without weak typing.
+        ExportError: parsing or building failed.
+    """
+    from mfv2.models.checkpoint import file_sha256
+
+    trt = trt or _import_trt()
+    parse_path = _symmetric_copy(plan) if plan.precision == "int8" else None
+    try:
+        serialized, cache, seconds = _build(trt, plan, parse_path or plan.onnx, workspace_mb, timing_cache)
+    finally:
+        if parse_path is not None:
+            parse_path.unlink(missing_ok=True)
+    _atomic_write(plan.engine, memoryview(serialized))
+    if timing_cache and cache is not None:
+        _atomic_write(Path(timing_cache), memoryview(cache.serialize()))
+    sidecar = {
+        "format": SIDECAR_FORMAT,
+        "version": 1,
+        "engine": plan.engine.name,
+        "engine_sha256": file_sha256(plan.engine),
+        "graph": plan.graph,
+        "precision": plan.precision,
+        "strongly_typed": plan.strongly_typed,
+        "onnx": plan.onnx.name,
+        "onnx_sha256": file_sha256(plan.onnx),
+        "qdq": "uint8 activations re-expressed as symmetric int8" if parse_path is not None else "as exported",
+        "workspace_mb": workspace_mb,
+        "build_seconds": round(seconds, 2),
+        **environment(trt),
+    }
+    _atomic_write(_sidecar_path(plan.engine), (json.dumps(sidecar, indent=2) + "\n").encode())
+    log.info("built %s in %.1f s (%.1f MB)", plan.engine.name, seconds, plan.engine.stat().st_size / 1e6)
+    return sidecar
+
+
+def _symmetric_copy(plan: EnginePlan) -> Path | None:
+    """A temporary symmetric-Q/DQ copy of an int8 graph with uint8 zero points (TensorRT needs zero), else None."""
+    import onnx
+
+    from mfv2.export.quantize import symmetric_qdq
+
+    model = onnx.load(str(plan.onnx))
+    converted = symmetric_qdq(model)
+    if converted == model:
+        return None
+    path = plan.engine.with_name(plan.engine.name + ".source.onnx")
+    onnx.save(converted, str(path))
+    return path
+
+
+def _build(
+    trt: Any, plan: EnginePlan, onnx_path: Path, workspace_mb: int | None, timing_cache: str | os.PathLike[str] | None
+) -> tuple[Any, Any, float]:
+    """Parse and build; returns the serialized plan, the timing cache (or None) and the build time."""
+    verbose = log.isEnabledFor(logging.DEBUG)
+    logger = trt.Logger(trt.Logger.VERBOSE if verbose else trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    if not plan.strongly_typed and not hasattr(trt.BuilderFlag, "BF16"):
+        raise ConfigError(
+            f"TensorRT {trt.__version__} builds bf16 only from a bf16-typed ONNX, which mfv2 does not export yet; use --fp16"
+        )
+    flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if plan.strongly_typed else 0
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise ExportError(f"TensorRT could not parse {plan.onnx.name}: {errors}")
+    config = builder.create_builder_config()
+    if workspace_mb:
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mb) << 20)
+    if plan.precision == "fp32" and hasattr(trt.BuilderFlag, "TF32"):
+        config.clear_flag(trt.BuilderFlag.TF32)  # fp32 means fp32: TF32 matmuls drift (MixFormerV2#24)
+    if plan.precision == "bf16":
+        log.warning("bf16 uses the deprecated weak-typing flag BuilderFlag.BF16 (removed in TensorRT 11)")
+        config.set_flag(trt.BuilderFlag.BF16)
+    cache_path = Path(timing_cache) if timing_cache else None
+    cache = None
+    if cache_path is not None:
+        cache = config.create_timing_cache(cache_path.read_bytes() if cache_path.is_file() else b"")
+        if not config.set_timing_cache(cache, ignore_mismatch=False):
+            log.warning("timing cache %s was made elsewhere; starting a fresh one", cache_path)
+            cache = config.create_timing_cache(b"")
+            config.set_timing_cache(cache, ignore_mismatch=False)
+    t0 = time.perf_counter()
+    serialized = builder.build_serialized_network(network, config)
+    seconds = time.perf_counter() - t0
+    if serialized is None:
+        raise ExportError(f"TensorRT failed to build {plan.engine.name}; rerun with -vv to see the builder log")
+    return serialized, cache, seconds
+
+
+def _sidecar_path(engine: Path) -> Path:
+    return engine.with_name(engine.name + ".json")
+
+
+def read_sidecar(engine: str | os.PathLike[str]) -> dict[str, Any]:
+    """The sidecar of ``engine``; a missing or foreign one is a :class:`ConfigError` that says how to rebuild."""
+    path = _sidecar_path(Path(engine))
+    rebuild = f"rebuild it with: mfv2 build-engine {Path(engine).parent}"
+    if not path.is_file():
+        raise ConfigError(f"{Path(engine).name} has no sidecar {path.name}, so its GPU and TensorRT are unknown; {rebuild}")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{path} is not valid JSON ({e}); {rebuild}") from e
+    if data.get("format") != SIDECAR_FORMAT:
+        raise ConfigError(f"{path} is not an mfv2 engine sidecar; {rebuild}")
+    return data
+
+
+def check_engine_compatible(sidecar: dict[str, Any], env: dict[str, str], export_dir: str | os.PathLike[str] = "DIR") -> None:
+    """Refuse an engine built with another TensorRT version or for another compute capability.
+
+    Raises:
+        ConfigError: one line naming both sides and the command that rebuilds the engine here.
+    """
+    built = (sidecar.get("tensorrt"), sidecar.get("compute_capability"))
+    here = (env.get("tensorrt"), env.get("compute_capability"))
+    if built == here:
+        if sidecar.get("gpu") != env.get("gpu"):
+            log.warning("%s was built on %s, running on %s (same compute capability)", sidecar.get("engine"), sidecar.get("gpu"), env.get("gpu"))
+        return
+    flag = "" if sidecar.get("precision") == "fp32" else f" --{sidecar.get('precision')}"
+    raise ConfigError(
+        f"{sidecar.get('engine')} was built with TensorRT {built[0]} for {sidecar.get('gpu')} (sm {built[1]}), "
+        f"but this machine has TensorRT {here[0]} and {env.get('gpu')} (sm {here[1]}); "
+        f"rebuild it here: mfv2 build-engine {export_dir}{flag}"
+    )
+
+
+def build_engines(
+    export_dir: str | os.PathLike[str],
+    precision: str = "fp32",
+    *,
+    graphs: tuple[str, ...] | None = None,
+    workspace_mb: int | None = None,
+    timing_cache: str | os.PathLike[str] | None = None,
+) -> list[Path]:
+    """Build the engines of an export directory on this machine's GPU and list them in its manifest.
+
+    Args:
+        export_dir: a directory written by :func:`mfv2.export.export`.
+        precision: ``fp32``, ``fp16``, ``int8`` (from the typed / Q/DQ ONNX files) or ``bf16``.
+        graphs: graphs to build; default every ONNX graph of the manifest.
+        workspace_mb: builder workspace limit in MiB.
+        timing_cache: timing-cache file to reuse and update.
+
+    Raises:
+        BackendUnavailableError: no NVIDIA GPU, or TensorRT not installed.
+        ConfigError: not an export directory, a missing source graph, or a graph TensorRT cannot parse.
+    """
+    import onnx
+
+    from mfv2.export.manifest import Artifact, load_manifest
+    from mfv2.export.quantize import symmetric_qdq
+    from mfv2.models.checkpoint import file_sha256
+
+    d = Path(export_dir)
+    manifest = load_manifest(d)
+    if gpu_info() is None:
+        raise BackendUnavailableError(
+            "no NVIDIA GPU found (nvidia-smi sees none): TensorRT engines are built on the GPU that runs them; "
+            f"copy {d} to that machine and run mfv2 build-engine there"
+        )
+    trt = _import_trt()
+    wanted = graphs or tuple(g for g in GRAPH_STEMS if manifest.find(g, "fp32") is not None)
+    plans = plan_engines(d, precision, wanted)
+    for plan in plans:
+        model = onnx.load(str(plan.onnx))
+        issues = tensorrt_issues(symmetric_qdq(model) if plan.precision == "int8" else model)
+        if issues:
+            raise ConfigError(f"{plan.onnx.name} cannot be built by TensorRT: {'; '.join(issues)}")
+    built = []
+    for plan in plans:
+        sidecar = build_engine(plan, workspace_mb=workspace_mb, timing_cache=timing_cache, trt=trt)
+        source = manifest.find(plan.graph, "fp32")
+        manifest.add(
+            Artifact(
+                file=plan.engine.name,
+                graph=plan.graph,
+                precision=plan.precision,
+                format="tensorrt",
+                inputs=dict(source.inputs) if source else {},
+                outputs=dict(source.outputs) if source else {},
+                sha256=file_sha256(plan.engine),
+                extra={k: sidecar[k] for k in ("onnx", "onnx_sha256", "tensorrt", "cuda", "gpu", "compute_capability")}
+                | {"sidecar": _sidecar_path(plan.engine).name, "parity": "not measured at build time"},
+            )
+        )
+        built.append(plan.engine)
+    manifest.save(d)
+    return built

@@ -1,0 +1,308 @@
+"""Parity of exported graphs against the PyTorch model, on random inputs and on real tracker crops.
+
+Every artifact is measured the same way: its graphs run on the same samples as the fp32 PyTorch
+reference, and the maximum absolute differences of ``boxes`` and ``score`` (and ``kv`` for the
+template encoder) go into the manifest. The split pair is measured end to end (encoder -> decoder)
+against the full reference and against the same format's full graph. ``iou_fraction`` is the
+share of real crops whose box keeps IoU >= 0.9 with the fp32 PyTorch box (model level).
+An artifact outside its :data:`TOLERANCES` row fails the export.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from mfv2.config import ModelConfig, TrackerConfig
+from mfv2.errors import ExportError, ShapeError
+
+if TYPE_CHECKING:
+    from mfv2.models import MixFormerV2
+
+__all__ = [
+    "Tolerance",
+    "TOLERANCES",
+    "IOU_THRESHOLD",
+    "MIN_BOX_SIDE",
+    "Sample",
+    "Runner",
+    "make_samples",
+    "calibration_crops",
+    "torch_reference",
+    "ort_runner",
+    "measure",
+    "check_parity",
+    "box_iou",
+]
+
+IOU_THRESHOLD = 0.9
+# Reference boxes narrower than this (fraction of the crop side) are not used for ``iou_fraction``:
+# untrained weights predict near-empty boxes whose IoU says nothing.
+MIN_BOX_SIDE = 0.02
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """Limits of one (format, precision): max-abs ``boxes``/``score`` error and minimum ``iou_fraction``.
+
+    With ``kv`` set (fp32) every figure is gated: the encoder's keys/values, the decoder fed with the
+    reference keys/values and the split chain against the full graph. Low precision is judged on its
+    outputs only.
+    """
+
+    boxes: float
+    score: float
+    iou_fraction: float
+    kv: float | None = None
+
+
+# Box coordinates are normalised to the search crop (1.0 = its side), scores are probabilities.
+# fp16 keeps LayerNorm/Softmax and the heads in fp32; int8 quantizes weight MatMul/Gemm only.
+TOLERANCES: dict[tuple[str, str], Tolerance] = {
+    ("onnx", "fp32"): Tolerance(boxes=1e-4, score=1e-4, iou_fraction=1.0, kv=1e-4),
+    ("onnx", "fp16"): Tolerance(boxes=1e-2, score=1e-2, iou_fraction=0.9),
+    ("onnx", "int8"): Tolerance(boxes=0.05, score=0.05, iou_fraction=0.6),
+    ("openvino", "fp32"): Tolerance(boxes=1e-4, score=1e-4, iou_fraction=1.0, kv=1e-4),
+    ("openvino", "fp16"): Tolerance(boxes=1e-2, score=1e-2, iou_fraction=0.9),
+    ("openvino", "int8"): Tolerance(boxes=0.05, score=0.05, iou_fraction=0.6),
+}
+
+
+@dataclass
+class Sample:
+    """Network inputs of one check: ``template``/``online_template``/``search``, each (B, 3, S, S) float32."""
+
+    feeds: dict[str, np.ndarray]
+    kind: str  # "random" or "crop"
+
+
+# Runs one graph: graph name, named inputs -> named outputs.
+Runner = Callable[[str, dict[str, np.ndarray]], dict[str, np.ndarray]]
+
+
+def _frames_and_boxes(
+    frames: Sequence[Any] | None, count: int, seed: int, search_factor: float
+) -> list[tuple[np.ndarray, tuple[float, ...]]]:
+    """``count`` (frame, box) pairs: user frames (centred box unless given) or a synthetic clip."""
+    if frames is None:
+        from mfv2.synthetic import make_sequence
+
+        seq = make_sequence(seed=seed, num_frames=count + 1)
+        return [(seq.frame(i), tuple(float(v) for v in seq.boxes[i])) for i in range(min(count + 1, len(seq)))]
+    pairs = []
+    for item in frames:
+        frame, box = item if isinstance(item, tuple) else (item, None)
+        if not (isinstance(frame, np.ndarray) and frame.ndim == 3 and frame.shape[2] == 3 and frame.dtype == np.uint8):
+            got = f"{frame.dtype} {frame.shape}" if isinstance(frame, np.ndarray) else type(frame).__name__
+            raise ShapeError(f"calibration frames must be BGR uint8 (H, W, 3) arrays, got {got}")
+        if box is None:  # a centred target whose search crop spans the frame
+            side = min(frame.shape[:2]) / search_factor
+            box = ((frame.shape[1] - side) / 2, (frame.shape[0] - side) / 2, side, side)
+        pairs.append((frame, tuple(float(v) for v in box)))
+    if not pairs:
+        raise ShapeError("no calibration frames given")
+    return pairs
+
+
+def _crops(cfg: ModelConfig, tracker: TrackerConfig, pairs: Sequence[tuple[np.ndarray, tuple]]) -> list[dict[str, np.ndarray]]:
+    """Tracker inputs from consecutive (frame, box) pairs, cut as the online tracker cuts them.
+
+    Template from the first frame; for frame ``i`` the online template from frame ``i - 1`` and the
+    search crop around the box of frame ``i - 1`` (the previous estimate).
+    """
+    from mfv2.export.manifest import IMAGENET_MEAN, IMAGENET_STD
+    from mfv2.tracking.crop import preprocess, sample_target
+
+    def crop(frame: np.ndarray, box: tuple, factor: float, size: int) -> np.ndarray:
+        return preprocess(sample_target(frame, box, factor, size).image, IMAGENET_MEAN, IMAGENET_STD)
+
+    pairs = list(pairs) * 2 if len(pairs) == 1 else list(pairs)
+    template = crop(*pairs[0], tracker.template_factor, cfg.template_size)
+    return [
+        {
+            "template": template,
+            "online_template": crop(*pairs[i - 1], tracker.template_factor, cfg.template_size),
+            "search": crop(pairs[i][0], pairs[i - 1][1], tracker.search_factor, cfg.search_size),
+        }
+        for i in range(1, len(pairs))
+    ]
+
+
+def _batched(single: list[dict[str, np.ndarray]], batch: int, count: int) -> list[dict[str, np.ndarray]]:
+    """``count`` feeds of ``batch`` targets each, cycling through the single-target crops."""
+    return [
+        {k: np.concatenate([single[(j * batch + b) % len(single)][k] for b in range(batch)]) for k in single[0]}
+        for j in range(count)
+    ]
+
+
+def make_samples(
+    cfg: ModelConfig,
+    tracker: TrackerConfig,
+    *,
+    batch: int = 1,
+    random: int = 2,
+    crops: int = 12,
+    frames: Sequence[Any] | None = None,
+    seed: int = 0,
+) -> list[Sample]:
+    """Parity inputs: ``random`` standard-normal samples and ``crops`` samples of real tracker crops.
+
+    ``frames`` are BGR uint8 frames (or ``(frame, box_xywh)`` pairs); ``None`` takes a synthetic clip.
+    """
+    rng = np.random.default_rng(seed)
+    z, x = cfg.template_size, cfg.search_size
+    shapes = {"template": (batch, 3, z, z), "online_template": (batch, 3, z, z), "search": (batch, 3, x, x)}
+    samples = [Sample({k: rng.standard_normal(s, dtype=np.float32) for k, s in shapes.items()}, "random") for _ in range(random)]
+    if crops:
+        pairs = _frames_and_boxes(frames, crops * batch, seed, tracker.search_factor)
+        samples += [Sample(f, "crop") for f in _batched(_crops(cfg, tracker, pairs), batch, crops)]
+    return samples
+
+
+def calibration_crops(
+    cfg: ModelConfig, tracker: TrackerConfig, *, batch: int, count: int, frames: Sequence[Any] | None, seed: int
+) -> list[dict[str, np.ndarray]]:
+    """``count`` batched tracker inputs for int8 calibration (a different clip seed than parity)."""
+    return [s.feeds for s in make_samples(cfg, tracker, batch=batch, random=0, crops=count, frames=frames, seed=seed + 1)]
+
+
+def torch_reference(model: MixFormerV2, samples: Sequence[Sample]) -> list[dict[str, np.ndarray]]:
+    """fp32 PyTorch outputs per sample: full ``boxes``/``score`` (probability), ``kv``, split ``split_boxes``/``split_score``."""
+    import torch
+
+    refs = []
+    with torch.no_grad():
+        for s in samples:
+            t, o, x = (torch.from_numpy(s.feeds[k]) for k in ("template", "online_template", "search"))
+            full = model(t, o, x)
+            kv = model.encode_templates(t, o)
+            split = model.track_search(x, kv)
+            refs.append(
+                {
+                    "boxes": full["pred_boxes"].numpy(),
+                    "score": torch.sigmoid(full["pred_scores"]).numpy(),
+                    "kv": kv.numpy(),
+                    "split_boxes": split["pred_boxes"].numpy(),
+                    "split_score": torch.sigmoid(split["pred_scores"]).numpy(),
+                }
+            )
+    return refs
+
+
+def ort_runner(files: dict[str, Path], threads: int = 0) -> Runner:
+    """A :data:`Runner` over ONNX Runtime CPU sessions of ``graph -> file``."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.log_severity_level = 3
+    sessions = {g: ort.InferenceSession(str(p), opts, providers=["CPUExecutionProvider"]) for g, p in files.items()}
+    names = {g: [o.name for o in s.get_outputs()] for g, s in sessions.items()}
+
+    def run(graph: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return dict(zip(names[graph], sessions[graph].run(None, feeds)))
+
+    return run
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of (N, 4) cxcywh boxes row by row; negative sizes count as empty, two empty equal boxes as 1."""
+    def corners(boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        cx, cy, w, h = boxes.T.astype(np.float64)
+        w, h = np.maximum(w, 0), np.maximum(h, 0)
+        return cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2
+
+    ax1, ay1, ax2, ay2 = corners(a)
+    bx1, by1, bx2, by2 = corners(b)
+    inter = np.clip(np.minimum(ax2, bx2) - np.maximum(ax1, bx1), 0, None) * np.clip(
+        np.minimum(ay2, by2) - np.maximum(ay1, by1), 0, None
+    )
+    union = (ax2 - ax1) * (ay2 - ay1) + (bx2 - bx1) * (by2 - by1) - inter
+    same = np.all(np.isclose(a, b, atol=1e-6), axis=1)
+    return np.where(union > 0, inter / np.where(union > 0, union, 1), same.astype(np.float64))
+
+
+def _valid_ious(boxes: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """IoUs of the rows whose reference box is at least :data:`MIN_BOX_SIDE` wide and high."""
+    keep = np.all(ref[:, 2:] >= MIN_BOX_SIDE, axis=1)
+    return box_iou(boxes[keep], ref[keep])
+
+
+def _maxabs(a: np.ndarray, b: np.ndarray) -> float:
+    d = np.abs(np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64))
+    return float(d.max()) if d.size else 0.0
+
+
+def measure(
+    run: Runner, graphs: Sequence[str], samples: Sequence[Sample], refs: Sequence[dict[str, np.ndarray]]
+) -> dict[str, dict[str, float]]:
+    """Parity figures per graph for one (format, precision).
+
+    Args:
+        run: runs a graph of this format/precision on named inputs.
+        graphs: the graphs present (``full`` and/or both split graphs).
+        samples: inputs, as from :func:`make_samples`.
+        refs: fp32 PyTorch outputs, as from :func:`torch_reference`.
+
+    Returns:
+        ``graph -> {figure: value}``; figures are max-abs errors and ``iou_fraction``.
+    """
+    acc: dict[str, dict[str, float]] = {g: {} for g in graphs}
+    ious: dict[str, list[np.ndarray]] = {"full": [], "split": []}
+
+    def worst(graph: str, key: str, value: float) -> None:
+        acc[graph][key] = max(acc[graph].get(key, 0.0), value)
+
+    split = "template_encoder" in graphs and "search_decoder" in graphs
+    for s, ref in zip(samples, refs):
+        full = None
+        if "full" in graphs:
+            full = run("full", s.feeds)
+            worst("full", "boxes", _maxabs(full["boxes"], ref["boxes"]))
+            worst("full", "score", _maxabs(full["score"], ref["score"]))
+            if s.kind == "crop":
+                ious["full"].append(_valid_ious(full["boxes"], ref["boxes"]))
+        if not split:
+            continue
+        kv = run("template_encoder", {k: s.feeds[k] for k in ("template", "online_template")})["kv"]
+        fed = run("search_decoder", {"search": s.feeds["search"], "kv": ref["kv"].astype(np.float32)})
+        chain = run("search_decoder", {"search": s.feeds["search"], "kv": kv})
+        figures = {
+            "kv": _maxabs(kv, ref["kv"]),
+            "decoder_boxes": _maxabs(fed["boxes"], ref["split_boxes"]),
+            "decoder_score": _maxabs(fed["score"], ref["split_score"]),
+            "boxes": _maxabs(chain["boxes"], ref["boxes"]),
+            "score": _maxabs(chain["score"], ref["score"]),
+        }
+        if full is not None:
+            figures["chain_vs_full_boxes"] = _maxabs(chain["boxes"], full["boxes"])
+            figures["chain_vs_full_score"] = _maxabs(chain["score"], full["score"])
+        for g in ("template_encoder", "search_decoder"):
+            for key, value in figures.items():
+                worst(g, key, value)
+        if s.kind == "crop":
+            ious["split"].append(_valid_ious(chain["boxes"], ref["boxes"]))
+    for g in graphs:
+        values = np.concatenate(ious["full" if g == "full" else "split"] or [np.zeros(0)])
+        if values.size:
+            acc[g]["iou_fraction"] = float(np.mean(values >= IOU_THRESHOLD))
+        acc[g]["iou_frames"] = float(values.size)
+    return acc
+
+
+def check_parity(name: str, figures: dict[str, float], tol: Tolerance) -> None:
+    """Raise :class:`ExportError` naming every figure of artifact ``name`` outside ``tol`` (NaN fails)."""
+    limits: dict[str, float] = {"boxes": tol.boxes, "score": tol.score}
+    if tol.kv is not None:
+        limits.update(kv=tol.kv, decoder_boxes=tol.boxes, decoder_score=tol.score)
+        limits.update(chain_vs_full_boxes=tol.boxes, chain_vs_full_score=tol.score)
+    bad = [f"{k} {figures[k]:.3g} > {v:g}" for k, v in limits.items() if k in figures and not figures[k] <= v]
+    if "iou_fraction" in figures and not figures["iou_fraction"] >= tol.iou_fraction:
+        bad.append(f"iou_fraction {figures['iou_fraction']:.3f} < {tol.iou_fraction:g}")
+    if bad:
+        raise ExportError(f"parity check failed for {name}: {'; '.join(bad)}")
