@@ -1,0 +1,261 @@
+"""``mfv2 track``: follow one target through a video file, camera, stream or image folder."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any
+
+HELP = "track one target through a video file, camera, stream URL or image folder"
+EXAMPLE = "mfv2 track clip.mp4 --backend onnxruntime --model exports/S --init 120,80,60,90 --output boxes.txt"
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("source", metavar="SRC", help="video file, folder of images (natural name order), camera index or stream URL")
+    p.add_argument("--backend", default="onnxruntime", help="torch, onnxruntime, openvino or tensorrt (default onnxruntime)")
+    model = p.add_mutually_exclusive_group(required=True)
+    model.add_argument("--model", metavar="DIR", help="export directory written by 'mfv2 export'")
+    model.add_argument("--checkpoint", metavar="CK", help="checkpoint; other backends than torch export it once into a cache")
+    p.add_argument("--variant", help="architecture (S, B, ...): of --checkpoint, or checked against --model (default: detect)")
+    p.add_argument("--init", metavar="x,y,w,h", help="target box in the first frame; without it, draw it (needs a display)")
+    p.add_argument("--preset", help="official per-dataset tracker settings: lasot, got10k, trackingnet, vot20, otb, uav, ...")
+    p.add_argument("--update-interval", type=int, metavar="N", help="frames between online-template updates")
+    p.add_argument("--lost-threshold", type=float, metavar="P", help="score below which a frame counts as lost (default 0)")
+    p.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16", "int8"), help="default fp32")
+    p.add_argument("--graph", default="auto", choices=("auto", "split", "full"), help="split template-KV graphs or the full graph")
+    p.add_argument("--threads", type=int, help="CPU threads of the runtime")
+    p.add_argument("--device", help="backend device: cpu/cuda (torch), cpu/cuda/tensorrt (onnxruntime), CPU/GPU (openvino), N (tensorrt)")
+    p.add_argument("--output", metavar="boxes.txt", help="one x,y,w,h line per frame, the first being the init box")
+    p.add_argument("--jsonl", metavar="PATH", help="one JSON line per frame: box, ok, score and stage timings in ms")
+    p.add_argument("--save-video", metavar="out.mp4", help="write the frames with the box drawn (mp4v)")
+    p.add_argument("--show", action="store_true", help="display the frames while tracking (q or Esc stops)")
+    p.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames (cameras and streams)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def parse_box(text: str) -> tuple[float, float, float, float]:
+    """``"x,y,w,h"`` -> four floats; anything else is a one-line ConfigError."""
+    from mfv2.errors import ConfigError
+
+    parts = text.replace(" ", "").split(",")
+    try:
+        values = tuple(float(v) for v in parts)
+    except ValueError:
+        values = ()
+    if len(values) != 4:
+        raise ConfigError(f"--init takes x,y,w,h (four comma-separated numbers, e.g. 120,80,60,90), got {text!r}")
+    return values  # type: ignore[return-value]
+
+
+def _backend_options(args: argparse.Namespace) -> dict[str, Any]:
+    from mfv2.errors import ConfigError
+
+    options: dict[str, Any] = {}
+    if args.variant and args.checkpoint:
+        options["variant"] = args.variant
+    if args.device:
+        if args.backend == "tensorrt":
+            try:
+                options["device_id"] = int(args.device.removeprefix("cuda:"))
+            except ValueError as e:
+                raise ConfigError(f"--device for tensorrt is a GPU index such as 0, got {args.device!r}") from e
+        else:
+            options["device"] = args.device
+    return options
+
+
+def _tracker_config(args: argparse.Namespace, runner: Any) -> Any:
+    from mfv2.config import TrackerConfig, variant_config
+    from mfv2.errors import ConfigError
+
+    model = runner.manifest.model
+    if args.variant and args.model and variant_config(args.variant).replace(name=model.name) != model:
+        raise ConfigError(f"{args.model} holds MixFormerV2-{model.name} ({model.describe()}), not {args.variant}; drop --variant or pick the matching export")
+    config = TrackerConfig.preset(args.preset, model.name) if args.preset else runner.manifest.tracker
+    changes = {k: v for k, v in (("update_interval", args.update_interval), ("lost_threshold", args.lost_threshold)) if v is not None}
+    return config.replace(**changes) if changes else config
+
+
+class _TextOut:
+    """A text file written under a temporary name and moved into place by :meth:`commit`."""
+
+    def __init__(self, path: str | None) -> None:
+        from mfv2.errors import ConfigError
+
+        self.path = Path(path) if path else None
+        self._file: IO[str] | None = None
+        if self.path is not None:
+            if not self.path.parent.is_dir():
+                raise ConfigError(f"cannot write {self.path}: folder {self.path.parent} does not exist")
+            self._tmp = self.path.with_name(f".{self.path.name}.partial")
+            self._file = open(self._tmp, "w")
+
+    def line(self, text: str) -> None:
+        if self._file is not None:
+            self._file.write(text + "\n")
+
+    def commit(self) -> None:
+        """Close the file and move it to its final name."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+            os.replace(self._tmp, self.path)  # type: ignore[arg-type]
+
+    def discard(self) -> None:
+        """Close and delete the temporary file; the final name is left as it was."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+            self._tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> _TextOut:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.discard()
+
+
+def _window(title: str) -> str:
+    """Open a display window, or explain why there is none."""
+    import sys
+
+    import cv2
+
+    from mfv2.errors import ConfigError
+
+    headless = sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    try:
+        if headless:  # a GUI OpenCV would abort the process when it finds no screen
+            raise cv2.error("no DISPLAY")
+        cv2.namedWindow(title, cv2.WINDOW_NORMAL)
+    except cv2.error as e:
+        raise ConfigError(
+            "no display: this OpenCV has no GUI (opencv-python-headless) or no screen is attached; "
+            "pass --init x,y,w,h and drop --show, or install opencv-python"
+        ) from e
+    return title
+
+
+def _select_box(frame: Any) -> tuple[float, float, float, float]:
+    import cv2
+
+    from mfv2.errors import ConfigError
+
+    title = _window("mfv2: draw the target, then Enter")
+    x, y, w, h = cv2.selectROI(title, frame, showCrosshair=True)
+    cv2.destroyWindow(title)
+    if w <= 0 or h <= 0:
+        raise ConfigError("no box drawn; draw one with the mouse and press Enter, or pass --init x,y,w,h")
+    return float(x), float(y), float(w), float(h)
+
+
+def _box_text(box: Any) -> str:
+    return ",".join(f"{v:.2f}" for v in box)
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    """Fail before loading anything if an output folder is missing."""
+    from mfv2.errors import ConfigError
+
+    for path in (args.output, args.jsonl, args.save_video):
+        if path and not Path(path).parent.is_dir():
+            raise ConfigError(f"cannot write {path}: folder {Path(path).parent} does not exist")
+
+
+def run(args: argparse.Namespace) -> int:
+    import cv2
+    from tqdm import tqdm
+
+    from mfv2.errors import ConfigError
+    from mfv2.runtimes import load_backend
+    from mfv2.tracking import FrameSource, Tracker, VideoSink, draw_box
+
+    if args.max_frames is not None and args.max_frames < 1:
+        raise ConfigError(f"--max-frames must be >= 1, got {args.max_frames}")
+    init_box = parse_box(args.init) if args.init else None
+    _check_outputs(args)
+    window = _window("mfv2 track") if args.show else None
+    with FrameSource(args.source) as source, load_backend(
+        args.backend, args.model or args.checkpoint, precision=args.precision, threads=args.threads, graph=args.graph,
+        **_backend_options(args),
+    ) as runner:
+        tracker = Tracker(runner, _tracker_config(args, runner))
+        frames = iter(source)
+        first = next(frames, None)
+        if first is None:
+            raise ConfigError(f"{args.source} gave no frames")
+        box = init_box if init_box is not None else _select_box(first)
+        tracker.init(first, box)
+        log.info("tracking %s with %r", args.source, runner)
+        total = min(filter(None, (source.length, args.max_frames)), default=None)
+        with _TextOut(args.output) as boxes_out, _TextOut(args.jsonl) as json_out, (
+            VideoSink(args.save_video, source.fps or 30.0) if args.save_video else _NoSink()
+        ) as sink, tqdm(total=total, unit="frame", disable=True if args.no_progress else None, dynamic_ncols=True) as bar:
+            boxes_out.line(_box_text(box))
+            json_out.line(json.dumps({"frame": 0, "box": list(box), "ok": True, "score": 1.0}))
+            sink.write(first, box)
+            bar.update(1)
+            count, lost = 1, 0
+            try:
+                for frame in frames:
+                    if args.max_frames is not None and count >= args.max_frames:
+                        break
+                    ok, box = tracker.update(frame)
+                    lost += not ok
+                    boxes_out.line(_box_text(box))
+                    ms = {k: round(v * 1e3, 3) for k, v in tracker.last_timings.items()}
+                    json_out.line(json.dumps({"frame": count, "box": [round(v, 3) for v in box], "ok": ok,
+                                              "score": round(tracker.score, 5), "ms": ms}))
+                    sink.write(frame, box, tracker.score, ok)
+                    count += 1
+                    bar.update(1)
+                    if count % 10 == 0:
+                        fps = tracker.frames / max(tracker.total_timings["total"], 1e-9)
+                        bar.set_postfix_str(f"tracker loop {fps:.0f} fps", refresh=False)
+                    if window is not None:
+                        cv2.imshow(window, draw_box(frame, box, tracker.score, ok))
+                        if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
+                            break
+            except KeyboardInterrupt:
+                if source.kind not in ("camera", "stream"):
+                    raise
+                log.info("stopped after %d frames", count)
+    if window is not None:
+        cv2.destroyWindow(window)
+    _summary(tracker, count, lost, args)
+    return 0
+
+
+def _summary(tracker: Any, count: int, lost: int, args: argparse.Namespace) -> None:
+    frames = max(tracker.frames, 1)
+    stages = ", ".join(f"{k} {v / frames * 1e3:.2f}" for k, v in tracker.total_timings.items() if k != "total")
+    fps = frames / max(tracker.total_timings.get("total", 0.0), 1e-9)
+    print(f"{count} frames, {lost} lost; tracker loop {fps:.1f} fps on {args.backend} (ms per frame: {stages})")
+    for label, path in (("boxes", args.output), ("per-frame log", args.jsonl), ("video", args.save_video)):
+        if path:
+            print(f"wrote {label} to {path}")
+    if tracker.nonfinite_frames:
+        log.warning("%d frames had non-finite network outputs (reported lost); the model or its precision is broken",
+                    tracker.nonfinite_frames)
+
+
+class _NoSink:
+    """Stands in for a VideoSink when no video is written."""
+
+    def write(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+    def __enter__(self) -> _NoSink:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None

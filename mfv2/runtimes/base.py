@@ -1,0 +1,310 @@
+"""Sessions and the backend registry: what every runtime backend implements.
+
+A :class:`Session` runs one graph: named NumPy inputs in, named NumPy outputs out. A :class:`Backend`
+turns an artifact (an export directory, or for ``torch`` a checkpoint or a model) into the sessions
+of the ``full`` graph or of the split pair ``template_encoder`` + ``search_decoder``. Built-in backends
+register in :data:`BACKENDS`; third-party ones come from the entry-point group ``mfv2.backends``.
+Nothing here imports torch or any runtime package.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from importlib.metadata import entry_points
+from pathlib import Path
+from types import TracebackType
+from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
+
+import numpy as np
+
+from mfv2.errors import BackendUnavailableError, ConfigError, Mfv2Error, ShapeError
+from mfv2.export.manifest import MANIFEST_NAME, Artifact, Manifest, load_manifest
+from mfv2.registry import Registry
+
+__all__ = [
+    "Session",
+    "BaseSession",
+    "Backend",
+    "FileBackend",
+    "BACKENDS",
+    "GraphMode",
+    "SPLIT_GRAPHS",
+    "get_backend",
+    "available_backends",
+    "resolve_export",
+]
+
+log = logging.getLogger(__name__)
+
+GraphMode = Literal["auto", "split", "full"]
+SPLIT_GRAPHS = ("template_encoder", "search_decoder")
+ENTRY_POINT_GROUP = "mfv2.backends"
+
+
+@runtime_checkable
+class Session(Protocol):
+    """One loaded graph: ``infer({name: array}) -> {name: array}``."""
+
+    input_names: list[str]
+    output_names: list[str]
+    device: str
+
+    def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> Session: ...
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None: ...
+
+
+class BaseSession(ABC):
+    """Input checking, persistent inputs and context-manager support shared by the built-in sessions.
+
+    :meth:`bind` keeps inputs that change rarely (the template KV) inside the runtime so that
+    :meth:`infer` needs only the per-frame ones. Subclasses implement ``_bind`` (hand bound inputs to
+    the runtime, copying them once) and ``_run`` (one inference on the per-call inputs).
+    """
+
+    def __init__(self, input_names: Sequence[str], output_names: Sequence[str], device: str,
+                 input_shapes: Mapping[str, Sequence[int | str | None]] | None = None) -> None:
+        self.input_names = list(input_names)
+        self.output_names = list(output_names)
+        self.device = device
+        #: Shapes the graph declares; non-int entries are dynamic axes.
+        self.input_shapes = {k: tuple(v) for k, v in (input_shapes or {}).items()}
+        self._bound: set[str] = set()
+
+    def bind(self, feeds: Mapping[str, np.ndarray]) -> None:
+        """Keep ``feeds`` as inputs of every following :meth:`infer` call until bound again."""
+        self._check_names(feeds, partial=True)
+        self._bind(feeds)
+        self._bound.update(feeds)
+
+    @abstractmethod
+    def _bind(self, feeds: Mapping[str, np.ndarray]) -> None: ...
+
+    def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run the graph on ``feeds`` plus the bound inputs."""
+        self._check_names(feeds, partial=False)
+        return self._run(feeds)
+
+    @abstractmethod
+    def _run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+    def _check_names(self, feeds: Mapping[str, np.ndarray], partial: bool) -> None:
+        unknown = [k for k in feeds if k not in self.input_names]
+        missing = [] if partial else [k for k in self.input_names if k not in feeds and k not in self._bound]
+        if unknown or missing:
+            raise ShapeError(
+                f"{type(self).__name__} takes inputs {', '.join(self.input_names)}; "
+                f"unknown: {', '.join(unknown) or '-'}, missing: {', '.join(missing) or '-'}"
+            )
+
+    def close(self) -> None:
+        self._bound.clear()
+
+    def __enter__(self) -> BaseSession:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+
+class Backend(ABC):
+    """A runtime that opens the graphs of an artifact as :class:`Session` objects.
+
+    Subclasses set ``name``, the Python ``module`` they need, the pip ``extra`` that installs it and
+    the ``precisions`` they run, and implement :meth:`load`.
+    """
+
+    name: ClassVar[str]
+    module: ClassVar[str]
+    extra: ClassVar[str]
+    precisions: ClassVar[tuple[str, ...]] = ("fp32",)
+
+    def __init__(self, *, precision: str = "fp32", threads: int | None = None) -> None:
+        if precision not in self.precisions:
+            raise ConfigError(f"the {self.name} backend runs precisions {', '.join(self.precisions)}, not {precision!r}")
+        if threads is not None and threads < 1:
+            raise ConfigError(f"threads must be >= 1, got {threads}")
+        self.precision = precision
+        self.threads = threads
+
+    @classmethod
+    def is_available(cls) -> bool:
+        """True if the runtime package can be imported (checked without importing it)."""
+        return importlib.util.find_spec(cls.module) is not None
+
+    @classmethod
+    def require(cls) -> None:
+        """Raise :class:`BackendUnavailableError` naming the extra to install if the runtime is missing."""
+        if not cls.is_available():
+            raise BackendUnavailableError(
+                f"the {cls.name} backend needs the {cls.module!r} package; install it with: pip install \"mfv2[{cls.extra}]\""
+            )
+
+    @abstractmethod
+    def load(self, artifact: Any, graph: GraphMode) -> tuple[Manifest, dict[str, Session]]:
+        """Open ``artifact``: its manifest and sessions keyed by graph name (``full`` or the split pair)."""
+
+
+class FileBackend(Backend):
+    """A backend that runs graph files listed in an export directory's manifest."""
+
+    #: Artifact formats this backend reads, in order of preference.
+    formats: ClassVar[tuple[str, ...]] = ("onnx",)
+
+    def missing_hint(self, directory: Path) -> str:
+        """How to make the files this backend looks for in ``directory``."""
+        return f"export them with: mfv2 export --checkpoint CK --output {directory} --precision {self.candidates()[0][0]}"
+
+    def candidates(self) -> list[tuple[str, str]]:
+        """(file precision, format) pairs that can serve ``self.precision``, best first."""
+        return [(self.precision, f) for f in self.formats]
+
+    @abstractmethod
+    def open(self, path: Path, artifact: Artifact, manifest: Manifest) -> Session:
+        """Open one graph file."""
+
+    def discover(self, directory: Path, manifest: Manifest) -> Manifest:
+        """The manifest, completed with files this backend finds beside it (default: as it is)."""
+        return manifest
+
+    def load(self, artifact: Any, graph: GraphMode) -> tuple[Manifest, dict[str, Session]]:
+        directory, manifest, graph = resolve_export(artifact, graph, self.precision)
+        manifest = self.discover(directory, manifest)
+        chosen = select_artifacts(manifest, graph, self.candidates())
+        if chosen is None:
+            have = "; ".join(f"{a.file} ({a.graph}, {a.precision}, {a.format})" for a in manifest.artifacts) or "nothing"
+            want = {"auto": "full or split graphs", "split": "split graphs", "full": "full graph"}[graph]
+            raise ConfigError(
+                f"{directory} has no {want} the {self.name} backend can run at {self.precision} "
+                f"(it has: {have}); {self.missing_hint(directory)}"
+            )
+        sessions: dict[str, Session] = {}
+        try:
+            for name, art in chosen.items():
+                path = directory / art.file
+                if not path.is_file():
+                    raise ConfigError(f"{path} is listed in {directory / MANIFEST_NAME} but missing; re-export the model")
+                log.debug("%s: opening %s (%s, %s)", self.name, path.name, art.graph, art.precision)
+                try:
+                    sessions[name] = self.open(path, art, manifest)
+                except Mfv2Error:
+                    raise
+                except Exception as e:  # each runtime raises its own types for unreadable files
+                    reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                    raise ConfigError(f"the {self.name} backend cannot load {path}: {reason[:300]}; re-export the model") from e
+        except BaseException:
+            for s in sessions.values():
+                s.close()
+            raise
+        return manifest, sessions
+
+
+def resolve_export(artifact: str | os.PathLike[str], graph: GraphMode, precision: str) -> tuple[Path, Manifest, GraphMode]:
+    """Export directory, manifest and graph mode of ``artifact``.
+
+    ``artifact`` is an export directory, its ``manifest.json``, or one graph file listed in a manifest
+    (which then fixes the graph and the precision).
+    """
+    path = Path(artifact)
+    if not path.exists():
+        raise ConfigError(f"{path} does not exist; pass an export directory made by 'mfv2 export'")
+    if path.is_dir() or path.name == MANIFEST_NAME:
+        directory = path if path.is_dir() else path.parent
+        return directory, load_manifest(directory), graph
+    directory = path.parent
+    if (directory / MANIFEST_NAME).is_file():
+        manifest = load_manifest(directory)
+    elif path.suffix == ".onnx":
+        manifest = _standalone_manifest(path)
+    else:
+        raise ConfigError(
+            f"{path} is not part of an mfv2 export (no {MANIFEST_NAME} beside it); pass the export directory, "
+            "or a checkpoint with a backend that exports on the fly"
+        )
+    entry = next((a for a in manifest.artifacts if a.file == path.name), None)
+    if entry is None:
+        raise ConfigError(f"{path.name} is not listed in {directory / MANIFEST_NAME}; pass the export directory instead")
+    if entry.precision != precision:
+        raise ConfigError(f"{path.name} is a {entry.precision} graph but precision {precision!r} was asked; pass --precision {entry.precision}")
+    file_graph: GraphMode = "full" if entry.graph == "full" else "split"
+    if graph not in ("auto", file_graph):
+        raise ConfigError(f"{path.name} belongs to the {file_graph} graph(s) but graph {graph!r} was asked")
+    return directory, manifest, file_graph
+
+
+def _standalone_manifest(path: Path) -> Manifest:
+    """The manifest an mfv2 ``.onnx`` carries in its metadata (for a file copied out of its export directory)."""
+    from mfv2.export.onnx import manifest_from_onnx
+
+    try:
+        return manifest_from_onnx(path)
+    except ImportError as e:
+        raise BackendUnavailableError(
+            f"reading the metadata of a stand-alone {path.name} needs the onnx package (pip install \"mfv2[onnx]\"); "
+            "or pass its export directory"
+        ) from e
+    except Mfv2Error:
+        raise
+    except Exception as e:  # protobuf decoding errors of a file that is not ONNX
+        raise ConfigError(f"{path} is not a readable ONNX file ({type(e).__name__}); pass an export directory made by 'mfv2 export'") from e
+
+
+def select_artifacts(manifest: Manifest, graph: GraphMode, candidates: Sequence[tuple[str, str]]) -> dict[str, Artifact] | None:
+    """The artifacts to open: the split pair when asked for or available under ``auto``, else the full graph."""
+
+    def pick(name: str) -> Artifact | None:
+        return next((a for p, f in candidates if (a := manifest.find(name, p, f)) is not None), None)
+
+    if graph in ("auto", "split"):
+        pair = {name: pick(name) for name in SPLIT_GRAPHS}
+        if all(pair.values()):
+            return pair  # type: ignore[return-value]
+    if graph in ("auto", "full") and (full := pick("full")) is not None:
+        return {"full": full}
+    return None
+
+
+BACKENDS: Registry[type[Backend]] = Registry("backend")
+_plugins_loaded = False
+
+
+def _load_plugins() -> None:
+    """Register backends from the ``mfv2.backends`` entry-point group (once; broken plugins are logged)."""
+    global _plugins_loaded
+    if _plugins_loaded:
+        return
+    _plugins_loaded = True
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name in BACKENDS:
+            continue
+        try:
+            cls = ep.load()
+        except Exception as e:  # a broken third-party plugin must not break the built-in backends
+            log.warning("backend plugin %s (%s) failed to load: %s", ep.name, ep.value, e)
+            continue
+        if not (isinstance(cls, type) and issubclass(cls, Backend)):
+            log.warning("backend plugin %s does not point to an mfv2.runtimes.Backend subclass; skipped", ep.name)
+            continue
+        BACKENDS.add(ep.name, cls)
+
+
+def get_backend(name: str) -> type[Backend]:
+    """The backend class registered as ``name`` (built-in or plugin)."""
+    _load_plugins()
+    return BACKENDS.get(name)
+
+
+def available_backends() -> list[str]:
+    """Names of the registered backends whose runtime package is installed."""
+    _load_plugins()
+    return [n for n in BACKENDS if BACKENDS.get(n).is_available()]

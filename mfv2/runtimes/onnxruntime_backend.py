@@ -1,0 +1,163 @@
+"""The ONNX Runtime backend: the exported ONNX graphs on the CPU execution provider (CUDA/TensorRT EPs on request).
+
+Sessions use graph optimisation level ALL, sequential execution and an explicit intra-op thread
+count. Inputs go through an IOBinding, so a bound input (the template KV) is handed to ONNX Runtime
+once per template update instead of being copied on every frame.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import platform
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from mfv2.errors import BackendUnavailableError, ConfigError
+from mfv2.export.manifest import Artifact, Manifest
+from mfv2.runtimes.base import BACKENDS, BaseSession, FileBackend
+
+__all__ = ["OnnxRuntimeBackend", "OrtSession", "PROVIDERS"]
+
+log = logging.getLogger(__name__)
+
+# device option -> execution providers, in priority order (ORT falls back along the list per node).
+PROVIDERS: dict[str, tuple[str, ...]] = {
+    "cpu": ("CPUExecutionProvider",),
+    "cuda": ("CUDAExecutionProvider", "CPUExecutionProvider"),
+    "tensorrt": ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"),
+}
+_NUMPY_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
+
+
+class OrtSession(BaseSession):
+    """One ONNX graph in an ``onnxruntime.InferenceSession`` driven through an IOBinding."""
+
+    def __init__(self, path: str | os.PathLike[str], *, providers: tuple[str, ...], threads: int | None = None,
+                 cache_dir: str | os.PathLike[str] | None = None, spinning: bool = True) -> None:
+        import onnxruntime as ort
+
+        self._ort = ort
+        path = Path(path)
+        model_path = _optimized_model(path, providers, cache_dir) if cache_dir is not None else path
+        options = _session_options(threads, spinning)
+        self._session = ort.InferenceSession(str(model_path), options, providers=list(providers))
+        inputs, outputs = self._session.get_inputs(), self._session.get_outputs()
+        used = self._session.get_providers()[0]
+        device = "cpu" if used == "CPUExecutionProvider" else "cuda:0"
+        super().__init__([i.name for i in inputs], [o.name for o in outputs], device,
+                         {i.name: [d if isinstance(d, int) else None for d in i.shape] for i in inputs})
+        self._types = {i.name: _NUMPY_TYPES.get(i.type, np.float32) for i in inputs}
+        self._binding = self._session.io_binding()
+        for name in self.output_names:
+            self._binding.bind_output(name)
+        self._held: dict[str, Any] = {}  # OrtValues bound across calls, kept alive here
+        log.debug("onnxruntime: %s on %s", path.name, used)
+
+    def _bind(self, feeds: Mapping[str, np.ndarray]) -> None:
+        for name, array in feeds.items():
+            owned = np.array(array, dtype=self._types[name], copy=True, order="C")
+            value = self._ort.OrtValue.ortvalue_from_numpy(owned, self.device.split(":")[0], 0)
+            self._binding.bind_ortvalue_input(name, value)
+            self._held[name] = (owned, value)
+
+    def _run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        arrays = {k: np.ascontiguousarray(v, dtype=self._types[k]) for k, v in feeds.items()}
+        for name, array in arrays.items():
+            self._binding.bind_cpu_input(name, array)
+        self._session.run_with_iobinding(self._binding)
+        return dict(zip(self.output_names, self._binding.copy_outputs_to_cpu()))
+
+    def close(self) -> None:
+        super().close()
+        self._held.clear()
+
+
+def _session_options(threads: int | None, spinning: bool, level: str = "ORT_ENABLE_ALL") -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level)
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.log_severity_level = 3
+    if threads:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return options
+
+
+def _optimized_model(path: Path, providers: tuple[str, ...], cache_dir: str | os.PathLike[str]) -> Path:
+    """The graph with ONNX Runtime's portable (extended-level) optimisations applied, cached on disk.
+
+    Layout optimisations depend on the CPU, so they are left to session creation; the cache key is
+    the file's hash, the ONNX Runtime version, the providers and the machine type.
+    """
+    import onnxruntime as ort
+
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    tag = hashlib.sha256(f"{ort.__version__}|{','.join(providers)}|{platform.machine()}".encode()).hexdigest()[:8]
+    cached = Path(cache_dir) / f"{path.stem}.{digest}.{tag}.onnx"
+    if cached.is_file():
+        log.debug("onnxruntime: optimised model from cache %s", cached)
+        return cached
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cached.with_name(f".{cached.name}.{os.getpid()}.tmp")
+    options = _session_options(None, True, "ORT_ENABLE_EXTENDED")
+    options.optimized_model_filepath = str(tmp)
+    try:
+        ort.InferenceSession(str(path), options, providers=list(providers))
+        os.replace(tmp, cached)
+    finally:
+        tmp.unlink(missing_ok=True)
+    log.info("onnxruntime: cached the optimised %s as %s", path.name, cached)
+    return cached
+
+
+@BACKENDS.register("onnxruntime")
+class OnnxRuntimeBackend(FileBackend):
+    """ONNX Runtime.
+
+    Options:
+        device: ``"cpu"`` (default), ``"cuda"`` or ``"tensorrt"`` (the CUDA / TensorRT execution
+            providers of ``onnxruntime-gpu``, with CPU fallback).
+        cache_dir: folder for optimised graphs, reused across runs (default: none).
+        spinning: let idle intra-op threads spin (lower latency, busier CPU; default True).
+    """
+
+    name = "onnxruntime"
+    module = "onnxruntime"
+    extra = "onnxruntime"
+    precisions = ("fp32", "fp16", "int8")
+    formats: ClassVar[tuple[str, ...]] = ("onnx",)
+
+    def __init__(self, *, precision: str = "fp32", threads: int | None = None, device: str = "cpu",
+                 cache_dir: str | os.PathLike[str] | None = None, spinning: bool = True) -> None:
+        super().__init__(precision=precision, threads=threads)
+        if device not in PROVIDERS:
+            raise ConfigError(f"onnxruntime device must be one of {', '.join(PROVIDERS)}, got {device!r}")
+        self.device = device
+        self.cache_dir = cache_dir
+        self.spinning = spinning
+
+    def providers(self) -> tuple[str, ...]:
+        """Execution providers for ``device``; raises if the first one is not in this onnxruntime build."""
+        import onnxruntime as ort
+
+        wanted = PROVIDERS[self.device]
+        have = ort.get_available_providers()
+        if wanted[0] not in have:
+            raise BackendUnavailableError(
+                f"this onnxruntime has no {wanted[0]} (it has {', '.join(have)}); "
+                "install onnxruntime-gpu for CUDA/TensorRT, or use device 'cpu'"
+            )
+        return wanted
+
+    def open(self, path: Path, artifact: Artifact, manifest: Manifest) -> OrtSession:
+        return OrtSession(path, providers=self.providers(), threads=self.threads, cache_dir=self.cache_dir,
+                          spinning=self.spinning)

@@ -1,0 +1,24 @@
+"""The online tracker loop shared by every backend, its crop geometry, and video sources and sinks.
+
+Needs NumPy and OpenCV only (plus the chosen runtime); never torch unless the torch backend is used.
+"""
+
+from __future__ import annotations
+
+from mfv2.tracking.crop import Crop, clip_box, crop_size, map_box_back, preprocess, sample_target
+from mfv2.tracking.tracker import STAGES, Tracker
+from mfv2.tracking.video import FrameSource, VideoSink, draw_box
+
+__all__ = [
+    "Tracker",
+    "STAGES",
+    "Crop",
+    "crop_size",
+    "sample_target",
+    "map_box_back",
+    "clip_box",
+    "preprocess",
+    "FrameSource",
+    "VideoSink",
+    "draw_box",
+]
