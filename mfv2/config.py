@@ -152,6 +152,11 @@ _UPDATE_INTERVALS: dict[str, tuple[int, int]] = {
 _S_SEARCH_FACTORS: dict[str, float] = {"lasot": 4.4, "trackingnet": 4.55, "got10k": 4.55}
 
 
+def _b_sized(variant: str | ModelConfig) -> bool:
+    cfg = variant if isinstance(variant, ModelConfig) else VARIANTS.get(variant) if variant in VARIANTS else None
+    return cfg.search_size >= 288 if cfg is not None else str(variant).upper().startswith("B")
+
+
 @dataclass(frozen=True)
 class TrackerConfig(_DictMixin):
     """Behaviour of the online tracker; defaults are the official MixFormerV2-S settings.
@@ -180,15 +185,24 @@ class TrackerConfig(_DictMixin):
             raise ConfigError(f"lost_threshold is a probability in [0, 1], got {self.lost_threshold}")
 
     @classmethod
-    def preset(cls, dataset: str, variant: str = "S") -> TrackerConfig:
-        """The official settings for ``dataset`` (lasot, got10k, trackingnet, vot20, otb, uav, ...)."""
+    def preset(cls, dataset: str, variant: str | ModelConfig = "S") -> TrackerConfig:
+        """The official settings for ``dataset`` (lasot, got10k, trackingnet, vot20, otb, uav, ...).
+
+        ``variant`` picks the size class: B-sized models (288-pixel search crops) use the B yaml
+        (search factor 5.0), every other model the S one.
+        """
         key = dataset.lower().replace("-", "").replace("_", "")
         if key not in _UPDATE_INTERVALS:
             raise ConfigError(f"no tracker preset for {dataset!r}; known: {', '.join(_UPDATE_INTERVALS)}")
-        small = variant.upper().startswith("S")
+        small = not _b_sized(variant)
         interval = _UPDATE_INTERVALS[key][0 if small else 1]
         factor = _S_SEARCH_FACTORS.get(key, 4.5) if small else 5.0
         return cls(search_factor=factor, update_interval=interval)
+
+    @classmethod
+    def for_model(cls, model: ModelConfig) -> TrackerConfig:
+        """The default tracker of a model: the official yaml of its size class (search factor 4.5 or 5.0)."""
+        return cls(search_factor=5.0) if _b_sized(model) else cls()
 
     @classmethod
     def presets(cls) -> list[str]:

@@ -75,7 +75,7 @@ def export(
         openvino: OpenVINO IR precisions among ``fp32``, ``fp16``, ``int8`` (NNCF).
         simplify: ``onnxsim``, ``onnxslim`` or ``none``.
         tracker: crop factors recorded in the manifest and used for the real crops; default
-            :class:`~mfv2.config.TrackerConfig`.
+            ``TrackerConfig.for_model`` of the model (the official yaml of its size class).
         calibration: BGR uint8 frames, or ``(frame, box_xywh)`` pairs, for the real crops of parity
             and int8 calibration; ``None`` uses a synthetic clip. A bare frame gets a centred box.
         seed: seed of random weights, random inputs and the synthetic clip.
@@ -104,7 +104,7 @@ def export(
     tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.partial")
     tmp.mkdir()  # beside the output, so the final rename stays on one filesystem
     try:
-        job = _Job(model, tmp, batch=batch, opset=opset, simplify=simplify, tracker=tracker or TrackerConfig(),
+        job = _Job(model, tmp, batch=batch, opset=opset, simplify=simplify, tracker=tracker or TrackerConfig.for_model(model.config),
                    frames=calibration, seed=seed)
         for precision in onnx_precisions:
             job.onnx(precision)

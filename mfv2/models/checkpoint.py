@@ -30,6 +30,7 @@ __all__ = [
     "save_native",
     "save_official",
     "file_sha256",
+    "load_pickled",
     "NATIVE_FORMAT",
 ]
 
@@ -91,7 +92,8 @@ class _RestrictedPickle:
     __name__ = "mfv2_restricted_pickle"
 
 
-def _torch_load(path: Path) -> Any:
+def load_pickled(path: str | os.PathLike[str]) -> Any:
+    """``torch.load`` of a trusted-format file; pickled project objects become inert placeholders."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
@@ -110,7 +112,7 @@ def read_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     if not p.is_file():
         raise ConfigError(f"checkpoint {p} does not exist; pass the path of a .pth.tar or mfv2 .pt file")
     try:
-        obj = _torch_load(p)
+        obj = load_pickled(p)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as e:
         raise ConfigError(f"{p} is not a readable PyTorch checkpoint ({type(e).__name__}: {e})") from e
     if isinstance(obj, dict) and obj.get("format") == NATIVE_FORMAT:

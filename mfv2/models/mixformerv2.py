@@ -12,6 +12,7 @@ Two ways to run it, equal to float tolerance:
 from __future__ import annotations
 
 import os
+from typing import cast
 
 import torch
 from torch import nn
@@ -41,6 +42,11 @@ class Backbone(nn.Module):
         self.blocks = nn.ModuleList(Block(C, cfg.num_heads, cfg.mlp_hidden, drop_path=r) for r in rates)
         self.blocks.apply(init_weights)
         self.patch_embed.apply(init_weights)
+
+    @property
+    def block_list(self) -> list[Block]:
+        """The blocks, typed."""
+        return cast(list[Block], list(self.blocks))
 
     def embed_templates(self, template: torch.Tensor, online_template: torch.Tensor) -> torch.Tensor:
         """Template tokens (B, (1 + K) * Nt, C) from (B, 3, Z, Z) and (B, 3, Z, Z) or (B, K, 3, Z, Z)."""
@@ -122,7 +128,7 @@ class MixFormerV2(nn.Module):
         self._check("online_template", online_template, cfg.template_size)
         z = self.backbone.embed_templates(template, online_template)
         kv = []
-        *body, last = self.backbone.blocks
+        *body, last = self.backbone.block_list
         for block in body:
             k, v, z = block.template_kv(z)
             kv.append(torch.stack([k, v]))
@@ -137,7 +143,7 @@ class MixFormerV2(nn.Module):
         """
         self._check("search", search, self.config.search_size)
         x = self.backbone.embed_search(search)
-        *body, last = self.backbone.blocks
+        *body, last = self.backbone.block_list
         for i, block in enumerate(body):
             x = block.search_step(x, kv[i, 0], kv[i, 1])
         reg = last.search_step(x, kv[-1, 0], kv[-1, 1], queries=NUM_PRED_TOKENS)

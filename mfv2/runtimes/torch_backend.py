@@ -19,16 +19,11 @@ from mfv2.errors import ConfigError
 from mfv2.export.manifest import MANIFEST_NAME, Manifest, load_manifest
 from mfv2.runtimes.base import BACKENDS, Backend, BaseSession, GraphMode, Session
 
-__all__ = ["TorchBackend", "TorchSession", "default_tracker_config"]
+__all__ = ["TorchBackend", "TorchSession"]
 
 log = logging.getLogger(__name__)
 
 _DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
-
-
-def default_tracker_config(model: ModelConfig) -> TrackerConfig:
-    """The official tracker yaml of a model's size class: search factor 5.0 for B-sized crops, else 4.5."""
-    return TrackerConfig(search_factor=5.0) if model.search_size >= 288 else TrackerConfig()
 
 
 class TorchSession(BaseSession):
@@ -160,7 +155,7 @@ class TorchBackend(Backend):
             want = variant_config(self.variant)
             if want.replace(name=cfg.name) != cfg:
                 raise ConfigError(f"variant {self.variant} ({want.describe()}) does not match the model ({cfg.describe()})")
-        return Manifest(model=cfg, tracker=default_tracker_config(cfg), source=source)
+        return Manifest(model=cfg, tracker=TrackerConfig.for_model(cfg), source=source)
 
 
 def _outputs(out: dict[str, Any]) -> dict[str, Any]:
