@@ -1,0 +1,263 @@
+"""``TrainConfig``: everything a training run needs, read from YAML (no torch import here).
+
+A YAML file has the sections ``model``, ``data``, ``optim`` and ``objective`` plus a few top-level keys;
+unknown keys anywhere are rejected with the list of valid ones. Dataset entries are
+``{name, ratio, <reader options>}`` and the objective's ``options`` are checked by the objective itself
+(see :mod:`mfv2.training.objectives`). ``--set section.key=value`` on the command line overrides a value.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+
+from mfv2.config import load_yaml
+from mfv2.errors import ConfigError
+
+__all__ = [
+    "ModelSpec",
+    "DatasetSpec",
+    "DataConfig",
+    "OptimConfig",
+    "ObjectiveConfig",
+    "TrainConfig",
+    "load_train_config",
+    "apply_overrides",
+    "from_mapping",
+    "builtin_configs",
+]
+
+T = TypeVar("T")
+
+
+def from_mapping(cls: type[T], data: Any, where: str) -> T:
+    """Instantiate a (possibly nested) config dataclass from a mapping, rejecting unknown keys."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where} must be a mapping, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(f"unknown key(s) {', '.join(unknown)} in {where}; valid keys: {', '.join(fields)}")
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for name, value in data.items():
+        kwargs[name] = _convert(hints[name], value, f"{where}.{name}")
+    try:
+        return cls(**kwargs)
+    except TypeError as e:
+        raise ConfigError(f"bad {where}: {e}") from e
+
+
+def _convert(hint: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(hint)
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+        return hint.from_dict(value, where) if hasattr(hint, "from_dict") else from_mapping(hint, value, where)
+    if origin is tuple and value is not None:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where} must be a list, got {value!r}")
+        (item,) = {a for a in typing.get_args(hint) if a is not Ellipsis}
+        return tuple(_convert(item, v, f"{where}[{i}]") for i, v in enumerate(value))
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        return None if value is None else _convert(args[0], value, where)
+    if origin is dict and not isinstance(value, dict):
+        raise ConfigError(f"{where} must be a mapping, got {value!r}")
+    if origin is Literal:
+        if value not in typing.get_args(hint):
+            raise ConfigError(f"{where} must be one of {', '.join(map(str, typing.get_args(hint)))}, got {value!r}")
+        return value
+    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if hint in (int, str, bool) and not (type(value) is hint):
+        raise ConfigError(f"{where} must be {hint.__name__}, got {value!r}")
+    return value
+
+
+def _plain(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj):
+        return obj.to_dict() if hasattr(obj, "to_dict") else {f.name: _plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    return obj
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """The network being trained: ``kind`` (``mixformerv2`` or ``mixvit``), a registered variant, weights."""
+
+    kind: str = "mixformerv2"
+    variant: str = "S"
+    checkpoint: str | None = None
+    drop_path_rate: float = 0.1
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """One dataset of the mix: the reader ``name``, its sampling ``ratio`` and the reader's options."""
+
+    name: str
+    ratio: float = 1.0
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str = "dataset") -> DatasetSpec:
+        if not isinstance(data, dict) or "name" not in data:
+            raise ConfigError(f"{where} must be a mapping with a 'name' (got {data!r})")
+        rest = dict(data)
+        name, ratio = rest.pop("name"), rest.pop("ratio", 1.0)
+        if not isinstance(ratio, (int, float)) or ratio < 0:
+            raise ConfigError(f"{where}.ratio must be a number >= 0, got {ratio!r}")
+        return cls(str(name), float(ratio), rest)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "ratio": self.ratio, **_plain(self.options)}
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Datasets, sampler and processing. ``batch_size`` is per process; ``search_factor`` ``None`` means
+    the official factor of the model's crop size (5.0 for 288-pixel search crops, 4.5 otherwise)."""
+
+    datasets: tuple[DatasetSpec, ...] = ()
+    val_datasets: tuple[DatasetSpec, ...] = ()
+    mode: Literal["causal", "trident", "trident_pro"] = "causal"
+    max_gap: int = 200
+    pos_prob: float = 0.5
+    template_order: Literal["test", "official"] = "test"
+    samples_per_epoch: int = 60000
+    val_samples: int = 10000
+    batch_size: int = 32
+    num_workers: int = 2
+    template_factor: float = 2.0
+    search_factor: float | None = None
+    search_scale_jitter: float = 0.5
+    search_centre_jitter: float = 4.5
+    grayscale_prob: float = 0.05
+    joint_flip_prob: float = 0.5
+    crop_flip_prob: float = 0.0
+    brightness_jitter: float = 0.2
+
+    def __post_init__(self) -> None:
+        if not self.datasets:
+            raise ConfigError("data.datasets is empty; list at least one dataset, e.g. [{name: synthetic}]")
+        for key in ("samples_per_epoch", "batch_size", "max_gap"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"data.{key} must be >= 1, got {getattr(self, key)}")
+        if self.num_workers < 0 or self.val_samples < 0:
+            raise ConfigError("data.num_workers and data.val_samples must be >= 0")
+        if self.samples_per_epoch < self.batch_size:
+            raise ConfigError(
+                f"data.samples_per_epoch ({self.samples_per_epoch}) is smaller than one batch ({self.batch_size})"
+            )
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """AdamW with a backbone learning-rate multiplier, a step schedule and gradient clipping.
+
+    The learning rate is multiplied by ``decay_rate`` every ``lr_drop_epoch`` epochs (the official code
+    ignores its DECAY_RATE and always uses 0.1). ``amp`` runs bf16 autocast on CPU, fp16 on GPU.
+    """
+
+    epochs: int = 500
+    lr: float = 4e-4
+    backbone_lr_mult: float = 0.1
+    weight_decay: float = 1e-4
+    lr_drop_epoch: int = 400
+    decay_rate: float = 0.1
+    grad_clip: float = 0.1
+    amp: bool = False
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.lr_drop_epoch < 1:
+            raise ConfigError("optim.epochs and optim.lr_drop_epoch must be >= 1")
+        if self.lr <= 0 or self.backbone_lr_mult < 0 or self.weight_decay < 0 or self.grad_clip < 0:
+            raise ConfigError("optim.lr must be > 0; backbone_lr_mult, weight_decay and grad_clip >= 0")
+
+
+@dataclass(frozen=True)
+class ObjectiveConfig:
+    """The registered objective ``name`` and its ``options`` (validated by the objective)."""
+
+    name: str = "supervised"
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """A training run. ``checkpoint_every``/``val_every`` are in epochs (0 = never, except the last epoch
+    and ``latest``); ``official_checkpoint`` also writes ``{'net': state_dict}`` files."""
+
+    data: DataConfig
+    model: ModelSpec = ModelSpec()
+    optim: OptimConfig = OptimConfig()
+    objective: ObjectiveConfig = ObjectiveConfig()
+    seed: int = 42
+    device: str = "auto"
+    output: str | None = None
+    checkpoint_every: int = 5
+    val_every: int = 5
+    official_checkpoint: bool = False
+    log: Literal["csv", "tensorboard"] = "csv"
+    progress: bool = True
+    find_unused_parameters: bool = False
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], where: str = "config") -> TrainConfig:
+        if not isinstance(data, dict) or "data" not in data:
+            raise ConfigError(f"{where} needs a 'data' section with at least one dataset")
+        return from_mapping(cls, data, where)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        return dataclasses.replace(self, **changes)
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``section.key=value`` strings (values parsed as YAML) to a config mapping."""
+    out = dict(data)
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set expects section.key=value, e.g. optim.epochs=10; got {item!r}")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"--set {item}: the value is not valid YAML") from e
+        node = out
+        *parents, leaf = key.split(".")
+        for p in parents:
+            child = node.get(p, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {item}: {p} is not a section")
+            node[p] = dict(child)
+            node = node[p]
+        node[leaf] = value
+    return out
+
+
+def builtin_configs() -> dict[str, Path]:
+    """Name -> path of the YAML configs shipped in ``mfv2/training/configs``."""
+    folder = Path(__file__).resolve().parent / "configs"
+    return {p.stem: p for p in sorted(folder.glob("*.yaml"))}
+
+
+def load_train_config(path_or_name: str | os.PathLike[str], overrides: list[str] | None = None) -> TrainConfig:
+    """Read a YAML file (or the name of a shipped config) into a :class:`TrainConfig`."""
+    shipped = builtin_configs()
+    key = str(path_or_name)
+    path = shipped[key] if key in shipped and not Path(key).exists() else Path(path_or_name)
+    if not path.is_file():
+        raise ConfigError(f"config {path} does not exist; pass a YAML file or one of: {', '.join(shipped)}")
+    return TrainConfig.from_dict(apply_overrides(load_yaml(path), overrides or []), where=str(path))
