@@ -93,7 +93,7 @@ class _RestrictedPickle:
 
 
 def load_pickled(path: str | os.PathLike[str]) -> Any:
-    """``torch.load`` of a trusted-format file; pickled project objects become inert placeholders."""
+    """``torch.load`` that runs no pickled code: plain files load with ``weights_only``, others restricted."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:

@@ -18,7 +18,7 @@ from mfv2.training.config import TrainConfig
 from mfv2.training.distributed import resolve_device
 from mfv2.training.models import build_network
 from mfv2.training.objectives import build_objective
-from mfv2.training.trainer import loader_worker_init, build_sampler, param_groups
+from mfv2.training.trainer import WORKER_CONTEXT, build_sampler, loader_worker_init, param_groups
 
 __all__ = ["Throughput", "measure_throughput"]
 
@@ -61,7 +61,8 @@ def measure_throughput(cfg: TrainConfig, *, batches: int = 10, steps: int = 3) -
     d = cfg.data
     dataset = build_sampler(d.datasets, cfg, model, samples=d.batch_size * (batches + 1), augment=True, seed=cfg.seed)
     loader = DataLoader(dataset, batch_size=d.batch_size, num_workers=d.num_workers, drop_last=True,
-                        worker_init_fn=loader_worker_init if d.num_workers else None)
+                        worker_init_fn=loader_worker_init if d.num_workers else None,
+                        multiprocessing_context=WORKER_CONTEXT if d.num_workers else None)
     it = iter(loader)
     t0 = time.perf_counter()
     batch = next(it)

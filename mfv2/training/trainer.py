@@ -39,7 +39,9 @@ from mfv2.training.distributed import all_gather_objects, barrier, cleanup_distr
 from mfv2.training.models import build_network, input_sizes
 from mfv2.training.objectives import Objective, build_objective
 
-__all__ = ["Trainer", "TrainResult", "param_groups", "build_sampler", "loader_worker_init"]
+__all__ = ["Trainer", "TrainResult", "param_groups", "build_sampler", "loader_worker_init", "WORKER_CONTEXT"]
+
+WORKER_CONTEXT = "forkserver"  # see loader_worker_init
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +89,8 @@ def build_sampler(
 def loader_worker_init(_: int) -> None:
     """One torch thread per DataLoader worker: the main process already uses the cores for the model.
 
+    Workers start from a fresh forkserver process rather than a fork of this one: forking a process
+    that has loaded OpenVINO or ONNX Runtime thread pools can crash the child and the parent.
     OpenCV's thread count is left alone: ``cv2.setNumThreads`` in a forked worker can deadlock once the
     parent has used OpenCV's thread pool.
     """
@@ -191,6 +195,7 @@ class Trainer:
         loader = DataLoader(dataset, batch_size=d.batch_size, sampler=sampler, num_workers=d.num_workers,
                             drop_last=drop_last, pin_memory=self.device.type == "cuda",
                             worker_init_fn=loader_worker_init if d.num_workers else None,
+                            multiprocessing_context=WORKER_CONTEXT if d.num_workers else None,
                             generator=torch.Generator())
         return loader, sampler
 
