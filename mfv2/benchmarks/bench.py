@@ -1,0 +1,288 @@
+"""The benchmark matrix: variant x backend x precision x graph x threads x mode, one process per row.
+
+Each row runs in its own ``python -m mfv2.benchmarks.bench --row SPEC --out RESULT`` process, so its
+peak resident memory is its own and an ONNX Runtime or OpenVINO row imports no torch. The GEMM peak
+probe runs in a process of its own too. The baseline of every variant, mode and thread count is the
+official tracker's path (torch, full graph, fp32, every frame); each row's ``speedup`` is the
+baseline's median latency over the row's, measured in the same run. Without an export directory the
+variant is built with seeded random weights and exported into a cache: speed does not depend on the
+weights, but the tracker's boxes then mean nothing beyond their agreement across backends.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mfv2.benchmarks.envinfo import capture_env, cpu_info, load_average
+from mfv2.benchmarks.flops import frame_flops, graph_flops
+from mfv2.benchmarks.probe import PEAK_PRECISIONS, peak_precision
+from mfv2.benchmarks.report import RESULT_FIELDS
+from mfv2.benchmarks.rows import Artifacts, prepare_artifacts, run_row
+from mfv2.config import _DictMixin
+from mfv2.errors import ConfigError
+
+__all__ = ["BenchConfig", "plan_rows", "run_bench", "default_precisions", "MODES"]
+
+logger = logging.getLogger(__name__)
+
+MODES: tuple[str, ...] = ("model", "tracker")
+BASELINE = ("torch", "fp32", "full")
+
+
+@dataclass(frozen=True)
+class BenchConfig(_DictMixin):
+    """What to benchmark and how long.
+
+    ``backends``/``precisions`` None mean every installed backend at its sensible CPU precisions
+    (:func:`default_precisions`); explicit lists run the full cross product and show what fails.
+    ``iters`` and ``duration`` bound each model-only row (whichever comes first); ``frames`` is the
+    tracker clip length. ``rounds`` > 1 runs the whole matrix again, interleaved, and pools samples.
+    """
+
+    variants: tuple[str, ...] = ("S",)
+    model: str | None = None
+    checkpoint: str | None = None
+    backends: tuple[str, ...] | None = None
+    precisions: tuple[str, ...] | None = None
+    graphs: tuple[str, ...] = ("split", "full")
+    threads: tuple[int, ...] = ()
+    modes: tuple[str, ...] = MODES
+    warmup: int = 10
+    iters: int | None = 200
+    duration: float | None = 10.0
+    frames: int = 300
+    rounds: int = 1
+    cache_dir: str | None = None
+    timeout: float = 1800.0
+    probe_duration: float = 0.5
+    probe_sizes: tuple[int, ...] = (1024, 2048)
+
+    def __post_init__(self) -> None:
+        bad = [m for m in self.modes if m not in MODES] + [g for g in self.graphs if g not in ("split", "full")]
+        if bad:
+            raise ConfigError(f"unknown mode/graph {', '.join(bad)}; modes: model, tracker; graphs: split, full")
+        if self.frames < 2 or self.rounds < 1 or self.warmup < 0 or any(t < 1 for t in self.threads):
+            raise ConfigError("frames must be >= 2, rounds >= 1, warmup >= 0 and threads >= 1")
+        if self.iters is None and self.duration is None:
+            raise ConfigError("give iters or duration to bound each model-only row")
+
+
+def default_precisions(backend: str, flags: Sequence[str]) -> tuple[str, ...]:
+    """The precisions worth timing on this CPU: bf16 only with AVX512-BF16/AMX, no fp16 on CPU."""
+    bf16 = ("bf16",) if {"avx512_bf16", "amx_bf16"} & set(flags) else ()
+    return {
+        "torch": ("fp32", *bf16),
+        "onnxruntime": ("fp32", "int8"),
+        "openvino": ("fp32", *bf16, "int8"),
+        "tensorrt": ("fp32", "fp16", "int8"),
+    }.get(backend, ("fp32",))
+
+
+def _backends(config: BenchConfig) -> list[tuple[str, bool]]:
+    """(name, installed) of the backends to run, torch first; by default every registered one."""
+    from mfv2.runtimes import BACKENDS, available_backends
+
+    available = set(available_backends())
+    names = list(config.backends) if config.backends else list(BACKENDS)
+    return [(b, b in available) for b in sorted(dict.fromkeys(names), key=lambda b: b != "torch")]
+
+
+def plan_rows(config: BenchConfig, variants: Sequence[str], flags: Sequence[str]) -> list[dict[str, Any]]:
+    """The rows to run, baseline first within each variant and mode; one round.
+
+    A backend that is not installed and was not asked for by name gets one row per mode, so the
+    report says why it is missing without a block of identical failures.
+    """
+    threads = config.threads or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1,)
+    rows = []
+    for variant in variants:
+        for mode in config.modes:
+            for t in threads:
+                rows.append(dict(variant=variant, backend="torch", precision="fp32", graph="full", mode=mode, threads=t, baseline=True))
+                for backend, installed in _backends(config):
+                    precisions = config.precisions or default_precisions(backend, flags)
+                    combos = [(p, g) for p in precisions for g in config.graphs if (backend, p, g) != BASELINE]
+                    if not installed and not config.backends:
+                        combos = combos[:1]
+                    rows += [dict(variant=variant, backend=backend, precision=p, graph=g, mode=mode, threads=t, baseline=False)
+                             for p, g in combos]  # fmt: skip
+    return rows
+
+
+def _spawn(args: list[str], timeout: float) -> dict[str, Any]:
+    """Run ``python -m mfv2.benchmarks.bench ARGS --out FILE`` and read FILE; failures become a status."""
+    with tempfile.TemporaryDirectory(prefix="mfv2-bench-") as tmp:
+        out = Path(tmp) / "result.json"
+        cmd = [sys.executable, "-m", "mfv2.benchmarks.bench", *args, "--out", str(out)]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return {"status": f"timeout after {timeout:.0f} s"}
+        if out.is_file():
+            return json.loads(out.read_text())
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        return {"status": f"crashed (exit {proc.returncode}): {tail[:200]}"}
+
+
+def _pool(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """Merge the rounds of one row: samples pooled, memory the maximum, the rest from round one."""
+    from mfv2.benchmarks.latency import LatencyStats
+
+    ok = [p for p in parts if p.get("status") == "ok"]
+    if not ok:
+        return parts[0]
+    merged = dict(ok[0])
+    samples = np.concatenate([p["samples_ms"] for p in ok])
+    merged.update(LatencyStats.from_samples(samples, ok[0]["first_ms"]).to_dict())
+    merged["peak_rss_mb"] = max(p["peak_rss_mb"] for p in ok)
+    return merged
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    x1, y1 = np.maximum(a[:, 0], b[:, 0]), np.maximum(a[:, 1], b[:, 1])
+    x2 = np.minimum(a[:, 0] + a[:, 2], b[:, 0] + b[:, 2])
+    y2 = np.minimum(a[:, 1] + a[:, 3], b[:, 1] + b[:, 3])
+    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    union = a[:, 2] * a[:, 3] + b[:, 2] * b[:, 3] - inter
+    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
+
+
+def _finish(row: dict[str, Any], result: dict[str, Any], base: dict[str, Any] | None, peaks: dict[str, Any],
+            arts: Artifacts) -> dict[str, Any]:  # fmt: skip
+    """Add the derived columns: speed-up, FLOPs, % of peak, agreement with the baseline."""
+    out = {**dict.fromkeys(RESULT_FIELDS), **row}
+    out.update({k: v for k, v in result.items() if k not in ("samples_ms", "boxes")})
+    cfg = arts.config
+    if row["mode"] == "model":
+        flops = graph_flops(cfg, "full" if row["graph"] == "full" else "search_decoder").total
+    else:
+        flops = frame_flops(cfg, row["graph"], update_interval=arts.update_interval)
+    out["gflops_per_frame"] = flops / 1e9
+    ok = out.get("status") == "ok"
+    peak = (peaks.get(str(row["threads"])) or {}).get(peak_precision(row["precision"]), {}).get("gops")
+    out["pct_peak"] = 100.0 * flops / 1e9 / (out["median_ms"] / 1000.0) / peak if ok and peak else None
+    peak_cpu = (peaks.get(str(row["threads"])) or {}).get(peak_precision(row["precision"]), {}).get("gops_cpu")
+    if ok and peak_cpu and out.get("cpu_ms"):
+        out["pct_peak_cpu"] = 100.0 * flops / 1e9 / (out["cpu_ms"] / 1000.0) / peak_cpu
+    base_ok = ok and base is not None and base.get("status") == "ok"
+    out["speedup"] = base["median_ms"] / out["median_ms"] if base_ok and base is not None else None
+    if base_ok and base is not None and base.get("cpu_ms") and out.get("cpu_ms"):
+        out["cpu_speedup"] = base["cpu_ms"] / out["cpu_ms"]
+    base_boxes = base.get("boxes") if base_ok and base is not None else None
+    if base_boxes is not None and result.get("boxes") is not None:
+        a, b = np.asarray(result["boxes"], dtype=np.float64), np.asarray(base_boxes, dtype=np.float64)
+        if row["mode"] == "model":
+            out["box_err"] = float(np.abs(a - b).max())
+        elif a.shape == b.shape:
+            iou = _iou(a, b)
+            out["fidelity"] = {"iou_ge_0.9": float((iou >= 0.9).mean()), "mean_iou": float(iou.mean())}
+    return out
+
+
+def _measure_peaks(config: BenchConfig, threads: Sequence[int]) -> dict[str, Any]:
+    peaks: dict[str, Any] = {}
+    for t in threads:
+        spec = {"threads": t, "precisions": list(PEAK_PRECISIONS), "duration": config.probe_duration,
+                "sizes": list(config.probe_sizes)}  # fmt: skip
+        res = _spawn(["--probe", json.dumps(spec)], config.timeout)
+        peaks[str(t)] = res.get("peaks") or {p: {"gops": None, "status": res.get("status")} for p in PEAK_PRECISIONS}
+    return peaks
+
+
+def run_bench(config: BenchConfig, *, command: str = "") -> dict[str, Any]:
+    """Run the matrix and return the report (see :mod:`mfv2.benchmarks.report`)."""
+    flags = cpu_info()["flags"]
+    env = capture_env()
+    variants = [config.model] if config.model else list(config.variants)
+    rows = plan_rows(config, variants, flags)
+    threads = sorted({r["threads"] for r in rows})
+    env["threads"] = threads
+    arts: dict[str, Artifacts] = {}
+    for v in variants:
+        needed = {(r["backend"], r["precision"]) for r in rows if r["variant"] == v}
+        arts[v] = prepare_artifacts(v, needed, config)
+    peaks = _measure_peaks(config, threads)
+    raw: dict[int, list[dict[str, Any]]] = {i: [] for i in range(len(rows))}
+    for rnd in range(config.rounds):
+        for i, row in enumerate(rows):
+            a = arts[row["variant"]]
+            if a.error and not (row["backend"] == "torch" and a.checkpoint):
+                raw[i].append({"status": a.error})
+                continue
+            spec = {**row, **a.spec(row["backend"]), "warmup": config.warmup, "iters": config.iters,
+                    "duration": config.duration, "frames": config.frames}  # fmt: skip
+            res = _spawn(["--row", json.dumps(spec)], config.timeout)
+            raw[i].append(res)
+            logger.info("round %d row %d/%d %s %s %s %s %s t%d: %s %s", rnd + 1, i + 1, len(rows), row["variant"],
+                        row["backend"], row["precision"], row["graph"], row["mode"], row["threads"], res.get("status"),
+                        f"{res['median_ms']:.2f} ms" if res.get("status") == "ok" else "")  # fmt: skip
+    pooled = [_pool(raw[i]) for i in range(len(rows))]
+    baselines = {(r["variant"], r["mode"], r["threads"]): p for r, p in zip(rows, pooled) if r["baseline"]}
+    results = [
+        _finish(r, p, baselines.get((r["variant"], r["mode"], r["threads"])), peaks, arts[r["variant"]])
+        for r, p in zip(rows, pooled)
+    ]
+    env["load_average_end"] = load_average()
+    notes = [a.note for a in arts.values() if a.note]
+    notes += [
+        "speedup = baseline median / row median, baseline = torch fp32 full graph (the official path), same run",
+        "model mode times one search frame per call; for split rows the template encoder runs once per "
+        "template update and is reported as template_ms",
+        "tracker mode times tracker.update() per frame (crop, preprocessing, model, post-processing) on a "
+        "synthetic clip; its FLOPs amortise the template encoder over the update interval",
+        "pct_peak = model FLOPs per frame / median time / the GEMM peak of the row's precision and threads "
+        "(fp16 against the fp32 peak)",
+        "peak_rss_mb is the maximum resident memory of the row's own process",
+        "pct_peak_cpu is the same ratio on the process CPU clock (row CPU time against the probe's CPU-clock peak), "
+        "the estimate to trust when the machine was loaded",
+        "cpu_ms is the median process CPU time per call (all threads of the row's process) and cpu_speedup the "
+        "baseline's over the row's; with one thread it estimates the latency of an unloaded machine, with more it "
+        "is the CPU cost (spinning threads included)",
+        "load_1m is the 1-minute load average when the row started: above the core count, other processes "
+        "competed for the CPU and multi-threaded rows (torch most) lose more than single-threaded ones",
+    ]
+    return {"command": command, "env": env, "peaks": peaks, "settings": config.to_dict(), "notes": notes,
+            "results": results}  # fmt: skip
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
+    """Child-process entry: run one row or the GEMM probe and write the JSON result to ``--out``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m mfv2.benchmarks.bench")
+    job = parser.add_mutually_exclusive_group(required=True)
+    job.add_argument("--row", help="JSON row spec")
+    job.add_argument("--probe", help="JSON probe spec")
+    parser.add_argument("--out", required=True, help="where to write the JSON result")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    if args.row:
+        result = run_row(json.loads(args.row))
+    else:
+        from mfv2.benchmarks.probe import measure_peak
+
+        spec = json.loads(args.probe)
+        peaks = {
+            p: measure_peak(p, threads=spec["threads"], sizes=spec["sizes"], duration=spec["duration"]).to_dict()
+            for p in spec["precisions"]
+        }
+        result = {"status": "ok", "peaks": peaks}
+    from mfv2.benchmarks.report import atomic_write_text
+
+    atomic_write_text(args.out, json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main())

@@ -1,0 +1,134 @@
+"""Analytic FLOPs of MixFormerV2 per graph, from its :class:`~mfv2.config.ModelConfig` alone.
+
+Counted are the matrix products, 2 FLOPs per multiply-add, as ``torch.utils.flop_counter`` counts
+them: the patch-embedding convolution, the qkv/proj/MLP linears of each block, the attention
+products ``QK^T`` and ``AV`` under the asymmetric mask (template queries see only template keys,
+search and prediction queries see all keys) and the linears of the box and score heads. Biases,
+LayerNorm, softmax, GELU and the heads' ``4 x bins`` expectation are left out (well under 1 %).
+
+Graphs: ``full`` is the official forward (templates, search and prediction tokens through every
+block). The split pair is ``template_encoder`` (template keys/values of every block, once per
+template update) and ``search_decoder`` (per frame: search and prediction tokens against the cached
+keys/values; the last block keeps only the four prediction tokens' queries and MLP).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+from mfv2.config import ModelConfig, variant_config
+from mfv2.errors import ConfigError
+
+__all__ = ["FlopCount", "graph_flops", "frame_flops", "FLOP_GRAPHS"]
+
+FLOP_GRAPHS: tuple[str, ...] = ("full", "template_encoder", "search_decoder")
+_PRED_TOKENS = 4
+
+
+@dataclass(frozen=True)
+class FlopCount:
+    """FLOPs of one forward of a graph, by part."""
+
+    patch_embed: int
+    qkv: int
+    attention: int
+    proj: int
+    mlp: int
+    heads: int
+
+    @property
+    def total(self) -> int:
+        return self.patch_embed + self.qkv + self.attention + self.proj + self.mlp + self.heads
+
+    @property
+    def gflops(self) -> float:
+        return self.total / 1e9
+
+    def to_dict(self) -> dict[str, int]:
+        return {**asdict(self), "total": self.total}
+
+
+def _linear(tokens: int, fan_in: int, fan_out: int) -> int:
+    return 2 * tokens * fan_in * fan_out
+
+
+def _attention(queries: int, keys: int, dim: int) -> int:
+    # QK^T and AV: each queries x keys x head_dim per head, summed over heads = queries x keys x dim.
+    return 2 * 2 * queries * keys * dim
+
+
+def graph_flops(
+    config: str | ModelConfig,
+    graph: Literal["full", "template_encoder", "search_decoder"],
+    *,
+    online_templates: int = 1,
+    batch: int = 1,
+) -> FlopCount:
+    """FLOPs of one call of ``graph`` for ``config`` (a variant name or a :class:`ModelConfig`).
+
+    Raises:
+        ConfigError: an unknown graph or a non-positive count.
+    """
+    if graph not in FLOP_GRAPHS:
+        raise ConfigError(f"unknown graph {graph!r}; graphs: {', '.join(FLOP_GRAPHS)}")
+    if online_templates < 1 or batch < 1:
+        raise ConfigError(f"online_templates and batch must be >= 1, got {online_templates}, {batch}")
+    cfg = variant_config(config)
+    C, H, D = cfg.embed_dim, cfg.mlp_hidden, cfg.depth
+    nz = (1 + online_templates) * cfg.num_template_tokens  # template tokens, both templates
+    nx = cfg.num_search_tokens + _PRED_TOKENS  # search + prediction tokens
+    patch = 3 * cfg.patch_size**2
+    heads = _linear(_PRED_TOKENS, C, C) + _linear(_PRED_TOKENS, C, cfg.num_bins)  # box head
+    heads += _linear(_PRED_TOKENS, C, C) + _linear(_PRED_TOKENS, C, 1)  # score head
+
+    if graph == "full":
+        n = nz + nx
+        parts = dict(
+            patch_embed=_linear(nz + cfg.num_search_tokens, patch, C),
+            qkv=D * _linear(n, C, 3 * C),
+            attention=D * (_attention(nz, nz, C) + _attention(nx, n, C)),
+            proj=D * _linear(n, C, C),
+            mlp=D * 2 * _linear(n, C, H),
+            heads=heads,
+        )
+    elif graph == "template_encoder":
+        # Blocks 0..D-2 run the templates through; the last block only needs their keys and values.
+        parts = dict(
+            patch_embed=_linear(nz, patch, C),
+            qkv=(D - 1) * _linear(nz, C, 3 * C) + _linear(nz, C, 2 * C),
+            attention=(D - 1) * _attention(nz, nz, C),
+            proj=(D - 1) * _linear(nz, C, C),
+            mlp=(D - 1) * 2 * _linear(nz, C, H),
+            heads=0,
+        )
+    else:
+        keys = nz + nx
+        q = _PRED_TOKENS  # the pruned last block: queries, projection and MLP of the prediction tokens only
+        parts = dict(
+            patch_embed=_linear(cfg.num_search_tokens, patch, C),
+            qkv=(D - 1) * _linear(nx, C, 3 * C) + _linear(nx, C, 2 * C) + _linear(q, C, C),
+            attention=(D - 1) * _attention(nx, keys, C) + _attention(q, keys, C),
+            proj=(D - 1) * _linear(nx, C, C) + _linear(q, C, C),
+            mlp=(D - 1) * 2 * _linear(nx, C, H) + 2 * _linear(q, C, H),
+            heads=heads,
+        )
+    return FlopCount(**{k: v * batch for k, v in parts.items()})
+
+
+def frame_flops(
+    config: str | ModelConfig, graph: Literal["full", "split"], *, update_interval: int | None = None
+) -> int:
+    """FLOPs per tracked frame.
+
+    ``full`` runs the whole graph every frame. ``split`` runs the search decoder every frame plus,
+    when ``update_interval`` is given, the template encoder amortised over that many frames.
+    """
+    if graph == "full":
+        return graph_flops(config, "full").total
+    if graph != "split":
+        raise ConfigError(f"unknown graph {graph!r}; use 'full' or 'split'")
+    per_frame = graph_flops(config, "search_decoder").total
+    if update_interval:
+        per_frame += graph_flops(config, "template_encoder").total // update_interval
+    return per_frame

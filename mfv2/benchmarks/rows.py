@@ -1,0 +1,301 @@
+"""One benchmark row, run inside its own process, and the model files the rows share.
+
+:func:`prepare_artifacts` (parent process) finds or makes what a variant's rows load: a checkpoint for
+the torch rows and an export directory for the others. :func:`run_row` (child process) loads one
+backend, times it in model-only or tracker mode and reports its own peak resident memory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import resource
+import sys
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from mfv2.benchmarks.latency import LatencyStats, summarize_stages, time_calls
+from mfv2.config import ModelConfig, TrackerConfig, variant_config
+from mfv2.errors import BackendUnavailableError, ConfigError, Mfv2Error
+
+if TYPE_CHECKING:
+    from mfv2.benchmarks.bench import BenchConfig
+
+__all__ = ["Artifacts", "prepare_artifacts", "run_row", "peak_rss_mb", "CLIP_SIZE"]
+
+logger = logging.getLogger(__name__)
+
+CLIP_SIZE = (854, 480)  # width, height of the tracker-mode clip (480p)
+_SEED = 0
+
+
+@dataclass
+class Artifacts:
+    """What the rows of one variant load.
+
+    Attributes:
+        label: the variant name or export directory shown in the rows.
+        config: the model architecture. update_interval: the tracker's template update interval.
+        checkpoint: weights for the torch rows (None: torch rows cannot run).
+        export_dir: export directory for the file backends (None: they cannot run).
+        error: why the export failed, shown as the status of every row that needs it.
+        note: a sentence for the report.
+    """
+
+    label: str
+    config: ModelConfig
+    update_interval: int
+    checkpoint: str | None = None
+    export_dir: str | None = None
+    error: str | None = None
+    note: str = ""
+
+    def spec(self, backend: str) -> dict[str, Any]:
+        """The ``artifact`` a row of ``backend`` loads."""
+        return {"artifact": self.checkpoint if backend == "torch" else self.export_dir}
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0] if text else ''}"[:300]
+
+
+def _cache_root(config: BenchConfig) -> Path:
+    if config.cache_dir:
+        return Path(config.cache_dir)
+    return Path(os.environ.get("MFV2_CACHE") or Path.home() / ".cache" / "mfv2") / "bench"
+
+
+def _short_hash(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:12]
+
+
+def _random_checkpoint(cfg: ModelConfig, path: Path) -> Path:
+    import torch
+
+    from mfv2.models import build_model, save_native
+
+    torch.manual_seed(_SEED)
+    model = build_model(cfg)
+    return save_native(model.state_dict(), cfg, path, meta={"weights": f"random, seed {_SEED}, for benchmarks only"})
+
+
+def _wanted_files(needed: Iterable[tuple[str, str]]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """ONNX and OpenVINO precisions to export for the (backend, precision) pairs of the rows."""
+    onnx, ov = {"fp32"}, set()
+    for backend, precision in needed:
+        if backend in ("onnxruntime", "tensorrt") and precision in ("fp16", "int8"):
+            onnx.add(precision)
+        if backend == "openvino":
+            ov.add("fp32" if precision == "bf16" else precision)
+    order = ("fp32", "fp16", "int8")
+    return tuple(p for p in order if p in onnx), tuple(p for p in order if p in ov)
+
+
+def _has_files(directory: Path, onnx: tuple[str, ...], ov: tuple[str, ...]) -> bool:
+    from mfv2.export.manifest import MANIFEST_NAME, load_manifest
+
+    if not (directory / MANIFEST_NAME).is_file():
+        return False
+    m = load_manifest(directory)
+    return all(m.find(g, p, "onnx") for g in ("full", "template_encoder", "search_decoder") for p in onnx) and all(
+        m.find(g, p, "openvino") for g in ("full", "template_encoder", "search_decoder") for p in ov
+    )
+
+
+def _export(checkpoint: Path, out: Path, onnx: tuple[str, ...], ov: tuple[str, ...]) -> str | None:
+    """Export into ``out``; on failure retry fp32 only. Returns what failed, or None."""
+    from mfv2.export import export
+
+    try:
+        export(checkpoint, out, precisions=onnx, openvino=ov, seed=_SEED, overwrite=True)
+        return None
+    except Exception as e:  # converters raise their own types; the rows must still show what failed
+        first = _one_line(e)
+        if onnx == ("fp32",) and ov in ((), ("fp32",)):
+            raise
+        logger.warning("export with %s/%s failed (%s); retrying fp32 only", onnx, ov, first)
+        export(checkpoint, out, precisions=("fp32",), openvino=tuple(p for p in ov if p == "fp32"), seed=_SEED,
+               overwrite=True)  # fmt: skip
+        return first
+
+
+def prepare_artifacts(variant: str, needed: set[tuple[str, str]], config: BenchConfig) -> Artifacts:
+    """Find or make the checkpoint and the export directory that ``variant``'s rows load.
+
+    ``variant`` is a variant name (random weights unless ``config.checkpoint``) or an export
+    directory. Failures become :attr:`Artifacts.error` so the rows show them instead of vanishing.
+    """
+    from mfv2.export.manifest import load_manifest
+
+    if Path(variant).is_dir():
+        manifest = load_manifest(variant)
+        ckpt = config.checkpoint or manifest.source.get("checkpoint")
+        ckpt = ckpt if ckpt and Path(ckpt).is_file() else None
+        note = f"{variant}: exported model ({manifest.model.name}); torch rows use {ckpt or 'nothing (pass --checkpoint)'}"
+        return Artifacts(variant, manifest.model, manifest.tracker.update_interval, ckpt, str(variant), note=note)
+    cfg = variant_config(variant)
+    interval = TrackerConfig.for_model(cfg).update_interval
+    root = _cache_root(config)
+    arts = Artifacts(variant, cfg, interval)
+    if config.checkpoint and not Path(config.checkpoint).is_file():
+        raise ConfigError(f"checkpoint {config.checkpoint} does not exist; pass an official or mfv2 checkpoint file")
+    try:
+        if config.checkpoint:
+            ckpt = Path(config.checkpoint)
+            arts.note = f"{variant}: weights from {ckpt}"
+        else:
+            ckpt = root / f"{variant}-seed{_SEED}.pt"
+            if not ckpt.is_file():
+                root.mkdir(parents=True, exist_ok=True)
+                _random_checkpoint(cfg, ckpt)
+            arts.note = (f"{variant}: seeded random weights (speed does not depend on the weights; tracker boxes "
+                         "are only compared across backends)")  # fmt: skip
+        arts.checkpoint = str(ckpt)
+    except (ImportError, Mfv2Error) as e:
+        arts.error = f"no weights: {e}"
+        return arts
+    onnx, ov = _wanted_files(needed)
+    if not any(b != "torch" for b, _ in needed):
+        return arts
+    from mfv2 import __version__
+
+    out = root / f"{variant}-{_short_hash(ckpt)}-{__version__}"
+    try:
+        if not _has_files(out, onnx, ov):
+            logger.info("exporting %s (%s; openvino %s) into %s", variant, ",".join(onnx), ",".join(ov) or "-", out)
+            t0 = time.perf_counter()
+            failed = _export(ckpt, out, onnx, ov)
+            logger.info("export took %.0f s", time.perf_counter() - t0)
+            if failed:
+                arts.note += f"; low-precision export failed ({failed}), those rows show why"
+        arts.export_dir = str(out)
+    except Exception as e:  # as in _export: a failed export becomes the status of the rows that need it
+        arts.error = f"export failed: {_one_line(e)}"
+    return arts
+
+
+# ------------------------------------------------------------------------------ child side
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process in MiB.
+
+    Linux's ``VmHWM`` belongs to the process image, so a freshly started interpreter does not
+    inherit its parent's peak (``ru_maxrss`` survives ``exec`` and would); elsewhere ``ru_maxrss``.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    scale = 1024.0 * 1024.0 if sys.platform == "darwin" else 1024.0  # bytes on macOS, KiB on Linux
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / scale
+
+
+def _inputs(cfg: ModelConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(_SEED)
+    z, x = cfg.template_size, cfg.search_size
+    return (
+        rng.standard_normal((1, 3, z, z), dtype=np.float32),
+        rng.standard_normal((1, 3, z, z), dtype=np.float32),
+        rng.standard_normal((1, 3, x, x), dtype=np.float32),
+    )
+
+
+def _model_mode(runner: Any, spec: dict[str, Any]) -> dict[str, Any]:
+    t, ot, s = _inputs(runner.manifest.model)
+    runner.set_templates(t, ot)
+    first, samples = time_calls(lambda: runner.predict(s), warmup=spec["warmup"], iters=spec["iters"],
+                                duration=spec["duration"])  # fmt: skip
+    boxes, _ = runner.predict(s)
+    out: dict[str, Any] = {"samples_ms": samples.tolist(), "boxes": boxes.tolist(), "first_ms": first}
+    out.update(LatencyStats.from_samples(samples, first).to_dict())
+    # The same calls on the process CPU clock (every thread of this process): robust to other load.
+    _, cpu = time_calls(lambda: runner.predict(s), warmup=0, iters=min(spec["iters"] or 30, 30), duration=3.0,
+                        clock=time.process_time_ns)  # fmt: skip
+    out["cpu_ms"] = float(np.median(cpu))
+    if runner.graph == "split":
+        _, tsamples = time_calls(lambda: runner.set_templates(t, ot), warmup=1, iters=10, duration=5.0)
+        out["template_ms"] = float(np.median(tsamples))
+    return out
+
+
+def _tracker_mode(runner: Any, spec: dict[str, Any]) -> dict[str, Any]:
+    from mfv2.synthetic import make_sequence
+    from mfv2.tracking import Tracker
+
+    width, height = CLIP_SIZE
+    seq = make_sequence(num_frames=spec["frames"], width=width, height=height, seed=_SEED, backgrounds="procedural")
+    tracker = Tracker(runner, runner.manifest.tracker)
+    init_box = tuple(float(v) for v in seq.boxes[0])
+    tracker.init(seq.frame(0), init_box)  # warm-up pass: only its first update is timed, as first_ms
+    first_ms = float("nan")
+    for i in range(1, min(spec["warmup"] + 1, len(seq))):
+        frame = seq.frame(i)
+        t0 = time.perf_counter_ns()
+        tracker.update(frame)
+        if i == 1:
+            first_ms = (time.perf_counter_ns() - t0) / 1e6
+    t0 = time.perf_counter_ns()
+    tracker.init(seq.frame(0), init_box)
+    init_ms = (time.perf_counter_ns() - t0) / 1e6
+    boxes, samples, cpu, stages = [list(init_box)], [], [], []
+    for i in range(1, len(seq)):
+        frame = seq.frame(i)  # rendering is not timed
+        c0, t0 = time.process_time_ns(), time.perf_counter_ns()
+        _, box = tracker.update(frame)
+        samples.append((time.perf_counter_ns() - t0) / 1e6)
+        cpu.append((time.process_time_ns() - c0) / 1e6)
+        boxes.append([float(v) for v in box])
+        stages.append({k: v for k, v in tracker.last_timings.items() if k != "total"})
+    out: dict[str, Any] = {"samples_ms": samples, "boxes": boxes, "init_ms": init_ms, "frames": len(seq)}
+    out.update(LatencyStats.from_samples(samples, first_ms).to_dict())
+    out["cpu_ms"] = float(np.median(cpu))
+    out["stages"] = summarize_stages(stages)
+    return out
+
+
+def run_row(spec: dict[str, Any]) -> dict[str, Any]:
+    """Run one row (in the current process) and return its JSON-ready result.
+
+    Never raises for a backend or model problem: the result's ``status`` says what went wrong.
+    """
+    result: dict[str, Any] = {}
+    load_1m = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    try:
+        from mfv2.runtimes import load_backend
+
+        if spec.get("artifact") is None:
+            raise ConfigError(f"no model file for the {spec['backend']} backend (torch rows of an export directory need --checkpoint)")
+        runner = load_backend(spec["backend"], spec["artifact"], precision=spec["precision"], threads=spec["threads"],
+                              graph=spec["graph"])  # fmt: skip
+        try:
+            if runner.graph != spec["graph"]:
+                raise ConfigError(f"asked for the {spec['graph']} graph, the backend loaded {runner.graph}")
+            result = (_model_mode if spec["mode"] == "model" else _tracker_mode)(runner, spec)
+        finally:
+            runner.close()
+        result["status"] = "ok"
+    except BackendUnavailableError as e:
+        result = {"status": f"unavailable: {e}"}
+    except Mfv2Error as e:
+        result = {"status": f"failed: {e}"}
+    except Exception as e:  # a runtime's own exception types: the row must report, not vanish
+        logger.debug("row failed", exc_info=True)
+        result = {"status": f"error: {_one_line(e)}"}
+    result["peak_rss_mb"] = peak_rss_mb()
+    result["load_1m"] = load_1m
+    result["torch_loaded"] = "torch" in sys.modules
+    return result

@@ -1,0 +1,114 @@
+"""``mfv2 bench``: compare backends, precisions, graphs and thread counts on this machine."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+
+HELP = "benchmark backends x precisions x graphs x threads, model-only and the whole tracker loop"
+EXAMPLE = (
+    "mfv2 bench --variant S --backends torch,onnxruntime,openvino --precisions fp32,bf16,int8 "
+    "--threads 2 --json bench.json --markdown bench.md --plot bench.png"
+)
+
+
+def _csv(text: str) -> tuple[str, ...]:
+    return tuple(t.strip() for t in text.split(",") if t.strip())
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--variant", default="S", help="model variant(s), comma-separated (default S); random weights")
+    p.add_argument("--model", help="an export directory to benchmark instead of --variant")
+    p.add_argument("--checkpoint", help="weights for the torch rows and the export (default: seeded random weights)")
+    p.add_argument("--backends", help="comma-separated (default: every installed backend)")
+    p.add_argument("--precisions", help="comma-separated fp32,fp16,bf16,int8 (default: sensible ones per backend)")
+    p.add_argument("--graphs", default="split,full", help="split and/or full (default both)")
+    p.add_argument("--threads", help="thread counts, comma-separated (default: the usable CPUs)")
+    p.add_argument("--mode", default="model,tracker", help="model and/or tracker (default both)")
+    limit = p.add_mutually_exclusive_group()
+    limit.add_argument("--iters", type=int, help="timed calls per model-only row (default 200, capped at 10 s)")
+    limit.add_argument("--duration", type=float, help="seconds per model-only row instead of a count")
+    p.add_argument("--warmup", type=int, help="untimed calls (frames) before timing (default 10)")
+    p.add_argument("--frames", type=int, help="tracker-mode clip length (default 300)")
+    p.add_argument("--rounds", type=int, default=1, help="run the matrix this many times, interleaved, pooling samples")
+    p.add_argument("--quick", action="store_true", help="a short smoke run: 30 calls, 40 frames, a short GEMM probe")
+    p.add_argument("--cache", help="where random-weight exports are kept (default ~/.cache/mfv2/bench or $MFV2_CACHE)")
+    p.add_argument("--timeout", type=float, default=1800.0, help="seconds before a row is stopped (default 1800)")
+    p.add_argument("--json", help="write the report as JSON")
+    p.add_argument("--markdown", help="write the report as Markdown")
+    p.add_argument("--plot", help="write a PNG bar chart")
+    p.add_argument("--compare", help="an earlier --json report to show the change against")
+
+
+def config_from_args(args: argparse.Namespace):  # noqa: ANN201  (BenchConfig, imported lazily)
+    """The :class:`~mfv2.benchmarks.bench.BenchConfig` of the command-line options."""
+    from mfv2.benchmarks.bench import BenchConfig
+    from mfv2.errors import ConfigError
+
+    try:
+        threads = tuple(int(t) for t in _csv(args.threads)) if args.threads else ()
+    except ValueError as e:
+        raise ConfigError(f"--threads must be comma-separated integers, e.g. 1,2 (got {args.threads!r})") from e
+    precisions = _csv(args.precisions) if args.precisions else None
+    bad = [p for p in precisions or () if p not in ("fp32", "fp16", "bf16", "int8")]
+    if bad:
+        raise ConfigError(f"unknown precision {', '.join(bad)}; use fp32, fp16, bf16 or int8")
+    quick = dict(iters=30, duration=5.0, warmup=3, frames=40, probe_duration=0.1, probe_sizes=(256, 512)) if args.quick else {}
+    values = dict(
+        variants=_csv(args.variant),
+        model=args.model,
+        checkpoint=args.checkpoint,
+        backends=_csv(args.backends) if args.backends else None,
+        precisions=precisions,
+        graphs=_csv(args.graphs),
+        threads=threads,
+        modes=_csv(args.mode),
+        rounds=args.rounds,
+        cache_dir=args.cache,
+        timeout=args.timeout,
+        **quick,
+    )
+    if args.iters is not None:
+        values.update(iters=args.iters, duration=None)
+    if args.duration is not None:
+        values.update(iters=None, duration=args.duration)
+    values.update({k: getattr(args, k) for k in ("warmup", "frames") if getattr(args, k) is not None})
+    return BenchConfig(**values)
+
+
+def run(args: argparse.Namespace) -> int:
+    from mfv2.benchmarks.bench import run_bench
+    from mfv2.benchmarks.report import (
+        compare_results,
+        failure_lines,
+        format_compare,
+        format_table,
+        load_report,
+        plot_bars,
+        write_json,
+        write_markdown,
+    )
+
+    config = config_from_args(args)
+    old = load_report(args.compare) if args.compare else None  # fail on a bad file before the long run
+    report = run_bench(config, command=shlex.join(["mfv2", *sys.argv[1:]]) if sys.argv[1:] else "mfv2 bench")
+    if old is not None:
+        report["compare"] = compare_results(report["results"], old["results"])
+    env = report["env"]
+    print(f"mfv2 bench on {env['cpu']['model']}, threads {env['threads']}, load average {env['load_average']}")
+    print(format_table(report["results"]))
+    for line in failure_lines(report["results"]):
+        print(f"not run: {line}")
+    if old is not None:
+        print(f"Change against {args.compare}:")
+        print(format_compare(report["compare"]))
+    for note in report["notes"]:
+        print(f"note: {note}")
+    if args.json:
+        print(f"wrote {write_json(args.json, report)}")
+    if args.markdown:
+        print(f"wrote {write_markdown(args.markdown, report)}")
+    if args.plot:
+        print(f"wrote {plot_bars(args.plot, report)}")
+    return 0

@@ -1,0 +1,103 @@
+"""``mfv2 eval``: one-pass evaluation on a tracking dataset (or a synthetic one), resumable."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any
+
+HELP = "run a tracker over a dataset (LaSOT, GOT-10k, TrackingNet, OTB, UAV123, synthetic) and score it (OPE)"
+EXAMPLE = "mfv2 eval data/LaSOTTest --backend onnxruntime --model exports/S --results results/S-ort --json S-ort.json --plot S-ort.png"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("dataset", nargs="?", help="dataset folder (with --synthetic: where to write the synthetic one)")
+    p.add_argument("--kind", help="lasot, got10k, trackingnet, otb, uav, synthetic (default: detect the layout)")
+    p.add_argument("--split", help="GOT-10k train/val/test or TrackingNet TEST/TRAIN_<i>")
+    p.add_argument("--synthetic", type=int, metavar="N", help="generate a synthetic benchmark of N clips and evaluate on it")
+    p.add_argument("--frames", type=int, default=300, help="frames per synthetic clip (default 300)")
+    p.add_argument("--backend", default="onnxruntime", help="torch, onnxruntime, openvino, tensorrt (default onnxruntime)")
+    p.add_argument("--model", help="export directory (onnxruntime/openvino/tensorrt)")
+    p.add_argument("--checkpoint", help="checkpoint (torch; other backends export it on the fly)")
+    p.add_argument("--variant", help="architecture of --checkpoint (default: detect)")
+    p.add_argument("--precision", default="fp32", help="fp32, fp16, bf16 or int8 (default fp32)")
+    p.add_argument("--graph", default="auto", choices=("auto", "split", "full"), help="graph to run (default auto)")
+    p.add_argument("--threads", type=int, help="runtime threads (default: the runtime's choice)")
+    p.add_argument("--preset", help="tracker settings of this dataset (default: the dataset's own)")
+    p.add_argument("--results", help="result folder (default results/<dataset>/<model>-<backend>-<precision>)")
+    p.add_argument("--no-resume", action="store_true", help="re-run sequences that already have results")
+    p.add_argument("--no-run", action="store_true", help="only score existing results")
+    p.add_argument("--json", help="write the scores as JSON")
+    p.add_argument("--plot", help="write success and precision plots (PNG)")
+    p.add_argument("--compare", nargs="+", default=[], metavar="DIR", help="other result folders to score and plot alongside")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _synthetic_root(args: argparse.Namespace) -> Path:
+    from mfv2.errors import ConfigError
+    from mfv2.synthetic import write_benchmark
+
+    if args.synthetic < 1:
+        raise ConfigError(f"--synthetic needs a positive number of clips, got {args.synthetic}")
+    default = Path(os.environ.get("MFV2_CACHE") or Path.home() / ".cache" / "mfv2") / "synthetic"
+    root = Path(args.dataset) if args.dataset else default / f"n{args.synthetic}-f{args.frames}-s0"
+    if (root / "testing_set.txt").is_file():
+        have = len((root / "testing_set.txt").read_text().split())
+        if have != args.synthetic:
+            raise ConfigError(f"{root} holds a synthetic benchmark of {have} clips, not {args.synthetic}; choose another folder")
+        return root
+    return write_benchmark(root, num_sequences=args.synthetic, num_frames=args.frames)
+
+
+def _make_tracker_factory(args: argparse.Namespace, kind: str):  # noqa: ANN202
+    from mfv2.config import TrackerConfig
+    from mfv2.errors import ConfigError
+    from mfv2.runtimes import load_backend
+    from mfv2.tracking import Tracker
+
+    artifact = args.model or args.checkpoint
+    if artifact is None:
+        raise ConfigError("give the model to evaluate: --model EXPORT_DIR or --checkpoint CHECKPOINT")
+    options: dict[str, Any] = {"variant": args.variant} if args.variant and args.checkpoint else {}
+    runner = load_backend(args.backend, artifact, precision=args.precision, threads=args.threads, graph=args.graph, **options)
+    preset = args.preset or {"uav123": "uav"}.get(kind, kind)
+    config = TrackerConfig.preset(preset, runner.manifest.model.name)
+    return runner, (lambda: Tracker(runner, config)), preset
+
+
+def run(args: argparse.Namespace) -> int:
+    from mfv2.benchmarks.datasets import open_dataset
+    from mfv2.benchmarks.evaluate import evaluate_results, format_eval_table, plot_curves, run_dataset
+    from mfv2.benchmarks.report import atomic_write_text, to_json
+    from mfv2.errors import ConfigError
+
+    if args.synthetic is not None:
+        root, kind = _synthetic_root(args), "synthetic"
+    elif args.dataset:
+        root, kind = Path(args.dataset), args.kind
+    else:
+        raise ConfigError("give a DATASET folder, or --synthetic N to generate one")
+    dataset = open_dataset(root, kind, split=args.split)
+    kind = dataset.name
+    model_name = Path(args.model or args.checkpoint or "model").name.split(".")[0]
+    results = Path(args.results or Path("results") / kind / f"{model_name}-{args.backend}-{args.precision}")
+    info: dict[str, Any] = {"backend": args.backend, "precision": args.precision, "graph": args.graph}
+    if not args.no_run:
+        runner, make_tracker, preset = _make_tracker_factory(args, kind)
+        info.update(graph=runner.graph, preset=preset, model=runner.manifest.model.name)
+        try:
+            ran = run_dataset(make_tracker, dataset, results, resume=not args.no_resume, progress=not args.no_progress)
+        finally:
+            runner.close()
+        print(f"tracked {len(ran)} of {len(dataset)} sequences into {results}")
+    summaries = {results.name: evaluate_results(dataset, results, kind=kind)}
+    for other in args.compare:
+        summaries[Path(other).name] = evaluate_results(dataset, other, kind=kind)
+    print(format_eval_table(summaries))
+    if args.json:
+        body = {**summaries[results.name], **info, "compare": {k: v for k, v in list(summaries.items())[1:]}}
+        print(f"wrote {atomic_write_text(args.json, to_json(body))}")
+    if args.plot:
+        print(f"wrote {plot_curves(args.plot, summaries, title=f'{kind}: {dataset.root.name}')}")
+    return 0

@@ -1,0 +1,132 @@
+"""``mfv2 bench`` on the tiny model: rows in their own processes, a well-formed JSON, failures kept, --compare."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from mfv2.benchmarks.bench import BenchConfig, default_precisions, plan_rows
+from mfv2.benchmarks.flops import frame_flops, graph_flops
+from mfv2.benchmarks.report import RESULT_FIELDS
+from mfv2.cli import main
+from mfv2.errors import ConfigError
+
+pytest.importorskip("torch")
+pytest.importorskip("onnxruntime")
+
+# Rows per mode: the torch fp32 full baseline (always added), onnxruntime split and tensorrt split
+# (not installed here, or unbuildable without a GPU: a row that must show a status, not vanish).
+ARGS = ["--variant", "tiny", "--quick", "--backends", "onnxruntime,tensorrt", "--precisions", "fp32",
+        "--graphs", "split", "--threads", "1", "--iters", "5", "--frames", "6", "--warmup", "1"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def bench_run(tmp_path_factory):
+    d = tmp_path_factory.mktemp("bench")
+    code = main(["bench", *ARGS, "--cache", str(d / "cache"), "--json", str(d / "b.json"), "--markdown",
+                 str(d / "b.md"), "--plot", str(d / "b.png")])  # fmt: skip
+    return code, d
+
+
+def test_bench_json_is_well_formed(bench_run) -> None:
+    code, d = bench_run
+    assert code == 0
+    report = json.loads((d / "b.json").read_text())
+    assert report["format"] == "mfv2-bench" and report["env"]["cpu"]["model"]
+    assert report["env"]["threads"] == [1] and "onnxruntime" in report["env"]["versions"]
+    assert report["peaks"]["1"]["fp32"]["gops"] > 0
+    results = report["results"]
+    assert [(r["mode"], r["backend"], r["graph"]) for r in results] == [
+        (m, b, g) for m in ("model", "tracker")
+        for b, g in (("torch", "full"), ("onnxruntime", "split"), ("tensorrt", "split"))
+    ]  # fmt: skip
+    for r in results:
+        assert set(RESULT_FIELDS) <= set(r), set(RESULT_FIELDS) - set(r)
+        assert r["variant"] == "tiny" and r["precision"] == "fp32" and r["threads"] == 1
+        if r["backend"] == "tensorrt":
+            assert r["status"] != "ok" and r["median_ms"] is None and r["speedup"] is None
+            continue
+        assert r["status"] == "ok", r["status"]
+        assert r["count"] == 5  # model: --iters 5; tracker: 6 frames = init + 5 timed updates
+        assert r["min_ms"] <= r["median_ms"] <= r["p90_ms"] <= r["p99_ms"] <= r["max_ms"]
+        assert r["fps"] == pytest.approx(1000 / r["mean_ms"])
+        assert r["peak_rss_mb"] > 0 and r["pct_peak"] > 0
+    by = {(r["mode"], r["backend"], r["graph"]): r for r in results}
+    for mode in ("model", "tracker"):
+        base, split = by[(mode, "torch", "full")], by[(mode, "onnxruntime", "split")]
+        assert base["baseline"] and base["speedup"] == pytest.approx(1.0)
+        assert split["speedup"] == pytest.approx(base["median_ms"] / split["median_ms"])
+        # Each row ran in its own process: the ONNX Runtime one never imported torch, so its peak memory is its own.
+        assert split["torch_loaded"] is False and base["torch_loaded"] is True
+        assert split["peak_rss_mb"] < base["peak_rss_mb"]
+    assert by[("model", "torch", "full")]["gflops_per_frame"] == pytest.approx(graph_flops("tiny", "full").total / 1e9)
+    assert by[("model", "onnxruntime", "split")]["gflops_per_frame"] == pytest.approx(
+        graph_flops("tiny", "search_decoder").total / 1e9
+    )
+    assert by[("tracker", "onnxruntime", "split")]["gflops_per_frame"] == pytest.approx(
+        frame_flops("tiny", "split", update_interval=200) / 1e9
+    )
+    # Same weights, same inputs: the exported split graphs reproduce the torch full forward (model mode) ...
+    assert by[("model", "onnxruntime", "split")]["box_err"] < 1e-3
+    # ... and the tracker follows the same boxes, with the per-stage split of each frame.
+    tracker = by[("tracker", "onnxruntime", "split")]
+    assert tracker["fidelity"]["mean_iou"] > 0.95
+    assert {"crop", "preprocess", "infer", "postprocess"} <= set(tracker["stages"])
+    assert tracker["stages"]["infer"]["median_ms"] <= tracker["max_ms"]
+
+
+def test_bench_markdown_and_plot(bench_run) -> None:
+    _, d = bench_run
+    md = (d / "b.md").read_text()
+    assert "## Environment" in md and "### Model only" in md and "### Tracker loop" in md and "unavailable" in md
+    assert (d / "b.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bench_compare(bench_run, capsys) -> None:
+    _, d = bench_run
+    capsys.readouterr()
+    code = main(["bench", "--variant", "tiny", "--quick", "--backends", "onnxruntime", "--precisions", "fp32",
+                 "--graphs", "split", "--threads", "1", "--mode", "model", "--iters", "5", "--cache", str(d / "cache"),
+                 "--compare", str(d / "b.json"), "--json", str(d / "c.json")])  # fmt: skip
+    assert code == 0
+    out = capsys.readouterr().out
+    assert f"Change against {d / 'b.json'}" in out
+    changes = json.loads((d / "c.json").read_text())["compare"]
+    assert len(changes) == 2 and all(c["old_median_ms"] is not None for c in changes)
+    assert all(c["change_pct"] == pytest.approx((c["new_median_ms"] / c["old_median_ms"] - 1) * 100) for c in changes)
+
+
+def test_plan_rows_baseline_first_and_default_precisions() -> None:
+    cfg = BenchConfig(variants=("S",), backends=("onnxruntime", "openvino"), graphs=("split", "full"), threads=(1, 2),
+                      modes=("model",))  # fmt: skip
+    rows = plan_rows(cfg, ["S"], ["avx2"])
+    assert rows[0] == dict(variant="S", backend="torch", precision="fp32", graph="full", mode="model", threads=1, baseline=True)
+    per_thread = [r for r in rows if r["threads"] == 1]
+    # no bf16 without AVX512-BF16 / AMX; onnxruntime fp32+int8, openvino fp32+int8, each split and full
+    assert len(per_thread) == 1 + 2 * 2 + 2 * 2
+    assert {r["precision"] for r in rows if r["backend"] == "openvino"} == {"fp32", "int8"}
+    assert "bf16" in default_precisions("openvino", ["avx512_bf16"])
+    explicit = plan_rows(BenchConfig(backends=("torch",), precisions=("fp32", "int8"), graphs=("full",), threads=(2,)), ["S"], [])
+    # the baseline is not repeated; torch int8 stays in the matrix (it will show why it cannot run)
+    assert [(r["precision"], r["baseline"]) for r in explicit if r["mode"] == "model"] == [("fp32", True), ("int8", False)]
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--threads", "two"], "--threads must be comma-separated integers"),
+        (["--precisions", "fp64"], "unknown precision fp64"),
+        (["--mode", "video"], "unknown mode/graph video"),
+        (["--compare", "/nonexistent/old.json"], "does not exist"),
+    ],
+)
+def test_bench_rejects_bad_input(argv, message, capsys, tmp_path) -> None:
+    assert main(["bench", *argv, "--cache", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("mfv2: error: ") and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_bench_config_requires_a_bound() -> None:
+    with pytest.raises(ConfigError, match="iters or duration"):
+        BenchConfig(iters=None, duration=None)
