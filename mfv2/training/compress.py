@@ -1,0 +1,294 @@
+"""CompressTracker for MixFormerV2: replacement training of a shallower student inside its teacher.
+
+A structure-agnostic compression of a trained tracker (Hong et al., "General Compression Framework for
+Efficient Transformer Object Tracking", 2024), applied to MixFormerV2 as the ``compress`` objective:
+
+* **Stage division**: the teacher's ``N`` blocks are split into as many consecutive stages as the
+  student has blocks (:func:`stage_division`; 8 -> 4 gives {0, 1}, {2, 3}, {4, 5}, {6, 7}); student
+  block ``i`` learns to stand in for teacher stage ``i``.
+* **Replacement training**: every step, each student block is independently replaced by its frozen
+  teacher stage with probability ``p(epoch)`` (:func:`replacement_probability`: ``replace_prob`` at
+  epoch 1, decaying to 0 after ``decay_epochs``, linear or cosine), so the student learns inside the
+  teacher's context. Gradients flow through the teacher stages into earlier student blocks, but only
+  student parameters are updated; a replaced block gets no gradient that step.
+* **Prediction guidance and stage-wise feature mimicking**: ground-truth ``l1`` L1 + ``ciou`` CIoU,
+  the teacher's predictions (``kl`` KL on the edge distributions, ``teacher_l1``/``teacher_ciou`` on
+  its boxes) and ``feat`` times the MSE between each computed student block's output and its
+  teacher stage's output (from a separate pass of the whole teacher).
+* The student starts from the teacher: block ``i`` copies the first (``init_layer: first``) or last
+  block of stage ``i``; patch embedding, prediction tokens and heads are copied
+  (:func:`init_student_from_teacher`, done in :meth:`CompressObjective.prepare`, so a resumed run
+  restores its own weights afterwards).
+
+The student's score head is frozen (as in ``distill`` with ``score: 0``). Under DDP set
+``find_unused_parameters: true``: replaced blocks take no part in a step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mfv2.errors import ConfigError
+from mfv2.models.mixformerv2 import MixFormerV2
+from mfv2.training.losses import ciou_loss, cxcywh_to_xyxy, kl_distill_loss, l1_loss, xywh_to_xyxy
+from mfv2.training.models import build_network, input_sizes
+from mfv2.training.objectives import OBJECTIVES, Batch, Objective
+
+__all__ = [
+    "stage_division",
+    "replacement_probability",
+    "sample_replacement",
+    "TeacherStage",
+    "replaced_blocks",
+    "init_student_from_teacher",
+    "CompressOptions",
+    "CompressObjective",
+]
+
+log = logging.getLogger(__name__)
+
+_EDGES = ("l", "t", "r", "b")
+
+
+def stage_division(teacher_depth: int, student_depth: int) -> tuple[tuple[int, ...], ...]:
+    """Consecutive teacher blocks per student block, as even as possible (longer stages last).
+
+    ``stage_division(8, 4) == ((0, 1), (2, 3), (4, 5), (6, 7))``; ``stage_division(12, 5)`` gives stages
+    of 2, 2, 3, 2, 3 blocks.
+
+    Raises:
+        ConfigError: ``student_depth`` is not in ``[1, teacher_depth]``.
+    """
+    if not 1 <= student_depth <= teacher_depth:
+        raise ConfigError(
+            f"a {student_depth}-block student cannot stand in for a {teacher_depth}-block teacher; "
+            f"the student needs between 1 and {teacher_depth} blocks"
+        )
+    bounds = [i * teacher_depth // student_depth for i in range(student_depth + 1)]
+    return tuple(tuple(range(bounds[i], bounds[i + 1])) for i in range(student_depth))
+
+
+def replacement_probability(
+    epoch: float, start: float, decay_epochs: float, schedule: Literal["linear", "cosine"] = "linear"
+) -> float:
+    """Probability that a student block is replaced in (1-based) ``epoch``.
+
+    ``start`` in epoch 1, falling to 0 at epoch ``1 + decay_epochs`` and staying there: linearly, or
+    along half a cosine.
+    """
+    t = max(epoch - 1.0, 0.0) / decay_epochs
+    if t >= 1.0:
+        return 0.0
+    if schedule == "cosine":
+        return start * 0.5 * (1.0 + math.cos(math.pi * t))
+    return start * (1.0 - t)
+
+
+def sample_replacement(num_blocks: int, p: float, generator: torch.Generator | None = None) -> tuple[bool, ...]:
+    """One Bernoulli(``p``) draw per student block: ``True`` means "replaced by its teacher stage"."""
+    return tuple(bool(r) for r in (torch.rand(num_blocks, generator=generator) < p).tolist())
+
+
+class TeacherStage(nn.Module):
+    """Consecutive teacher blocks behind the block interface ``forward(x, num_template)``."""
+
+    def __init__(self, blocks: Sequence[nn.Module]) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(blocks)
+
+    def forward(self, x: torch.Tensor, num_template: int) -> torch.Tensor:
+        for block in self.blocks:
+            x = block(x, num_template)
+        return x
+
+
+@contextlib.contextmanager
+def replaced_blocks(student: MixFormerV2, stages: Sequence[nn.Module], mask: Sequence[bool]) -> Iterator[None]:
+    """Within the block, ``student.backbone.blocks[i]`` is ``stages[i]`` wherever ``mask[i]``.
+
+    The student's own forward then runs the hybrid network (and reports the stage outputs among its
+    ``features``); the original blocks are back afterwards, also after an exception.
+    """
+    blocks = student.backbone.blocks
+    if len(mask) != len(blocks) or len(stages) != len(blocks):
+        raise ValueError(f"{len(blocks)} student blocks, {len(stages)} stages and a mask of {len(mask)}")
+    own = list(blocks)
+    try:
+        for i, replace in enumerate(mask):
+            if replace:
+                blocks[i] = stages[i]
+        yield
+    finally:
+        for i, block in enumerate(own):
+            blocks[i] = block
+
+
+def init_student_from_teacher(
+    student: MixFormerV2,
+    teacher: MixFormerV2,
+    stages: Sequence[Sequence[int]],
+    *,
+    layer: Literal["first", "last"] = "first",
+) -> list[int]:
+    """Copy the teacher into the student: block ``i`` from the first/last block of stage ``i``, all else as is.
+
+    Returns:
+        The teacher block each student block was copied from.
+
+    Raises:
+        ConfigError: the two networks differ in anything but depth.
+    """
+    sources = [s[0] if layer == "first" else s[-1] for s in stages]
+    t_sd = teacher.state_dict()
+    state = {}
+    for key, value in student.state_dict().items():
+        src = key
+        if key.startswith("backbone.blocks."):
+            _, _, index, rest = key.split(".", 3)
+            src = f"backbone.blocks.{sources[int(index)]}.{rest}"
+        if src not in t_sd or t_sd[src].shape != value.shape:
+            got = tuple(t_sd[src].shape) if src in t_sd else "missing"
+            raise ConfigError(
+                f"cannot initialise the student from the teacher: {key} {tuple(value.shape)} vs teacher {src} {got}; "
+                "give the student the teacher's width, heads, MLP ratio, input sizes and bins, or set "
+                "objective.options.init_from_teacher: false"
+            )
+        state[key] = t_sd[src]
+    student.load_state_dict(state, strict=True)
+    return sources
+
+
+@dataclass(frozen=True)
+class CompressOptions:
+    """Teacher, replacement schedule and loss weights of ``compress`` (see the module docstring).
+
+    ``teacher_kind`` must be ``mixformerv2`` (a route fills the teacher fields in). Without
+    ``teacher_checkpoint`` the teacher keeps random weights (smoke tests only).
+    """
+
+    teacher_kind: str = "mixformerv2"
+    teacher_variant: str | None = None
+    teacher_checkpoint: str | None = None
+    replace_prob: float = 0.5
+    decay_epochs: float = 40.0
+    schedule: Literal["linear", "cosine"] = "linear"
+    init_from_teacher: bool = True
+    init_layer: Literal["first", "last"] = "first"
+    l1: float = 5.0
+    ciou: float = 2.0
+    kl: float = 5.0
+    teacher_l1: float = 5.0
+    teacher_ciou: float = 2.0
+    feat: float = 0.2
+
+    def __post_init__(self) -> None:
+        if self.teacher_kind != "mixformerv2":
+            raise ConfigError(
+                f"objective 'compress' replaces student blocks by MixFormerV2 teacher blocks; the teacher is a "
+                f"{self.teacher_kind}: distil a MixFormerV2 from it first (route stage1)"
+            )
+        if self.teacher_checkpoint is None and self.teacher_variant is None:
+            raise ConfigError("objective.options needs teacher_checkpoint (or teacher_variant for a random teacher)")
+        if not 0.0 <= self.replace_prob <= 1.0:
+            raise ConfigError(f"objective.options.replace_prob is a probability in [0, 1], got {self.replace_prob}")
+        if self.decay_epochs <= 0:
+            raise ConfigError(f"objective.options.decay_epochs must be > 0, got {self.decay_epochs}")
+        weights = ("l1", "ciou", "kl", "teacher_l1", "teacher_ciou", "feat")
+        if any(getattr(self, w) < 0 for w in weights):
+            raise ConfigError(f"objective.options weights {', '.join(weights)} must be >= 0")
+
+
+def _unwrap(model: nn.Module) -> Any:
+    return getattr(model, "module", model)
+
+
+@OBJECTIVES.register("compress")
+class CompressObjective(Objective):
+    """CompressTracker replacement training of a MixFormerV2 student (see the module docstring).
+
+    Attributes:
+        stages: teacher block indices per student block, set by :meth:`prepare`.
+        probability: the replacement probability of the current epoch.
+        last_mask: which student blocks the last training step replaced.
+    """
+
+    Options = CompressOptions
+
+    def __init__(self, options: Mapping[str, Any] | None = None, *, device: torch.device | str = "cpu") -> None:
+        super().__init__(options, device=device)
+        o = self.options
+        if o.teacher_checkpoint is None:
+            log.warning("compress: no teacher_checkpoint, the teacher has random weights")
+        teacher = build_network("mixformerv2", o.teacher_variant, o.teacher_checkpoint)
+        self.teacher: MixFormerV2 = teacher  # type: ignore[assignment]
+        self.teacher.to(self.device).eval().requires_grad_(False)
+        self.stages: tuple[tuple[int, ...], ...] = ()
+        self._stage_modules: list[TeacherStage] = []
+        self.probability = o.replace_prob
+        self.last_mask: tuple[bool, ...] = ()
+
+    def prepare(self, model: nn.Module) -> None:
+        student = _unwrap(model)
+        if not hasattr(student, "box_head"):
+            raise ConfigError("objective 'compress' needs a MixFormerV2 student (model.kind: mixformerv2)")
+        if input_sizes(student) != input_sizes(self.teacher):
+            raise ConfigError(
+                f"the teacher's inputs (template, search, patch) {input_sizes(self.teacher)} differ from the "
+                f"student's {input_sizes(student)}; replacement training feeds both the same crops"
+            )
+        t_blocks = self.teacher.backbone.blocks
+        self.stages = stage_division(len(t_blocks), len(student.backbone.blocks))
+        self._stage_modules = [TeacherStage([t_blocks[j] for j in s]) for s in self.stages]
+        if self.options.init_from_teacher:
+            sources = init_student_from_teacher(student, self.teacher, self.stages, layer=self.options.init_layer)
+            log.info("compress: stages %s; student blocks start from teacher blocks %s", list(self.stages), sources)
+        student.score_head.requires_grad_(False)
+
+    def on_epoch_start(self, epoch: int, model: nn.Module) -> None:
+        o = self.options
+        self.probability = replacement_probability(epoch, o.replace_prob, o.decay_epochs, o.schedule)
+        log.info("epoch %d: replacement probability %.4f", epoch, self.probability)
+
+    def __call__(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+        o = self.options
+        student = _unwrap(model)
+        inputs = (batch["template"], batch["online_template"], batch["search"])
+        with torch.no_grad():
+            t_out = self.teacher(*inputs)
+        self.last_mask = sample_replacement(len(self.stages), self.probability)
+        with replaced_blocks(student, self._stage_modules, self.last_mask):
+            out = model(*inputs)
+        pred = cxcywh_to_xyxy(out["pred_boxes"].float())
+        t_pred = cxcywh_to_xyxy(t_out["pred_boxes"].float())
+        stats: dict[str, float] = {"replace_p": self.probability, "replaced": sum(self.last_mask) / len(self.last_mask)}
+        total = pred.sum() * 0.0
+        pos = batch["label"] > 0.5
+        if bool(pos.any()):
+            gt = xywh_to_xyxy(batch["search_box"].float()).clamp(0, 1)
+            l1 = l1_loss(pred[pos], gt[pos])
+            ciou, iou = ciou_loss(pred[pos], gt[pos])
+            total = total + o.l1 * l1 + o.ciou * ciou
+            stats.update({"Loss/l1": l1.item(), "Loss/ciou": ciou.item(), "IoU": iou.mean().item()})
+        t_l1 = l1_loss(pred, t_pred)
+        t_ciou, _ = ciou_loss(pred, t_pred)
+        kl = kl_distill_loss([out[f"logits_{e}"].float() for e in _EDGES], [t_out[f"prob_{e}"].float() for e in _EDGES])
+        total = total + o.teacher_l1 * t_l1 + o.teacher_ciou * t_ciou + o.kl * kl
+        stats.update({"Loss/teacher_l1": t_l1.item(), "Loss/teacher_ciou": t_ciou.item(), "Loss/kl": kl.item()})
+        computed = [i for i, r in enumerate(self.last_mask) if not r]
+        if o.feat > 0 and computed:
+            feat = torch.stack([
+                F.mse_loss(out["features"][i].float(), t_out["features"][self.stages[i][-1]].float()) for i in computed
+            ]).mean()
+            total = total + o.feat * feat
+            stats["Loss/feat"] = feat.item()
+        stats["Loss/total"] = total.item()
+        return total, stats
