@@ -19,9 +19,14 @@ demo: $(STAMP)
 	$(BIN)/mfv2 demo
 
 # pytest exits 5 when it collects nothing; that is a failure of the suite, say so.
+# The training tests run in their own process: in one process after the runtime tests (OpenVINO and
+# ONNX Runtime thread pools loaded) the interpreter has segfaulted near the end of them; see the note
+# in tests/test_training.py.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q; rc=$$?; \
-	if [ $$rc -eq 5 ]; then echo "no tests were collected" >&2; fi; exit $$rc
+	$(BIN)/python -m pytest -q --ignore=tests/test_training.py; rc=$$?; \
+	$(BIN)/python -m pytest -q tests/test_training.py; rc2=$$?; \
+	if [ $$rc -eq 5 ] || [ $$rc2 -eq 5 ]; then echo "no tests were collected" >&2; fi; \
+	if [ $$rc -ne 0 ]; then exit $$rc; fi; exit $$rc2
 
 bench: $(STAMP)
 	$(BIN)/mfv2 bench

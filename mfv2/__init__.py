@@ -25,6 +25,20 @@ __version__ = "0.1.0"
 _LAZY: dict[str, str] = {
     "build_model": "mfv2.models",
     "MixFormerV2": "mfv2.models",
+    "export": "mfv2.export",
+    "load_backend": "mfv2.runtimes",
+    "available_backends": "mfv2.runtimes",
+    "ModelRunner": "mfv2.runtimes",
+    "Tracker": "mfv2.tracking",
+    "LatencyStats": "mfv2.benchmarks.latency",
+    "TrainConfig": "mfv2.training",
+    "Trainer": "mfv2.training",
+    "MixViT": "mfv2.models.mixvit",
+    "build_mixvit": "mfv2.models.mixvit",
+    "run_route": "mfv2.training.routes",
+    "load_route": "mfv2.training.routes",
+    "demo_checkpoint": "mfv2.assets",
+    "lowres_config": "mfv2.training.loretrack",
 }
 
 __all__ = [

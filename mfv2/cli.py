@@ -24,6 +24,13 @@ COMMANDS: dict[str, str] = {
     "demo": "demo",
     "synth": "synth",
     "convert": "convert",
+    "export": "export",
+    "build-engine": "build_engine",
+    "track": "track",
+    "bench": "bench",
+    "eval": "eval",
+    "train": "train",
+    "distill": "distill",
 }
 
 
