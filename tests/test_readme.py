@@ -1,0 +1,66 @@
+"""Every ``mfv2`` command of the README that can run on a CPU runs here, so the docs cannot rot."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+# Commands that cannot run in CI, and why; matched as substrings of the command line.
+SKIPPED = {
+    "build-engine": "needs an NVIDIA GPU and TensorRT",
+    "--backend tensorrt": "needs an NVIDIA GPU and TensorRT",
+    "eval /data/": "needs the LaSOT dataset on disk",
+    "--route S ": "needs a MixViT teacher checkpoint and days of GPU training",
+    "--route demo_s": "about an hour of CPU training; tests/test_routes.py runs a route at tiny scale",
+}
+# Commands run at a smaller size in CI: same subcommand and flags, less work.
+SHRINK = {"mfv2 bench --variant S": ("--variant S", "--variant tiny --quick")}
+
+
+def readme_commands() -> list[str]:
+    blocks = re.findall(r"```bash\n(.*?)```", README.read_text(), flags=re.S)
+    lines = [line.split("#")[0].strip() for block in blocks for line in block.splitlines()]
+    return [line for line in lines if line.startswith("mfv2 ")]
+
+
+def test_readme_has_the_task_commands():
+    commands = readme_commands()
+    for sub in ("export", "track", "bench", "eval", "build-engine", "distill", "convert", "synth"):
+        assert any(c.split()[1] == sub for c in commands), sub
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    """A folder holding the files the README's commands name: an official-layout S checkpoint."""
+    torch = pytest.importorskip("torch")
+    from mfv2.models import build_model
+
+    d = tmp_path_factory.mktemp("readme")
+    torch.manual_seed(0)
+    torch.save({"net": build_model("S").state_dict()}, d / "mixformerv2_small.pth.tar")
+    return d
+
+
+def test_readme_commands_run(workdir, monkeypatch, capsys):
+    from mfv2.cli import main
+
+    monkeypatch.chdir(workdir)
+    monkeypatch.setenv("MFV2_CACHE", str(workdir / "cache"))
+    ran = []
+    for command in readme_commands():
+        if any(key in command + " " for key in SKIPPED):
+            continue
+        for prefix, (old, new) in SHRINK.items():
+            if command.startswith(prefix):
+                command = command.replace(old, new)
+        code = main(shlex.split(command)[1:])
+        assert code == 0, f"{command!r} exited {code}: {capsys.readouterr().err[-2000:]}"
+        ran.append(command.split()[1])
+    assert {"export", "synth", "track", "bench", "eval", "convert"} <= set(ran)
+    boxes = (workdir / "boxes.txt").read_text().splitlines()
+    assert len(boxes) == 60 and boxes[0].split(",")[0].startswith("164.45")
