@@ -186,7 +186,8 @@ def format_rows(rows: Sequence[DemoRow]) -> str:
 
 def _write_report(out: Path, report: dict[str, Any], rows: Sequence[DemoRow], clip: Sequence[np.ndarray],
                   results: dict[str, np.ndarray], scores: dict[str, list[float]]) -> None:  # fmt: skip
-    from mfv2.benchmarks.report import atomic_write_text, to_json
+    from mfv2.benchmarks.report import to_json
+    from mfv2.fileio import atomic_path, atomic_write_text
     from mfv2.tracking.video import VideoSink
 
     atomic_write_text(out / "demo.json", to_json(report))
@@ -213,10 +214,9 @@ def _write_report(out: Path, report: dict[str, Any], rows: Sequence[DemoRow], cl
         ax.invert_yaxis()
         ax.set_xlabel("tracker FPS (whole loop)")
         fig.tight_layout()
-        tmp = out / ".fps.partial.png"
-        fig.savefig(tmp, dpi=100)
+        with atomic_path(out / "fps.png", suffix=".png") as tmp:
+            fig.savefig(tmp, dpi=100)
         plt.close(fig)
-        os.replace(tmp, out / "fps.png")
         best = max(ok, key=lambda r: r.fps)
         with VideoSink(out / "tracked.mp4", fps=25) as sink:
             for frame, box, score in zip(clip, results[best.label], scores[best.label]):

@@ -20,13 +20,10 @@ occluder covers at least 98 % of the box; ``visible`` is neither. Frame 0 is alw
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
 import os
-import shutil
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +36,7 @@ from mfv2 import _textures as tx
 from mfv2._synth_motion import smooth_factor, walk
 from mfv2.config import _DictMixin
 from mfv2.errors import ConfigError, Mfv2Error
+from mfv2.fileio import atomic_dir
 
 __all__ = [
     "SyntheticConfig",
@@ -317,36 +315,6 @@ def benchmark_sequences(num_sequences: int = 8, num_frames: int = 300, seed: int
     ]
 
 
-@contextlib.contextmanager
-def _atomic_dir(out_dir: str | os.PathLike[str], overwrite: bool) -> Iterator[Path]:
-    """Yield a temporary directory beside ``out_dir`` that replaces it when the block succeeds."""
-    out = Path(out_dir).resolve()
-    if out.exists():
-        if not out.is_dir():
-            raise ConfigError(f"{out} exists and is not a directory")
-        if not overwrite and any(out.iterdir()):
-            raise ConfigError(f"{out} exists and is not empty; pass overwrite=True (--overwrite) or pick a new path")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
-        yield tmp
-        if out.exists():
-            old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
-            os.replace(out, old)
-            try:
-                os.replace(tmp, out)
-            except BaseException:
-                os.replace(old, out)
-                raise
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
 def _number(v: float) -> str:
     s = repr(float(v))
     return s[:-2] if s.endswith(".0") else s
@@ -396,7 +364,7 @@ def write_sequence(seq: SyntheticSequence, out_dir: str | os.PathLike[str], *,
     if layout not in ("lasot", "frames"):
         raise ConfigError(f"layout must be 'lasot' or 'frames', got {layout!r}")
     ext = _check_ext(ext)
-    with _atomic_dir(out_dir, overwrite) as tmp:
+    with atomic_dir(out_dir, overwrite=overwrite) as tmp:
         _write_files(seq, tmp, layout, ext)
     return Path(out_dir).resolve()
 
@@ -410,7 +378,7 @@ def write_benchmark(out_dir: str | os.PathLike[str], *, num_sequences: int = 8, 
     """
     ext = _check_ext(ext)
     seqs = benchmark_sequences(num_sequences, num_frames, seed, **config_overrides)
-    with _atomic_dir(out_dir, overwrite) as tmp:
+    with atomic_dir(out_dir, overwrite=overwrite) as tmp:
         for s in seqs:
             _write_files(s, tmp / "synthetic" / s.name, "lasot", ext)
         (tmp / "testing_set.txt").write_text("".join(s.name + "\n" for s in seqs))

@@ -278,7 +278,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
             for p in spec["precisions"]
         }
         result = {"status": "ok", "peaks": peaks}
-    from mfv2.benchmarks.report import atomic_write_text
+    from mfv2.fileio import atomic_write_text
 
     atomic_write_text(args.out, json.dumps(result))
     return 0

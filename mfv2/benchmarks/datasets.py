@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from mfv2.errors import ConfigError, ShapeError
+from mfv2.fileio import atomic_write_text
 from mfv2.registry import Registry
 
 __all__ = [
@@ -423,19 +423,6 @@ def open_dataset(root: str | os.PathLike[str], kind: str | None = None, *,
 # -------------------------------------------------------------------------- result files
 
 
-def _atomic_write(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def _format(rows: np.ndarray, delimiter: str, fmt: str) -> str:
     return "".join(
         delimiter.join(fmt % v if np.isfinite(v) else "nan" for v in row) + "\n" for row in rows
@@ -453,7 +440,7 @@ def write_boxes(path: str | os.PathLike[str], boxes: Any, *, delimiter: str = "\
     arr = np.asarray(boxes, dtype=np.float64)
     if arr.ndim != 2 or arr.shape[1] != 4:
         raise ShapeError(f"expected (N, 4) xywh boxes for {path}, got shape {arr.shape}")
-    return _atomic_write(Path(path), _format(arr, delimiter, fmt))
+    return atomic_write_text(path, _format(arr, delimiter, fmt))
 
 
 def read_times(path: str | os.PathLike[str]) -> np.ndarray:
@@ -470,7 +457,7 @@ def write_times(path: str | os.PathLike[str], times: Any, *, delimiter: str = "\
                 fmt: str = "%.6f") -> Path:
     """Atomically write per-frame seconds, ``(N,)`` or ``(N, R)`` (one column per repetition)."""
     arr = np.asarray(times, dtype=np.float64)
-    return _atomic_write(Path(path), _format(arr.reshape(arr.shape[0], -1), delimiter, fmt))
+    return atomic_write_text(path, _format(arr.reshape(arr.shape[0], -1), delimiter, fmt))
 
 
 def write_result(results_dir: str | os.PathLike[str], name: str, boxes: Any,

@@ -29,8 +29,8 @@ from mfv2.benchmarks.metrics import (
     evaluate_got10k,
     evaluate_sequences,
 )
-from mfv2.benchmarks.report import atomic_write_bytes
 from mfv2.errors import ConfigError
+from mfv2.fileio import atomic_write_bytes
 
 __all__ = [
     "track_sequence",

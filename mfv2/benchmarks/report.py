@@ -11,19 +11,17 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from mfv2.errors import ConfigError
+from mfv2.fileio import atomic_write_bytes, atomic_write_text
 
 __all__ = [
     "REPORT_FORMAT",
     "RESULT_FIELDS",
     "ROW_KEY",
-    "atomic_write_bytes",
-    "atomic_write_text",
     "format_table",
     "format_compare",
     "failure_lines",
@@ -48,25 +46,6 @@ RESULT_FIELDS: tuple[str, ...] = (
 
 #: Fields that identify a row across runs (for ``--compare``).
 ROW_KEY: tuple[str, ...] = ("variant", "backend", "precision", "graph", "mode", "threads")
-
-
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return p
-
-
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
-    return atomic_write_bytes(path, text.encode())
 
 
 def _num(x: Any, fmt: str = ".2f") -> str:

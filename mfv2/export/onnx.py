@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from mfv2.config import ModelConfig
 from mfv2.errors import ConfigError, ExportError
+from mfv2.fileio import atomic_path
 
 if TYPE_CHECKING:
     import onnx
@@ -199,12 +200,8 @@ def write_metadata(path: str | os.PathLike[str], props: dict[str, str]) -> None:
     for key, value in props.items():
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value
-    tmp = p.with_name(p.name + ".tmp")
-    try:
+    with atomic_path(p) as tmp:
         onnx.save(model, str(tmp))
-        os.replace(tmp, p)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def read_metadata(path: str | os.PathLike[str]) -> dict[str, str]:

@@ -21,6 +21,7 @@ import numpy as np
 
 from mfv2.errors import BackendUnavailableError, ExportError
 from mfv2.export.quantize import quiet_logger
+from mfv2.fileio import atomic_path
 
 __all__ = ["to_openvino", "set_ov_metadata", "compile_ir", "ov_runner", "OV_METADATA_KEY", "HEAD_PATTERNS"]
 
@@ -39,14 +40,8 @@ def _ov() -> Any:
 
 def _save(ov: Any, model: Any, xml: Path, compress_to_fp16: bool) -> None:
     """``ov.save_model`` to temporary names, then rename .bin and .xml (the .xml last)."""
-    tmp_xml = xml.with_name(xml.stem + ".tmp.xml")
-    try:
+    with atomic_path(xml, suffix=".xml", sidecars=(".bin",)) as tmp_xml:
         ov.save_model(model, str(tmp_xml), compress_to_fp16=compress_to_fp16)
-        os.replace(tmp_xml.with_suffix(".bin"), xml.with_suffix(".bin"))
-        os.replace(tmp_xml, xml)
-    finally:
-        tmp_xml.unlink(missing_ok=True)
-        tmp_xml.with_suffix(".bin").unlink(missing_ok=True)
 
 
 def to_openvino(

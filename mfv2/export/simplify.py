@@ -15,6 +15,7 @@ from pathlib import Path
 
 from mfv2.errors import ConfigError, ExportError
 from mfv2.export.formats import SIMPLIFIERS
+from mfv2.fileio import atomic_path
 
 __all__ = ["simplify"]
 
@@ -58,11 +59,7 @@ def simplify(path: str | os.PathLike[str], method: str = "onnxsim") -> Path:
     except Exception as e:  # both tools raise assorted types from native code
         other = "onnxslim" if method == "onnxsim" else "onnxsim"
         raise ExportError(f"{method} failed on {p.name}: {type(e).__name__}: {e}; try --simplify {other}") from e
-    tmp = p.with_name(p.name + ".tmp")
-    try:
+    with atomic_path(p) as tmp:
         onnx.save(model, str(tmp))
-        os.replace(tmp, p)
-    finally:
-        tmp.unlink(missing_ok=True)
     log.debug("%s: %s %d -> %d nodes", method, p.name, before, len(model.graph.node))
     return p

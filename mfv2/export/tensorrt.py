@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from mfv2.errors import BackendUnavailableError, ConfigError, ExportError
 from mfv2.export.formats import GRAPH_STEMS, artifact_name
+from mfv2.fileio import atomic_write_bytes, atomic_write_text
 
 if TYPE_CHECKING:
     import onnx
@@ -203,16 +204,6 @@ def _import_trt() -> Any:
     return trt
 
 
-def _atomic_write(path: Path, data: bytes | memoryview) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def build_engine(
     plan: EnginePlan,
     *,
@@ -245,9 +236,9 @@ def build_engine(
     finally:
         if parse_path is not None:
             parse_path.unlink(missing_ok=True)
-    _atomic_write(plan.engine, memoryview(serialized))
+    atomic_write_bytes(plan.engine, memoryview(serialized))
     if timing_cache and cache is not None:
-        _atomic_write(Path(timing_cache), memoryview(cache.serialize()))
+        atomic_write_bytes(timing_cache, memoryview(cache.serialize()))
     sidecar = {
         "format": SIDECAR_FORMAT,
         "version": 1,
@@ -263,7 +254,7 @@ def build_engine(
         "build_seconds": round(seconds, 2),
         **environment(trt),
     }
-    _atomic_write(_sidecar_path(plan.engine), (json.dumps(sidecar, indent=2) + "\n").encode())
+    atomic_write_text(_sidecar_path(plan.engine), json.dumps(sidecar, indent=2) + "\n")
     log.info("built %s in %.1f s (%.1f MB)", plan.engine.name, seconds, plan.engine.stat().st_size / 1e6)
     return sidecar
 

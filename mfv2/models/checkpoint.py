@@ -20,6 +20,7 @@ import torch
 
 from mfv2.config import VARIANTS, ModelConfig
 from mfv2.errors import ConfigError
+from mfv2.fileio import atomic_path
 
 __all__ = [
     "Checkpoint",
@@ -218,12 +219,8 @@ def _atomic_save(obj: Any, path: str | os.PathLike[str]) -> Path:
     p = Path(path)
     if not p.parent.is_dir():
         raise ConfigError(f"cannot write {p}: folder {p.parent} does not exist")
-    tmp = p.with_name(p.name + ".tmp")
-    try:
+    with atomic_path(p) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, p)
-    finally:
-        tmp.unlink(missing_ok=True)
     return p
 
 

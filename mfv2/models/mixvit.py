@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from mfv2.errors import ConfigError
+from mfv2.fileio import atomic_path
 from mfv2.models.corner_heads import CornerHead, CornerKind, soft_argmax
 from mfv2.models.vit import Block, PatchEmbed, init_weights, sincos_pos_table, trunc_normal_
 from mfv2.registry import Registry
@@ -337,10 +338,6 @@ def save_mixvit(model: MixViT, path: str | os.PathLike[str], meta: dict[str, Any
     sd = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     obj = {"format": MIXVIT_FORMAT, "format_version": 1, "config": model.config.to_dict(), "state_dict": sd,
            "meta": dict(meta or {})}
-    tmp = p.with_name(p.name + ".tmp")
-    try:
+    with atomic_path(p) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, p)
-    finally:
-        tmp.unlink(missing_ok=True)
     return p

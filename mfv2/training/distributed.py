@@ -52,7 +52,7 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
 def setup_distributed(device_name: str) -> tuple[DistInfo, torch.device]:
     """Join the process group described by the environment (if any) and pick this process's device."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
     device = resolve_device(device_name, local)
     if world <= 1:
         return DistInfo(), device
