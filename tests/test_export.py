@@ -1,4 +1,4 @@
-"""Export: ONNX full and split graphs, metadata, parity gates, fp16/int8 ONNX and OpenVINO IR."""
+"""Export: ONNX full and split graphs, metadata, parity gates, fp16/int8 (Q/DQ and dynamic) ONNX and OpenVINO IR."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from mfv2.export.formats import artifact_name  # noqa: E402
 from mfv2.export.manifest import load_manifest  # noqa: E402
 from mfv2.export.onnx import graph_io, manifest_from_onnx, read_metadata  # noqa: E402
 from mfv2.export.quantize import symmetric_qdq  # noqa: E402
-from mfv2.export.tensorrt import tensorrt_issues  # noqa: E402
+from mfv2.export.tensorrt import plan_engines, tensorrt_issues  # noqa: E402
 from mfv2.export.validate import (  # noqa: E402
     TOLERANCES,
     Sample,
@@ -81,6 +81,7 @@ def test_export_writes_every_file_and_nothing_else(tiny_export: Path) -> None:
     expected = {"manifest.json"}
     for graph in GRAPHS:
         expected |= {artifact_name(graph, p, "onnx") for p in ONNX_PRECISIONS}
+        expected.add(artifact_name(graph, "int8", "onnx-dynamic"))
         for p in OV_PRECISIONS:
             xml = artifact_name(graph, p, "openvino")
             expected |= {xml, xml[: -len(".xml")] + ".bin"}
@@ -95,12 +96,12 @@ def test_manifest_describes_every_artifact(tiny_export: Path, tiny_ref_model: to
     assert (m.batch, m.opset, m.score) == (1, 17, "probability")
     assert m.source == {"checkpoint": None, "format": "random-init, seed 0", "seed": 0}
     assert {"mfv2", "torch", "onnx", "onnxruntime", "onnxsim", "openvino", "nncf"} <= set(m.toolkit)
-    assert len(m.artifacts) == 3 * (len(ONNX_PRECISIONS) + len(OV_PRECISIONS))
+    assert len(m.artifacts) == 3 * (len(ONNX_PRECISIONS) + 1 + len(OV_PRECISIONS))  # + the dynamic int8 files
     io = graph_io(m.model)
     for a in m.artifacts:
         assert a.sha256 == file_sha256(tiny_export / a.file)
         assert (a.inputs, a.outputs) == io[a.graph]
-        tol = TOLERANCES[(a.format, a.precision)]
+        tol = TOLERANCES[("onnx" if a.format == "onnx-dynamic" else a.format, a.precision)]
         assert a.extra["tolerance"]["boxes"] == tol.boxes
         assert 0 <= a.parity["boxes"] <= tol.boxes and 0 <= a.parity["score"] <= tol.score
     z = torch.zeros(1, 3, m.model.template_size, m.model.template_size)
@@ -227,6 +228,65 @@ def test_int8_graph_quantizes_weight_matmuls_only_symmetrically(tiny_export: Pat
     # uint8 activations for ONNX Runtime; their symmetric form has the zero zero-points TensorRT needs.
     assert any("non-zero zero point" in issue for issue in tensorrt_issues(model))
     assert tensorrt_issues(symmetric_qdq(model)) == []
+
+
+def test_dynamic_int8_graphs_quantize_every_block_weight(tiny_export: Path) -> None:
+    from mfv2.export.onnx import is_head_node
+    from mfv2.export.quantize import quantizable_nodes
+
+    m = load_manifest(tiny_export)
+    tol = TOLERANCES[("onnx", "int8")]
+    for graph in GRAPHS:
+        a = m.find(graph, "int8", "onnx-dynamic")
+        assert a is not None and a.file == artifact_name(graph, "int8", "onnx-dynamic") and a.file.endswith(".int8-dynamic.onnx")
+        assert a.extra["quantization"]["scheme"] == "dynamic"
+        assert m.find(graph, "int8", "onnx").extra["quantization"]["scheme"] == "static Q/DQ"
+        assert 0 <= a.parity["boxes"] <= tol.boxes and 0 <= a.parity["score"] <= tol.score
+        assert a.extra["tolerance"]["boxes"] == tol.boxes
+        model = onnx.load(str(tiny_export / a.file))
+        weights = {i.name for i in model.graph.initializer}
+        ops = [n.op_type for n in model.graph.node]
+        fp32 = onnx.load(str(tiny_export / artifact_name(graph)))
+        assert ops.count("MatMulInteger") == ops.count("DynamicQuantizeLinear") == len(quantizable_nodes(fp32)) > 0
+        left = [n.name for n in model.graph.node if n.op_type in ("MatMul", "Gemm") and n.input[1] in weights]
+        assert all(is_head_node(n) for n in left), left  # no fp32 weight MatMul left outside the heads
+        assert read_metadata(tiny_export / a.file)["precision"] == "int8"
+
+
+def test_onnxruntime_int8_runs_the_dynamic_graphs_and_falls_back_to_qdq(
+    tiny_export: Path, tiny_ref_model: torch.nn.Module, tmp_path: Path
+) -> None:
+    import shutil
+
+    from mfv2.runtimes import ModelRunner
+    from mfv2.runtimes.onnxruntime_backend import OnnxRuntimeBackend
+
+    tol = TOLERANCES[("onnx", "int8")]
+    s = make_samples(tiny_ref_model.config, TrackerConfig(), random=1, crops=1, seed=4)[-1].feeds
+    boxes, score = _torch_full(tiny_ref_model, s)
+
+    def files(directory: Path, graph: str) -> dict[str, str]:
+        """The files the backend opens at int8 (as load_backend, and so 'mfv2 bench', does), checked against torch."""
+        manifest, sessions = OnnxRuntimeBackend(precision="int8", threads=1).load(directory, graph)
+        with ModelRunner(sessions, manifest, backend="onnxruntime", precision="int8") as runner:
+            names = {g: session.path.name for g, session in sessions.items()}
+            runner.set_templates(s["template"], s["online_template"])
+            out_boxes, out_score = runner.predict(s["search"])
+        assert np.abs(out_boxes - boxes).max() <= tol.boxes and np.abs(out_score - score).max() <= tol.score
+        return names
+
+    assert files(tiny_export, "split") == {g: artifact_name(g, "int8", "onnx-dynamic") for g in ("template_encoder", "search_decoder")}
+    assert files(tiny_export, "full") == {"full": "model.int8-dynamic.onnx"}
+    older = shutil.copytree(tiny_export, tmp_path / "older", ignore=shutil.ignore_patterns("*-dynamic.onnx"))
+    data = json.loads((older / "manifest.json").read_text())
+    data["artifacts"] = [a for a in data["artifacts"] if a["format"] != "onnx-dynamic"]
+    (older / "manifest.json").write_text(json.dumps(data))
+    assert files(older, "split") == {g: artifact_name(g, "int8") for g in ("template_encoder", "search_decoder")}
+    # TensorRT builds int8 engines from Q/DQ only; the GPU providers and 'mfv2 build-engine' take the Q/DQ files.
+    assert OnnxRuntimeBackend(precision="int8", device="tensorrt").candidates() == [("int8", "onnx")]
+    assert OnnxRuntimeBackend(precision="fp32").candidates() == [("fp32", "onnx")]
+    assert [p.onnx.name for p in plan_engines(tiny_export, "int8", GRAPHS)] == [artifact_name(g, "int8") for g in GRAPHS]
+    assert any("MatMulInteger" in i for i in tensorrt_issues(onnx.load(str(tiny_export / "model.int8-dynamic.onnx"))))
 
 
 def test_symmetric_qdq_keeps_int8_accuracy(tiny_export: Path, tiny_ref_model: torch.nn.Module, tmp_path: Path) -> None:

@@ -315,6 +315,21 @@ def test_checkpoint_on_a_file_backend_is_exported_once(files, clip, tmp_path, mo
     np.testing.assert_allclose(np.loadtxt(out, delimiter=","), boxes, atol=0.006)
 
 
+def test_the_export_cache_is_keyed_by_the_exporter(files, monkeypatch):
+    import mfv2.runtimes.runner as runner
+    from mfv2.export.manifest import exporter_fingerprint
+
+    ckpt, export_dir = files
+    fingerprint = exporter_fingerprint()
+    assert len(fingerprint) == 12 and export_dir.name.endswith(fingerprint)
+    assert cached_export(ckpt, cache_dir=export_dir.parent) == export_dir  # same exporter: reused
+    # A changed exporter (code or converter versions) must not reuse files the old one wrote.
+    monkeypatch.setattr(runner, "exporter_fingerprint", lambda: "0" * 12)
+    monkeypatch.setattr("mfv2.export.export", lambda *a, **k: (_ for _ in ()).throw(AssertionError("re-exported")))
+    with pytest.raises(AssertionError, match="re-exported"):
+        cached_export(ckpt, cache_dir=export_dir.parent)
+
+
 # -------------------------------------------------------------------------------------- the OpenCV API
 
 

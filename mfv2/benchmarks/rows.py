@@ -169,8 +169,9 @@ def prepare_artifacts(variant: str, needed: set[tuple[str, str]], config: BenchC
     if not any(b != "torch" for b, _ in needed):
         return arts
     from mfv2 import __version__
+    from mfv2.export.manifest import exporter_fingerprint
 
-    out = root / f"{variant}-{_short_hash(ckpt)}-{__version__}"
+    out = root / f"{variant}-{_short_hash(ckpt)}-{__version__}-{exporter_fingerprint()}"
     try:
         if not _has_files(out, onnx, ov):
             logger.info("exporting %s (%s; openvino %s) into %s", variant, ",".join(onnx), ",".join(ov) or "-", out)

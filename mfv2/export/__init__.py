@@ -6,6 +6,10 @@ every file and ``manifest.json`` beside them. It builds everything in a temporar
 the output and renames it into place at the end, so a failed export (parity included) leaves
 nothing behind. TensorRT engines are built later, on the GPU, by :mod:`mfv2.export.tensorrt`.
 
+int8 ONNX comes in two forms from one flag: static Q/DQ files (``*.int8.onnx``, what TensorRT builds
+int8 engines from) and dynamically quantized ones (``*.int8-dynamic.onnx``, format ``onnx-dynamic``,
+what ONNX Runtime runs on CPUs); both pass the same int8 parity gate.
+
 Importing this package stays light (no torch, ONNX or runtimes), so backends can read manifests.
 """
 
@@ -16,11 +20,9 @@ import dataclasses
 import logging
 import os
 import platform
-import shutil
 import sys
 import time
 import types
-import uuid
 from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
@@ -30,9 +32,10 @@ import numpy as np
 
 from mfv2.config import ModelConfig, TrackerConfig, variant_config
 from mfv2.errors import ConfigError
+from mfv2.fileio import atomic_dir
 
 if TYPE_CHECKING:
-    from mfv2.export.validate import Runner
+    from mfv2.export.validate import Runner, Tolerance
     from mfv2.models import MixFormerV2
 
 __all__ = ["export"]
@@ -71,7 +74,8 @@ def export(
         opset: ONNX opset, >= 17 so LayerNormalization stays one op.
         allow_low_opset: accept opsets below 17 (with a warning about TensorRT fp16 overflow).
         precisions: ONNX precisions among ``fp32``, ``fp16``, ``int8``; the fp32 graphs are always
-            written, every other artifact derives from them.
+            written, every other artifact derives from them. ``int8`` writes the Q/DQ and the
+            dynamically quantized files.
         openvino: OpenVINO IR precisions among ``fp32``, ``fp16``, ``int8`` (NNCF).
         simplify: ``onnxsim``, ``onnxslim`` or ``none``.
         tracker: crop factors recorded in the manifest and used for the real crops; default
@@ -101,20 +105,16 @@ def export(
     out = Path(output)
     _check_output(out, overwrite)
     model, source = _load_model(model_or_checkpoint, variant, seed)
-    tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.partial")
-    tmp.mkdir()  # beside the output, so the final rename stays on one filesystem
-    try:
+    with atomic_dir(out, overwrite=overwrite) as tmp:
         job = _Job(model, tmp, batch=batch, opset=opset, simplify=simplify, tracker=tracker or TrackerConfig.for_model(model.config),
                    frames=calibration, seed=seed)
         for precision in onnx_precisions:
             job.onnx(precision)
+        if "int8" in onnx_precisions:
+            job.onnx_dynamic()
         for precision in ov_precisions:
             job.openvino(precision)
         job.finish(source)
-        _publish(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     log.info("export complete: %s", out)
     return out
 
@@ -129,17 +129,6 @@ def _check_output(out: Path, overwrite: bool) -> None:
         raise ConfigError(f"cannot write {out}: {parent} does not exist or is not a folder")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise ConfigError(f"cannot write {out}: folder {parent} is not writable; choose another --output")
-
-
-def _publish(tmp: Path, out: Path) -> None:
-    """Move the finished directory into place; an old one is swapped out first, then deleted."""
-    old = None
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        os.replace(out, old)
-    os.replace(tmp, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def _load_model(
@@ -231,7 +220,7 @@ class _Job:
 
         from mfv2.errors import ExportError
         from mfv2.export.onnx import check_model, export_graph, op_counts
-        from mfv2.export.quantize import symmetric_qdq, to_fp16, to_int8
+        from mfv2.export.quantize import INT8_SCHEMES, symmetric_qdq, to_fp16, to_int8
         from mfv2.export.simplify import simplify
         from mfv2.export.tensorrt import tensorrt_issues
         from mfv2.export.validate import ort_runner
@@ -258,8 +247,30 @@ class _Job:
                 "nodes": len(proto.graph.node),
                 "ops": dict(sorted(op_counts(proto).items())),
                 "tensorrt_issues": issues,
+                **({"quantization": INT8_SCHEMES["onnx"]} if precision == "int8" else {}),
             }
         self._measure("onnx", precision, files, ort_runner(files), started)
+
+    def onnx_dynamic(self) -> None:
+        """The dynamically quantized int8 graphs for ONNX Runtime, held to the Q/DQ int8 files' tolerance."""
+        import onnx
+
+        from mfv2.export.onnx import check_model, op_counts
+        from mfv2.export.quantize import INT8_SCHEMES, to_int8_dynamic
+        from mfv2.export.validate import TOLERANCES, ort_runner
+
+        files = self._files("int8", "onnx-dynamic")
+        started = time.perf_counter()
+        for graph, path in files.items():
+            to_int8_dynamic(self._files("fp32", "onnx")[graph], path)
+            check_model(path)
+            proto = onnx.load(str(path))
+            self._extra[path.name] = {
+                "nodes": len(proto.graph.node),
+                "ops": dict(sorted(op_counts(proto).items())),
+                "quantization": INT8_SCHEMES["onnx-dynamic"],
+            }
+        self._measure("onnx-dynamic", "int8", files, ort_runner(files), started, TOLERANCES[("onnx", "int8")])
 
     def openvino(self, precision: str) -> None:
         from mfv2.export.openvino import ov_runner, to_openvino
@@ -272,12 +283,15 @@ class _Job:
             self._extra[path.name] = {"bin": path.with_suffix(".bin").name}
         self._measure("openvino", precision, files, ov_runner(files), started)
 
-    def _measure(self, format: str, precision: str, files: dict[str, Path], run: Runner, started: float) -> None:
+    def _measure(
+        self, format: str, precision: str, files: dict[str, Path], run: Runner, started: float, tol: Tolerance | None = None
+    ) -> None:
+        """Measure, record and gate parity; ``tol`` defaults to the ``TOLERANCES`` row of ``(format, precision)``."""
         from mfv2.export.manifest import Artifact
         from mfv2.export.validate import TOLERANCES, check_parity, measure
 
         figures = measure(run, list(files), self.samples, self.refs)
-        tol = TOLERANCES[(format, precision)]
+        tol = tol or TOLERANCES[(format, precision)]
         seconds = time.perf_counter() - started
         for graph, path in files.items():
             parity = {k: float(f"{v:.4g}") for k, v in figures[graph].items()}
@@ -297,6 +311,7 @@ class _Job:
 
     def finish(self, source: dict[str, Any]) -> None:
         """Write the metadata into every file, hash the files and save ``manifest.json``."""
+        from mfv2.export.formats import FORMATS
         from mfv2.export.onnx import METADATA_KEY, artifact_metadata, write_metadata
         from mfv2.export.openvino import OV_METADATA_KEY, set_ov_metadata
         from mfv2.models.checkpoint import file_sha256
@@ -309,7 +324,7 @@ class _Job:
         for artifact in self.manifest.artifacts:
             path = self.tmp / artifact.file
             props = artifact_metadata(self.manifest, artifact)
-            if artifact.format == "onnx":
+            if FORMATS.get(artifact.format).suffix == ".onnx":
                 write_metadata(path, props)
                 artifact.extra["metadata"] = f"metadata_props[{METADATA_KEY!r}]"
             else:

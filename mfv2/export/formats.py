@@ -2,8 +2,8 @@
 
 One table drives option validation, the CLI choices and the file names, as Ultralytics'
 ``export_formats()`` does: a format has a suffix, says whether it needs a GPU and which precisions it
-writes. Files are ``<stem>[.<precision>]<suffix>``: ``model.onnx``, ``search_decoder.int8.onnx``,
-``template_encoder.fp16.xml``, ``model.fp16.engine``.
+writes. Files are ``<stem>[.<precision>][<tag>]<suffix>``: ``model.onnx``, ``search_decoder.int8.onnx``,
+``search_decoder.int8-dynamic.onnx``, ``template_encoder.fp16.xml``, ``model.fp16.engine``.
 """
 
 from __future__ import annotations
@@ -27,17 +27,27 @@ __all__ = [
 
 @dataclass(frozen=True)
 class ExportFormat:
-    """One artifact format: ``name`` as in the manifest, file ``suffix``, the precisions it can hold."""
+    """One artifact format: ``name`` as in the manifest, file ``suffix``, the precisions it can hold.
+
+    ``tag`` follows the precision in file names, for formats that share a suffix with another.
+    """
 
     name: str
     suffix: str
     needs_gpu: bool
     precisions: tuple[str, ...]
     description: str
+    tag: str = ""
 
 
 FORMATS: Registry[ExportFormat] = Registry("export format")
 FORMATS.add("onnx", ExportFormat("onnx", ".onnx", False, ("fp32", "fp16", "int8"), "ONNX, fixed shapes"))
+# Int8 MatMuls quantized per call (MatMulInteger), run by ONNX Runtime on CPUs; the Q/DQ "onnx" int8
+# files stay for TensorRT, which builds int8 engines from Q/DQ only.
+FORMATS.add(
+    "onnx-dynamic",
+    ExportFormat("onnx-dynamic", ".onnx", False, ("int8",), "ONNX, dynamic int8 MatMuls (ONNX Runtime CPU)", "-dynamic"),
+)
 FORMATS.add(
     "openvino", ExportFormat("openvino", ".xml", False, ("fp32", "fp16", "int8"), "OpenVINO IR (.xml + .bin)")
 )
@@ -64,7 +74,7 @@ def artifact_name(graph: str, precision: str = "fp32", format: str = "onnx") -> 
     if precision not in fmt.precisions:
         raise ConfigError(f"{fmt.name} does not hold {precision!r}; choose from {', '.join(fmt.precisions)}")
     tag = "" if precision == "fp32" else f".{precision}"
-    return f"{GRAPH_STEMS[graph]}{tag}{fmt.suffix}"
+    return f"{GRAPH_STEMS[graph]}{tag}{fmt.tag}{fmt.suffix}"
 
 
 def parse_precisions(values: str | Iterable[str], format: str = "onnx") -> tuple[str, ...]:

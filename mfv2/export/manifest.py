@@ -8,14 +8,18 @@ module needs neither torch nor any runtime.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from importlib import metadata
 from typing import Any, Literal
 
 from mfv2.config import ModelConfig, TrackerConfig
 from mfv2.errors import ConfigError
+from mfv2.fileio import atomic_write_text
 
 __all__ = [
     "Artifact",
@@ -51,7 +55,7 @@ class Artifact:
     file: str
     graph: str
     precision: str
-    format: str  # "onnx", "openvino", "tensorrt"
+    format: str  # "onnx", "onnx-dynamic" (dynamic int8 for ONNX Runtime), "openvino", "tensorrt"
     inputs: dict[str, list[int]] = field(default_factory=dict)
     outputs: dict[str, list[int]] = field(default_factory=dict)
     parity: dict[str, float] = field(default_factory=dict)
@@ -120,11 +124,7 @@ class Manifest:
 
     def save(self, directory: str | os.PathLike[str]) -> Path:
         """Write ``manifest.json`` atomically."""
-        path = Path(directory) / MANIFEST_NAME
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-        os.replace(tmp, path)
-        return path
+        return atomic_write_text(Path(directory) / MANIFEST_NAME, json.dumps(self.to_dict(), indent=2) + "\n")
 
 
 def load_manifest(directory: str | os.PathLike[str]) -> Manifest:
@@ -138,3 +138,21 @@ def load_manifest(directory: str | os.PathLike[str]) -> Manifest:
     except json.JSONDecodeError as e:
         raise ConfigError(f"{path} is not valid JSON: {e}") from e
     return Manifest.from_dict(data)
+
+
+@functools.cache
+def exporter_fingerprint() -> str:
+    """12 hex digits that change with the exporter: its source files and the converter versions.
+
+    Caches of exports (``cached_export``, ``mfv2 bench``) include it in their keys, so a changed
+    quantizer or converter makes a fresh export instead of reusing a stale one.
+    """
+    h = hashlib.sha256()
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        h.update(path.name.encode() + b"\0" + path.read_bytes())
+    for dist in ("onnx", "onnxruntime", "onnxsim", "onnxslim", "openvino", "nncf", "torch"):
+        try:
+            h.update(f"{dist}={metadata.version(dist)};".encode())
+        except metadata.PackageNotFoundError:
+            h.update(f"{dist}=-;".encode())
+    return h.hexdigest()[:12]

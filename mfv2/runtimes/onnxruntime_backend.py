@@ -2,7 +2,9 @@
 
 Sessions use graph optimisation level ALL, sequential execution and an explicit intra-op thread
 count. Inputs go through an IOBinding, so a bound input (the template KV) is handed to ONNX Runtime
-once per template update instead of being copied on every frame.
+once per template update instead of being copied on every frame. At int8 the CPU runs the
+dynamically quantized graphs (``*.int8-dynamic.onnx``) when the export has them, else (older exports)
+the static Q/DQ ones; the CUDA and TensorRT providers always take the Q/DQ graphs.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import numpy as np
 
 from mfv2.errors import BackendUnavailableError, ConfigError
 from mfv2.export.manifest import Artifact, Manifest
+from mfv2.fileio import atomic_path
 from mfv2.runtimes.base import BACKENDS, BaseSession, FileBackend
 
 __all__ = ["OnnxRuntimeBackend", "OrtSession", "PROVIDERS"]
@@ -49,6 +52,7 @@ class OrtSession(BaseSession):
         inputs, outputs = self._session.get_inputs(), self._session.get_outputs()
         used = self._session.get_providers()[0]
         device = "cpu" if used == "CPUExecutionProvider" else "cuda:0"
+        self.path = path  #: the graph file this session runs
         super().__init__([i.name for i in inputs], [o.name for o in outputs], device,
                          {i.name: [d if isinstance(d, int) else None for d in i.shape] for i in inputs})
         self._types = {i.name: _NUMPY_TYPES.get(i.type, np.float32) for i in inputs}
@@ -107,14 +111,10 @@ def _optimized_model(path: Path, providers: tuple[str, ...], cache_dir: str | os
         log.debug("onnxruntime: optimised model from cache %s", cached)
         return cached
     cached.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cached.with_name(f".{cached.name}.{os.getpid()}.tmp")
     options = _session_options(None, True, "ORT_ENABLE_EXTENDED")
-    options.optimized_model_filepath = str(tmp)
-    try:
+    with atomic_path(cached) as tmp:
+        options.optimized_model_filepath = str(tmp)
         ort.InferenceSession(str(path), options, providers=list(providers))
-        os.replace(tmp, cached)
-    finally:
-        tmp.unlink(missing_ok=True)
     log.info("onnxruntime: cached the optimised %s as %s", path.name, cached)
     return cached
 
@@ -134,7 +134,7 @@ class OnnxRuntimeBackend(FileBackend):
     module = "onnxruntime"
     extra = "onnxruntime"
     precisions = ("fp32", "fp16", "int8")
-    formats: ClassVar[tuple[str, ...]] = ("onnx",)
+    formats: ClassVar[tuple[str, ...]] = ("onnx-dynamic", "onnx")
 
     def __init__(self, *, precision: str = "fp32", threads: int | None = None, device: str = "cpu",
                  cache_dir: str | os.PathLike[str] | None = None, spinning: bool = True) -> None:
@@ -144,6 +144,12 @@ class OnnxRuntimeBackend(FileBackend):
         self.device = device
         self.cache_dir = cache_dir
         self.spinning = spinning
+
+    def candidates(self) -> list[tuple[str, str]]:
+        """Dynamic int8 graphs first on the CPU; TensorRT builds int8 from Q/DQ and has no MatMulInteger."""
+        if self.precision == "int8" and self.device == "cpu":
+            return [("int8", f) for f in self.formats]
+        return [(self.precision, "onnx")]
 
     def providers(self) -> tuple[str, ...]:
         """Execution providers for ``device``; raises if the first one is not in this onnxruntime build."""

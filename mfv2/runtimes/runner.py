@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from mfv2.errors import BackendUnavailableError, ConfigError, Mfv2Error, ShapeError
-from mfv2.export.manifest import MANIFEST_NAME, Manifest, load_manifest
+from mfv2.export.manifest import MANIFEST_NAME, Manifest, exporter_fingerprint, load_manifest
 from mfv2.runtimes.base import SPLIT_GRAPHS, FileBackend, GraphMode, Session, get_backend
 
 __all__ = ["ModelRunner", "load_backend", "cached_export", "CHECKPOINT_SUFFIXES"]
@@ -236,7 +236,8 @@ def cached_export(
 ) -> Path:
     """Export ``checkpoint`` once into a cache keyed by its SHA-256 and reuse it afterwards.
 
-    The cache lives in ``cache_dir``, else ``$MFV2_CACHE``, else ``~/.cache/mfv2`` (under ``exports/``).
+    The cache lives in ``cache_dir``, else ``$MFV2_CACHE``, else ``~/.cache/mfv2`` (under ``exports/``);
+    its key also holds :func:`~mfv2.export.manifest.exporter_fingerprint`, so a changed exporter re-exports.
     Needs torch and onnx (``pip install "mfv2[onnx]"``).
     """
     from mfv2 import __version__
@@ -246,7 +247,7 @@ def cached_export(
     with open(src, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
-    key = f"{h.hexdigest()[:16]}-{variant or 'auto'}-{__version__}"
+    key = f"{h.hexdigest()[:16]}-{variant or 'auto'}-{__version__}-{exporter_fingerprint()}"
     target = Path(cache_dir) if cache_dir is not None else _cache_root() / "exports"
     out = target / key
     precisions = tuple(dict.fromkeys(("fp32", precision if precision in ("fp16", "int8") else "fp32")))
