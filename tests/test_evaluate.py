@@ -149,3 +149,51 @@ def test_eval_rejects_bad_input(argv, message, capsys) -> None:
 def test_eval_needs_a_model(bench_dir, capsys, tmp_path) -> None:
     assert main(["eval", str(bench_dir), "--backend", "torch", "--results", str(tmp_path)]) == 2
     assert "--model EXPORT_DIR or --checkpoint" in capsys.readouterr().err
+
+
+def test_static_baseline_equals_the_still_tracker(bench_dir, tmp_path, capsys) -> None:
+    assert main(["eval", str(bench_dir), "--baseline", "static", "--results", str(tmp_path / "static"),
+                 "--json", str(tmp_path / "s.json"), "--no-progress"]) == 0  # fmt: skip
+    ds = open_dataset(bench_dir, "synthetic")
+    run_dataset(StillTracker, ds, tmp_path / "still")
+    for seq in ds:
+        np.testing.assert_array_equal(read_boxes(tmp_path / "static" / f"{seq.name}.txt"),
+                                      read_boxes(tmp_path / "still" / f"{seq.name}.txt"))  # fmt: skip
+    head = json.loads((tmp_path / "s.json").read_text())
+    assert head["baseline"] == "static" and head["auc"] == evaluate_results(ds, tmp_path / "still")["auc"]
+
+
+def test_mil_baseline_follows_a_moving_target(tmp_path) -> None:
+    from mfv2.benchmarks.baselines import available_baselines, baseline_factory
+
+    assert "mil" in available_baselines()  # opencv-python ships TrackerMIL
+    data = write_benchmark(tmp_path / "syn", num_sequences=1, num_frames=30, distractors=0, occlusion=False,
+                           max_speed=0.01, camera_drift=0.0, **{**SMALL, "height": 160, "width": 200})  # fmt: skip
+    ds = open_dataset(data, "synthetic")
+    run_dataset(baseline_factory("mil"), ds, tmp_path / "mil")
+    run_dataset(baseline_factory("static"), ds, tmp_path / "static")
+    mil, static = evaluate_results(ds, tmp_path / "mil"), evaluate_results(ds, tmp_path / "static")
+    boxes = read_boxes(tmp_path / "mil" / f"{ds.names[0]}.txt")
+    assert np.ptp(boxes[:, 0]) > 0 or np.ptp(boxes[:, 1]) > 0  # it moved
+    assert mil["auc"] > static["auc"]
+
+
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        (["--baseline", "nope"], "unknown baseline 'nope'; known: static, mil, kcf, csrt"),
+        (["--baseline", "static", "--checkpoint", "x.pt"], "--baseline scores a reference tracker"),
+    ],
+)
+def test_eval_baseline_errors(bench_dir, tmp_path, capsys, extra, message) -> None:
+    assert main(["eval", str(bench_dir), "--results", str(tmp_path / "r"), *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("mfv2: error: ") and message in err
+
+
+def test_missing_opencv_tracker_names_the_available_ones(monkeypatch) -> None:
+    from mfv2.benchmarks import baselines
+
+    monkeypatch.setattr(baselines, "_opencv_constructor", lambda name: None)
+    with pytest.raises(ConfigError, match="this OpenCV has no csrt tracker; available baselines: static$"):
+        baselines.baseline_factory("csrt")

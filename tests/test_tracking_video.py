@@ -213,6 +213,19 @@ def test_track_bad_input_is_one_line_and_exit_2(clip, checkpoint, tmp_path, caps
     assert not (tmp_path / "boxes.txt").exists() and not list(tmp_path.glob(".boxes*"))  # nothing half-written
 
 
+def test_track_without_a_model_uses_the_demo_model(clip, checkpoint, tmp_path, capsys, caplog, monkeypatch):
+    _, folder, _, box = clip
+    monkeypatch.setattr("mfv2.assets.demo_checkpoint", lambda: None)
+    code, _, err = _track([folder, "--backend", "torch", "--init", box], capsys)
+    assert code == 2 and "the demo model is not installed; pass --model DIR or --checkpoint CK" in err
+
+    monkeypatch.setattr("mfv2.assets.demo_checkpoint", lambda: Path(checkpoint))
+    out = tmp_path / "boxes.txt"
+    code, _, err = _track([folder, "--backend", "torch", "--init", box, "--output", out, "--max-frames", "5"], capsys)
+    assert code == 0, err
+    assert "using the demo model tiny.pt" in caplog.text and len(out.read_text().splitlines()) == 5
+
+
 def test_track_model_that_is_not_an_export(clip, tmp_path, capsys):
     _, folder, _, box = clip
     code, _, err = _track([folder, "--model", tmp_path, "--init", box], capsys)

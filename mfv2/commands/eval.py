@@ -21,6 +21,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="export directory (onnxruntime/openvino/tensorrt)")
     p.add_argument("--checkpoint", help="checkpoint (torch; other backends export it on the fly)")
     p.add_argument("--variant", help="architecture of --checkpoint (default: detect)")
+    p.add_argument("--baseline", metavar="NAME", help="score a reference tracker instead of a model: static (the first "
+                   "box in every frame), mil (OpenCV), kcf or csrt (opencv-contrib-python)")
     p.add_argument("--precision", default="fp32", help="fp32, fp16, bf16 or int8 (default fp32)")
     p.add_argument("--graph", default="auto", choices=("auto", "split", "full"), help="graph to run (default auto)")
     p.add_argument("--threads", type=int, help="runtime threads (default: the runtime's choice)")
@@ -57,8 +59,14 @@ def _make_tracker_factory(args: argparse.Namespace, kind: str):  # noqa: ANN202
     from mfv2.tracking import Tracker
 
     artifact = args.model or args.checkpoint
+    if args.baseline:
+        from mfv2.benchmarks.baselines import baseline_factory
+
+        if artifact is not None:
+            raise ConfigError("--baseline scores a reference tracker; drop --model/--checkpoint (or --baseline)")
+        return None, baseline_factory(args.baseline), args.baseline
     if artifact is None:
-        raise ConfigError("give the model to evaluate: --model EXPORT_DIR or --checkpoint CHECKPOINT")
+        raise ConfigError("give the model to evaluate: --model EXPORT_DIR or --checkpoint CHECKPOINT (or a --baseline)")
     options: dict[str, Any] = {"variant": args.variant} if args.variant and args.checkpoint else {}
     runner = load_backend(args.backend, artifact, precision=args.precision, threads=args.threads, graph=args.graph, **options)
     preset = args.preset or {"uav123": "uav"}.get(kind, kind)
@@ -69,7 +77,8 @@ def _make_tracker_factory(args: argparse.Namespace, kind: str):  # noqa: ANN202
 def run(args: argparse.Namespace) -> int:
     from mfv2.benchmarks.datasets import open_dataset
     from mfv2.benchmarks.evaluate import evaluate_results, format_eval_table, plot_curves, run_dataset
-    from mfv2.benchmarks.report import atomic_write_text, to_json
+    from mfv2.benchmarks.report import to_json
+    from mfv2.fileio import atomic_write_text
     from mfv2.errors import ConfigError
 
     if args.synthetic is not None:
@@ -81,15 +90,21 @@ def run(args: argparse.Namespace) -> int:
     dataset = open_dataset(root, kind, split=args.split)
     kind = dataset.name
     model_name = Path(args.model or args.checkpoint or "model").name.split(".")[0]
-    results = Path(args.results or Path("results") / kind / f"{model_name}-{args.backend}-{args.precision}")
-    info: dict[str, Any] = {"backend": args.backend, "precision": args.precision, "graph": args.graph}
+    default = args.baseline.lower() if args.baseline else f"{model_name}-{args.backend}-{args.precision}"
+    results = Path(args.results or Path("results") / kind / default)
+    info: dict[str, Any] = (
+        {"baseline": args.baseline.lower()} if args.baseline
+        else {"backend": args.backend, "precision": args.precision, "graph": args.graph}
+    )  # fmt: skip
     if not args.no_run:
         runner, make_tracker, preset = _make_tracker_factory(args, kind)
-        info.update(graph=runner.graph, preset=preset, model=runner.manifest.model.name)
+        if runner is not None:
+            info.update(graph=runner.graph, preset=preset, model=runner.manifest.model.name)
         try:
             ran = run_dataset(make_tracker, dataset, results, resume=not args.no_resume, progress=not args.no_progress)
         finally:
-            runner.close()
+            if runner is not None:
+                runner.close()
         print(f"tracked {len(ran)} of {len(dataset)} sequences into {results}")
     summaries = {results.name: evaluate_results(dataset, results, kind=kind)}
     for other in args.compare:

@@ -19,9 +19,10 @@ log = logging.getLogger(__name__)
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("source", metavar="SRC", help="video file, folder of images (natural name order), camera index or stream URL")
     p.add_argument("--backend", default="onnxruntime", help="torch, onnxruntime, openvino or tensorrt (default onnxruntime)")
-    model = p.add_mutually_exclusive_group(required=True)
+    model = p.add_mutually_exclusive_group()
     model.add_argument("--model", metavar="DIR", help="export directory written by 'mfv2 export'")
-    model.add_argument("--checkpoint", metavar="CK", help="checkpoint; other backends than torch export it once into a cache")
+    model.add_argument("--checkpoint", metavar="CK", help="checkpoint; other backends than torch export it once into a "
+                       "cache (default without --model: the shipped demo model, trained on synthetic clips only)")
     p.add_argument("--variant", help="architecture (S, B, ...): of --checkpoint, or checked against --model (default: detect)")
     p.add_argument("--init", metavar="x,y,w,h", help="target box in the first frame; without it, draw it (needs a display)")
     p.add_argument("--preset", help="official per-dataset tracker settings: lasot, got10k, trackingnet, vot20, otb, uav, ...")
@@ -68,6 +69,22 @@ def _backend_options(args: argparse.Namespace) -> dict[str, Any]:
         else:
             options["device"] = args.device
     return options
+
+
+def _model_source(args: argparse.Namespace) -> str:
+    """The export folder or checkpoint to track with: the one given, else the shipped demo model."""
+    from mfv2.assets import demo_checkpoint
+    from mfv2.errors import ConfigError
+
+    if args.model or args.checkpoint:
+        return args.model or args.checkpoint
+    if args.variant:
+        raise ConfigError("--variant describes --checkpoint or --model; give one of them")
+    demo = demo_checkpoint()
+    if demo is None:
+        raise ConfigError("no model given and the demo model is not installed; pass --model DIR or --checkpoint CK")
+    log.warning("no --model or --checkpoint: using the demo model %s (trained on synthetic clips only)", demo.name)
+    return str(demo)
 
 
 def _tracker_config(args: argparse.Namespace, runner: Any) -> Any:
@@ -185,7 +202,7 @@ def run(args: argparse.Namespace) -> int:
     _check_outputs(args)
     window = _window("mfv2 track") if args.show else None
     with FrameSource(args.source) as source, load_backend(
-        args.backend, args.model or args.checkpoint, precision=args.precision, threads=args.threads, graph=args.graph,
+        args.backend, _model_source(args), precision=args.precision, threads=args.threads, graph=args.graph,
         **_backend_options(args),
     ) as runner:
         tracker = Tracker(runner, _tracker_config(args, runner))

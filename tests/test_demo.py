@@ -1,0 +1,76 @@
+"""``mfv2 demo --quick``: the main job end to end (export, every installed fp32 path, report folder)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from mfv2.cli import main
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("matplotlib")
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    from mfv2.models import build_model, save_native
+
+    torch.manual_seed(0)
+    model = build_model("tiny")
+    return save_native(model.state_dict(), model.config, tmp_path_factory.mktemp("ck") / "tiny.pt")
+
+
+def _rows(out):
+    return {r["label"]: r for r in json.loads((out / "demo.json").read_text())["rows"]}
+
+
+def test_quick_demo_writes_the_report(tiny_checkpoint, tmp_path, capsys):
+    from mfv2.runtimes import available_backends
+    from mfv2.tracking import FrameSource
+
+    out = tmp_path / "report"
+    assert main(["demo", "--quick", "--output", str(out), "--checkpoint", str(tiny_checkpoint), "--threads", "1"]) == 0
+    stdout = capsys.readouterr().out
+    assert "| torch fp32 full | ok |" in stdout and f"report: {out}/summary.md" in stdout
+    rows = _rows(out)
+    assert set(rows) == {"torch fp32 full", "torch fp32 split", "onnxruntime fp32 full", "onnxruntime fp32 split",
+                         "openvino fp32 split"}  # fmt: skip
+    for label, row in rows.items():
+        if label.split()[0] not in available_backends():
+            assert row["status"].startswith("not installed")
+            continue
+        assert row["status"] == "ok", (label, row["status"])
+        # fp32 paths of one model give the official path's boxes (seeded weights make the boxes wander,
+        # so agreement is the check that the paths compute the same thing).
+        assert row["agreement"] >= 0.95, (label, row["agreement"])
+        assert row["fps"] > 0 and 0 <= row["auc"] <= 100
+    assert rows["torch fp32 full"]["speedup"] == pytest.approx(1.0)
+    summary = (out / "summary.md").read_text()
+    assert str(tiny_checkpoint) in summary and "| onnxruntime fp32 split | ok |" in summary
+    assert (out / "fps.png").read_bytes()[:4] == b"\x89PNG"
+    with FrameSource(out / "tracked.mp4") as video:
+        assert video.length == json.loads((out / "demo.json").read_text())["frames"]
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary files left
+
+
+def test_demo_refuses_a_non_empty_report_folder(tmp_path, capsys):
+    (tmp_path / "keep.txt").write_text("x")
+    assert main(["demo", "--quick", "--output", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("mfv2: error: ") and "is not empty" in err
+    assert [p.name for p in tmp_path.iterdir()] == ["keep.txt"]
+
+
+def test_demo_uses_the_shipped_model_and_it_tracks(tmp_path, capsys):
+    from mfv2.assets import demo_checkpoint
+
+    shipped = demo_checkpoint()
+    if shipped is None:
+        pytest.skip("the demo model is not installed (mfv2/assets/mixformerv2_demo_s.pt)")
+    out = tmp_path / "report"
+    assert main(["demo", "--quick", "--output", str(out), "--threads", "1"]) == 0
+    report = json.loads((out / "demo.json").read_text())
+    assert report["weights"] == f"checkpoint {shipped}"
+    official = _rows(out)["torch fp32 full"]
+    assert official["status"] == "ok" and official["auc"] >= 50.0, official["auc"]  # a trained tracker, not a drifting one
