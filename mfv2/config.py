@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 import yaml
 
 from mfv2.errors import ConfigError
+from mfv2.fileio import atomic_write_text
 from mfv2.registry import Registry
 
 __all__ = [
@@ -54,6 +55,9 @@ class ModelConfig(_DictMixin):
 
     The released variants are ``S`` (depth 4, MLP ratio 1, 112/224 crops) and ``B`` (depth 8, MLP
     ratio 4, 128/288 crops); any other combination serves training, distillation and tests.
+    ``search_factor`` / ``template_factor`` record the crop factors a network was trained with when
+    they differ from the official ones (``None``: template 2.0; search 4.5, or 5.0 for 288-pixel
+    search crops); the tracker crops with them.
     """
 
     name: str = "S"
@@ -65,8 +69,13 @@ class ModelConfig(_DictMixin):
     template_size: int = 112
     search_size: int = 224
     num_bins: int = 96
+    search_factor: float | None = None
+    template_factor: float | None = None
 
     def __post_init__(self) -> None:
+        for key in ("search_factor", "template_factor"):
+            if getattr(self, key) is not None and not getattr(self, key) > 0:
+                raise ConfigError(f"ModelConfig.{key} must be positive (or null for the official factor), got {getattr(self, key)}")
         for key in ("depth", "embed_dim", "num_heads", "patch_size", "template_size", "search_size", "num_bins"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"ModelConfig.{key} must be >= 1, got {getattr(self, key)}")
@@ -106,9 +115,11 @@ class ModelConfig(_DictMixin):
         return self.search_grid**2
 
     def describe(self) -> str:
+        factors = "".join(f", {k.split('_')[0]} factor {v:g}" for k in ("template_factor", "search_factor")
+                          if (v := getattr(self, k)) is not None)  # fmt: skip
         return (
             f"depth {self.depth}, width {self.embed_dim}, MLP ratio {self.mlp_ratio:g}, "
-            f"template {self.template_size}, search {self.search_size}, {self.num_bins} bins"
+            f"template {self.template_size}, search {self.search_size}, {self.num_bins} bins{factors}"
         )
 
 
@@ -189,7 +200,8 @@ class TrackerConfig(_DictMixin):
         """The official settings for ``dataset`` (lasot, got10k, trackingnet, vot20, otb, uav, ...).
 
         ``variant`` picks the size class: B-sized models (288-pixel search crops) use the B yaml
-        (search factor 5.0), every other model the S one.
+        (search factor 5.0), every other model the S one. A :class:`ModelConfig` that records its own
+        crop factors keeps them (only the update interval comes from the preset).
         """
         key = dataset.lower().replace("-", "").replace("_", "")
         if key not in _UPDATE_INTERVALS:
@@ -197,16 +209,25 @@ class TrackerConfig(_DictMixin):
         small = not _b_sized(variant)
         interval = _UPDATE_INTERVALS[key][0 if small else 1]
         factor = _S_SEARCH_FACTORS.get(key, 4.5) if small else 5.0
-        return cls(search_factor=factor, update_interval=interval)
+        return _recorded(cls(search_factor=factor, update_interval=interval), variant)
 
     @classmethod
     def for_model(cls, model: ModelConfig) -> TrackerConfig:
-        """The default tracker of a model: the official yaml of its size class (search factor 4.5 or 5.0)."""
-        return cls(search_factor=5.0) if _b_sized(model) else cls()
+        """The default tracker of a model: the official yaml of its size class (search factor 4.5 or 5.0),
+        with the crop factors the model records."""
+        return _recorded(cls(search_factor=5.0) if _b_sized(model) else cls(), model)
 
     @classmethod
     def presets(cls) -> list[str]:
         return list(_UPDATE_INTERVALS)
+
+
+def _recorded(tracker: TrackerConfig, model: str | ModelConfig) -> TrackerConfig:
+    """``tracker`` with the crop factors ``model`` was trained with, when it records them."""
+    if not isinstance(model, ModelConfig):
+        return tracker
+    changes = {k: v for k in ("search_factor", "template_factor") if (v := getattr(model, k)) is not None}
+    return tracker.replace(**changes) if changes else tracker
 
 
 def load_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -227,8 +248,4 @@ def load_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 def save_yaml(data: dict[str, Any], path: str | os.PathLike[str]) -> Path:
     """Write ``data`` as YAML atomically (temporary file, then rename)."""
-    p = Path(path)
-    tmp = p.with_name(p.name + ".tmp")
-    tmp.write_text(yaml.safe_dump(data, sort_keys=False))
-    os.replace(tmp, p)
-    return p
+    return atomic_write_text(path, yaml.safe_dump(data, sort_keys=False))

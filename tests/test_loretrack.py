@@ -8,7 +8,7 @@ import yaml
 
 torch = pytest.importorskip("torch")
 
-from mfv2.config import variant_config  # noqa: E402
+from mfv2.config import ModelConfig, variant_config  # noqa: E402
 from mfv2.errors import ConfigError  # noqa: E402
 from mfv2.models import MixFormerV2, build_model, save_native  # noqa: E402
 from mfv2.models.vit import sincos_pos_table  # noqa: E402
@@ -266,5 +266,5 @@ def test_shipped_loretrack_route_plans_s160(tmp_path):
     plan = {s.name: s for s in plan_route(load_route("lr_s"), tmp_path, given={"teacher": tmp_path / "s.pth.tar"})}
     student = plan["loretrack"].spec.init.config
     assert (student["template_size"], student["search_size"]) == (80, 160)
-    assert lowres_config("S", 160).to_dict() == {**student, "name": "S-160"}
+    assert lowres_config("S", 160) == ModelConfig.from_dict({**student, "name": "S-160"})
     assert plan["loretrack"].config["objective"]["options"]["teacher_checkpoint"] == str(tmp_path / "s.pth.tar")

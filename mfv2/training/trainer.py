@@ -32,8 +32,9 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from mfv2.config import save_yaml
 from mfv2.errors import ConfigError, Mfv2Error
+from mfv2.fileio import atomic_path
 from mfv2.training.checkpoints import LATEST, checkpoint_dir, load_training_state, rng_state, save_training_checkpoint, set_rng_state
-from mfv2.training.config import DatasetSpec, TrainConfig
+from mfv2.training.config import DataConfig, DatasetSpec, TrainConfig
 from mfv2.training.data import ProcessingSettings, TrackingProcessing, TrackingSampler, build_dataset
 from mfv2.training.distributed import all_gather_objects, barrier, cleanup_distributed, setup_distributed
 from mfv2.training.models import build_network, input_sizes
@@ -66,15 +67,35 @@ def param_groups(model: nn.Module, lr: float, backbone_lr_mult: float) -> list[d
     return groups
 
 
+def crop_factors(data: DataConfig, model: nn.Module) -> tuple[float, float]:
+    """Template and search crop factors of the training crops.
+
+    A MixFormerV2 config may record the factors the network is trained with (the tracker then crops
+    with them); they win over ``data.template_factor``. The search factor is the model's, else
+    ``data.search_factor``, else the official one (5.0 for 288-pixel search crops, 4.5 otherwise).
+
+    Raises:
+        ConfigError: ``data.search_factor`` and the model's recorded factor differ.
+    """
+    cfg: Any = model.config
+    recorded_t, recorded_s = getattr(cfg, "template_factor", None), getattr(cfg, "search_factor", None)
+    if recorded_s is not None and data.search_factor is not None and recorded_s != data.search_factor:
+        raise ConfigError(f"data.search_factor {data.search_factor:g} differs from the {recorded_s:g} the model "
+                          "records; drop data.search_factor")  # fmt: skip
+    search = recorded_s or data.search_factor or (5.0 if input_sizes(model)[1] == 288 else 4.5)
+    return recorded_t or data.template_factor, search
+
+
 def build_sampler(
     specs: tuple[DatasetSpec, ...], cfg: TrainConfig, model: nn.Module, *, samples: int, augment: bool, seed: int
 ) -> TrackingSampler:
     """The sampler dataset of ``specs`` with processing sized for ``model``."""
     d = cfg.data
     template, search, patch = input_sizes(model)
+    template_factor, search_factor = crop_factors(d, model)
     settings = ProcessingSettings(
-        template_size=template, search_size=search, template_factor=d.template_factor,
-        search_factor=d.search_factor or (5.0 if search == 288 else 4.5),
+        template_size=template, search_size=search, template_factor=template_factor,
+        search_factor=search_factor,
         search_scale_jitter=d.search_scale_jitter, search_centre_jitter=d.search_centre_jitter,
         grayscale_prob=d.grayscale_prob, joint_flip_prob=d.joint_flip_prob, crop_flip_prob=d.crop_flip_prob,
         brightness_jitter=d.brightness_jitter, mask_stride=patch,
@@ -375,12 +396,10 @@ class _RunLog:
     def write(self, row: dict[str, float]) -> None:
         self.rows.append(row)
         columns = list(dict.fromkeys(k for r in self.rows for k in r))
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        with open(tmp, "w", newline="") as f:
+        with atomic_path(self.path) as tmp, open(tmp, "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=columns)
             w.writeheader()
             w.writerows(self.rows)
-        os.replace(tmp, self.path)
         if self.tb is not None:
             for k, v in row.items():
                 if k != "epoch":

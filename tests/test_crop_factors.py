@@ -1,0 +1,64 @@
+"""Crop factors a model records (``ModelConfig.search_factor`` / ``template_factor``) reach training and tracking."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from mfv2.config import ModelConfig, TrackerConfig, variant_config
+from mfv2.errors import ConfigError
+
+TINY = variant_config("tiny")
+
+
+def test_official_models_keep_the_official_factors():
+    assert (TrackerConfig.for_model(variant_config("S")).search_factor, TrackerConfig.for_model(variant_config("B")).search_factor) == (4.5, 5.0)
+    assert TrackerConfig.preset("lasot", variant_config("S")).search_factor == 4.4  # the official S test script
+    assert TrackerConfig.preset("lasot", "B").search_factor == 5.0
+
+
+def test_recorded_factors_win_over_defaults_and_presets():
+    cfg = TINY.replace(search_factor=3.5, template_factor=2.5)
+    assert ModelConfig.from_dict(cfg.to_dict()) == cfg
+    tracker = TrackerConfig.for_model(cfg)
+    assert (tracker.search_factor, tracker.template_factor) == (3.5, 2.5)
+    preset = TrackerConfig.preset("got10k", cfg)
+    assert (preset.search_factor, preset.template_factor) == (3.5, 2.5)
+    assert preset.update_interval == TrackerConfig.preset("got10k", TINY).update_interval
+    assert "template factor 2.5, search factor 3.5" in cfg.describe()
+
+
+@pytest.mark.parametrize("value", [0.0, -1.0])
+def test_factors_must_be_positive(value):
+    with pytest.raises(ConfigError, match="ModelConfig.search_factor must be positive"):
+        TINY.replace(search_factor=value)
+
+
+def test_training_crops_use_the_recorded_factor():
+    torch = pytest.importorskip("torch")
+    from mfv2.models import build_model
+    from mfv2.training.config import DataConfig, DatasetSpec
+    from mfv2.training.trainer import crop_factors
+
+    torch.manual_seed(0)
+    data = DataConfig(datasets=(DatasetSpec("synthetic", 1.0, {}),))
+    assert crop_factors(data, build_model(TINY)) == (2.0, 4.5)
+    assert crop_factors(dataclasses.replace(data, search_factor=4.0), build_model(TINY)) == (2.0, 4.0)
+    recorded = build_model(TINY.replace(search_factor=3.5, template_factor=2.5))
+    assert crop_factors(data, recorded) == (2.5, 3.5)
+    with pytest.raises(ConfigError, match="data.search_factor 4 differs from the 3.5 the model records"):
+        crop_factors(dataclasses.replace(data, search_factor=4.0), recorded)
+
+
+def test_a_checkpoint_with_recorded_factors_tracks_with_them(tmp_path):
+    torch = pytest.importorskip("torch")
+    from mfv2.models import build_model, save_native
+    from mfv2.runtimes import load_backend
+
+    torch.manual_seed(0)
+    model = build_model(TINY.replace(search_factor=3.0))
+    ckpt = save_native(model.state_dict(), model.config, tmp_path / "m.pt")
+    with load_backend("torch", ckpt) as runner:
+        assert runner.manifest.model.search_factor == 3.0
+        assert runner.manifest.tracker.search_factor == 3.0
