@@ -146,7 +146,8 @@ def test_eval_rejects_bad_input(argv, message, capsys) -> None:
     assert err.startswith("mfv2: error: ") and message in err
 
 
-def test_eval_needs_a_model(bench_dir, capsys, tmp_path) -> None:
+def test_eval_needs_a_model(bench_dir, capsys, tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr("mfv2.assets.demo_checkpoint", lambda: None)
     assert main(["eval", str(bench_dir), "--backend", "torch", "--results", str(tmp_path)]) == 2
     assert "--model EXPORT_DIR or --checkpoint" in capsys.readouterr().err
 

@@ -19,7 +19,10 @@ SKIPPED = {
     "--route demo_s": "about an hour of CPU training; tests/test_routes.py runs a route at tiny scale",
 }
 # Commands run at a smaller size in CI: same subcommand and flags, less work.
-SHRINK = {"mfv2 bench --variant S": ("--variant S", "--variant tiny --quick")}
+SHRINK = {
+    "mfv2 bench --variant S": ("--variant S", "--variant tiny --quick"),
+    "mfv2 eval --synthetic 16": ("--synthetic 16", "--synthetic 2 --frames 12"),
+}
 
 
 def readme_commands() -> list[str]:

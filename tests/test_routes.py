@@ -64,6 +64,15 @@ def test_paper_schedule_and_scale(tmp_path):
     assert small["prune8to4"].config["objective"]["options"]["decay_epochs"] == pytest.approx(0.4)
 
 
+def test_stage_config_beside_the_route_file_wins_over_the_shipped_one(tmp_path):
+    route = {"name": "r", "stages": [{"name": "a", "config": "demo_stage1", "init": {"variant": "tiny"}}]}
+    (tmp_path / "route_r.yaml").write_text(yaml.safe_dump(route))
+    shipped = plan_route(load_route(tmp_path / "route_r.yaml"), tmp_path / "out")[0].config
+    (tmp_path / "demo_stage1.yaml").write_text(yaml.safe_dump({**shipped, "optim": {**shipped["optim"], "epochs": 7}}))
+    assert plan_route(load_route(tmp_path / "route_r.yaml"), tmp_path / "out")[0].config["optim"]["epochs"] == 7
+    assert shipped["optim"]["epochs"] != 7
+
+
 def test_scale_config_keeps_counts_usable():
     cfg = {"optim": {"epochs": 3, "lr_drop_epoch": 2}, "data": {"samples_per_epoch": 100, "batch_size": 16,
            "val_samples": 0}, "checkpoint_every": 0, "val_every": 5}
@@ -227,4 +236,8 @@ def test_demo_checkpoint_is_a_small_loadable_model():
         pytest.skip("the demo checkpoint is not installed (mfv2/assets/mixformerv2_demo_s.pt)")
     assert Path(path).stat().st_size <= 10 * 2**20
     model = build_model(checkpoint=path)
-    assert model.config.mlp_ratio == 1.0
+    # the demo route's end: depth 4 -> 3, MLP ratio 4 -> 1, search crops of 3.5 target sizes recorded
+    assert (model.config.depth, model.config.mlp_ratio, model.config.search_factor) == (3, 1.0, 3.5)
+    log = Path(path).with_suffix(".csv").read_text().splitlines()
+    assert log[0].startswith("stage,epoch") and {line.split(",")[0] for line in log[1:]} == {
+        "teacher", "stage1", "prune4to3", "mlp", "score"}

@@ -59,6 +59,9 @@ def run(args: argparse.Namespace) -> int:
     given = _given(args)
     if args.dry_run:
         for s in plan_route(route, args.output, scale=args.scale, overrides=overrides, given=given):
+            if s.given:
+                print(f"{s.index:2d}. {s.name:<12} given: {s.output}")
+                continue
             o = s.config.get("optim", {})
             init = s.spec.init
             if init.source:
@@ -66,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
             else:
                 start = "fresh " + ("MixViT" if init.mixvit is not None else "MixFormerV2")
                 start += f" (backbone from {init.backbone_from})" if init.backbone_from else ""
-            print(f"{s.index:2d}. {s.name:<12} {s.config.get('objective', {}).get('name', 'supervised'):<11} "
+            print(f"{s.index:2d}. {s.name:<12} {s.config.get('objective', {}).get('name', 'supervised'):<15} "
                   f"from {start}; teacher {s.spec.teacher or '-'}; {o.get('epochs')} epochs x "
                   f"{s.config.get('data', {}).get('samples_per_epoch')} samples -> {s.output}")
         return 0

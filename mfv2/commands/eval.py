@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 from pathlib import Path
 from typing import Any
 
 HELP = "run a tracker over a dataset (LaSOT, GOT-10k, TrackingNet, OTB, UAV123, synthetic) and score it (OPE)"
 EXAMPLE = "mfv2 eval data/LaSOTTest --backend onnxruntime --model exports/S --results results/S-ort --json S-ort.json --plot S-ort.png"
+
+log = logging.getLogger(__name__)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -19,7 +22,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--frames", type=int, default=300, help="frames per synthetic clip (default 300)")
     p.add_argument("--backend", default="onnxruntime", help="torch, onnxruntime, openvino, tensorrt (default onnxruntime)")
     p.add_argument("--model", help="export directory (onnxruntime/openvino/tensorrt)")
-    p.add_argument("--checkpoint", help="checkpoint (torch; other backends export it on the fly)")
+    p.add_argument("--checkpoint", help="checkpoint (torch; other backends export it on the fly); default without "
+                   "--model: the shipped demo model")
     p.add_argument("--variant", help="architecture of --checkpoint (default: detect)")
     p.add_argument("--baseline", metavar="NAME", help="score a reference tracker instead of a model: static (the first "
                    "box in every frame), mil (OpenCV), kcf or csrt (opencv-contrib-python)")
@@ -66,7 +70,13 @@ def _make_tracker_factory(args: argparse.Namespace, kind: str):  # noqa: ANN202
             raise ConfigError("--baseline scores a reference tracker; drop --model/--checkpoint (or --baseline)")
         return None, baseline_factory(args.baseline), args.baseline
     if artifact is None:
-        raise ConfigError("give the model to evaluate: --model EXPORT_DIR or --checkpoint CHECKPOINT (or a --baseline)")
+        from mfv2.assets import demo_checkpoint
+
+        demo = demo_checkpoint()
+        if demo is None:
+            raise ConfigError("give the model to evaluate: --model EXPORT_DIR or --checkpoint CHECKPOINT (or a --baseline)")
+        log.warning("no --model or --checkpoint: evaluating the demo model %s (trained on synthetic clips only)", demo.name)
+        artifact = str(demo)
     options: dict[str, Any] = {"variant": args.variant} if args.variant and args.checkpoint else {}
     runner = load_backend(args.backend, artifact, precision=args.precision, threads=args.threads, graph=args.graph, **options)
     preset = args.preset or {"uav123": "uav"}.get(kind, kind)
@@ -89,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("give a DATASET folder, or --synthetic N to generate one")
     dataset = open_dataset(root, kind, split=args.split)
     kind = dataset.name
-    model_name = Path(args.model or args.checkpoint or "model").name.split(".")[0]
+    model_name = Path(args.model or args.checkpoint or "demo").name.split(".")[0]
     default = args.baseline.lower() if args.baseline else f"{model_name}-{args.backend}-{args.precision}"
     results = Path(args.results or Path("results") / kind / default)
     info: dict[str, Any] = (

@@ -1,9 +1,12 @@
 """The MixFormerV2 distillation stages as trainer objectives, and the layer rule of depth pruning.
 
 Stage 1 (dense -> sparse) and MLP reduction use the ``distill`` objective of
-:mod:`mfv2.training.objectives` as they are (the student is initialised by the route, see
-:mod:`mfv2.training.routes`). This module adds the two objectives the other stages need:
+:mod:`mfv2.training.objectives` (the student is initialised by the route, see
+:mod:`mfv2.training.routes`). This module adds the objectives the other stages need:
 
+* ``dense_to_sparse`` (stage 1): ``distill`` plus optional attention distillation, the prediction
+  tokens' attention pulled toward the MixViT teacher's corner maps (``attn: 0``, the default, is the
+  paper's stage 1; the demo route needs it, see :class:`DenseToSparseObjective`).
 * ``depth_prune`` (stage 2, progressive model depth pruning): ``distill`` plus the residual branches of
   the blocks to eliminate scaled by ``gamma(t) = 0.5 * (1 + cos(pi * t / m))``, ``t`` the 1-based epoch,
   0 from epoch ``m`` on; those blocks are frozen (they are still computed). The route removes them
@@ -134,7 +137,7 @@ class DepthPruneObjective(DistillObjective):
     def on_epoch_start(self, epoch: int, model: nn.Module) -> None:
         self.gamma = depth_gamma(epoch, self.options.decay_epochs)
         set_branch_scale(_unwrap(model), self.options.remove_blocks, self.gamma)
-        log.info("epoch %d: residual scale of blocks %s = %.4f", epoch, list(self.options.remove_blocks), self.gamma)
+        log.debug("epoch %d: residual scale of blocks %s = %.4f", epoch, list(self.options.remove_blocks), self.gamma)
 
     def __call__(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
         total, stats = super().__call__(model, batch)
@@ -168,8 +171,7 @@ def corner_token_maps(teacher_out: Mapping[str, Any], grid: int) -> tuple[torch.
 def prediction_token_attention(student: Any, features: list[torch.Tensor], num_template: int) -> torch.Tensor:
     """Attention of the four prediction tokens over the search tokens in the student's last block.
 
-    Recomputed from the last block's input (``features[-2]``, or the embedded tokens for one block is
-    not available, so the student needs two blocks or more).
+    Recomputed from the last block's input, ``features[-2]`` (so the student needs two blocks or more).
 
     Returns:
         (B, 4, Ns) attention weights (averaged over heads) of the l, r, t, b tokens on the search tokens.
@@ -220,6 +222,16 @@ class DenseToSparseObjective(DistillObjective):
     """
 
     Options = DenseToSparseOptions
+
+    def prepare(self, model: nn.Module) -> None:
+        super().prepare(model)
+        if self.options.attn > 0:
+            from mfv2.models.mixvit import MixViT
+
+            if not isinstance(self.teacher, MixViT):
+                raise ConfigError("objective.options.attn > 0 needs a MixViT teacher (its corner maps); set attn: 0")
+            if len(_unwrap(model).backbone.blocks) < 2:
+                raise ConfigError("attention distillation needs a student with at least two blocks")
 
     def __call__(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
         if self.options.attn == 0:

@@ -18,9 +18,11 @@ A route is a YAML file ``mfv2/training/configs/route_<name>.yaml`` (or any path)
 (a fresh MixFormerV2, seeded; add ``backbone_from: STAGE`` to copy that stage's patch embedding and
 blocks into it, as the official stage 1 starts from MAE weights), ``{mixvit: NAME | {MixViTConfig
 fields}}`` (a fresh MixViT teacher), ``{from: STAGE}`` (the output of an earlier stage) or
-``{from: STAGE, mlp_ratio: R}`` (MLP reduction: fc1/fc2 sliced from that output). ``set`` overrides config values (dotted keys). A stage whose
-objective lists ``remove_blocks`` (``depth_prune``) has those blocks removed after training, and its
-output is the shallower model. ``model_name`` names the architecture recorded in the stage output.
+``{from: STAGE, mlp_ratio: R}`` (MLP reduction: fc1/fc2 sliced from that output). ``set`` overrides
+config values (dotted keys). A stage whose objective lists ``remove_blocks`` (``depth_prune``) has those
+blocks removed after training, and its output is the shallower model. ``model_name`` names the
+architecture recorded in the stage output. Stage configs are looked up as a path, then as
+``NAME.yaml`` beside the route file, then among the shipped configs.
 
 Each stage trains in ``<out>/<NN>_<stage>/train`` with :class:`mfv2.training.Trainer` and writes its
 model to ``<out>/<NN>_<stage>/final.pt`` (an mfv2 native checkpoint, or an mfv2 MixViT file for a
@@ -44,6 +46,7 @@ from typing import Any
 
 from mfv2.config import VARIANTS, ModelConfig, load_yaml
 from mfv2.errors import ConfigError
+from mfv2.fileio import atomic_path
 from mfv2.training.route_spec import (
     CONFIG_DIR,
     Route,
@@ -105,11 +108,14 @@ class RouteResult:
 
 
 def _stage_yaml(route: Route, stage: StageSpec) -> Path:
-    shipped = CONFIG_DIR / f"{stage.config}.yaml"
-    for candidate in (route.base_dir / stage.config, Path(stage.config), shipped):
+    """A stage config: a path (relative to the route file or the working folder), else ``NAME.yaml``
+    beside the route file, else a shipped config."""
+    name = stage.config
+    candidates = (route.base_dir / name, Path(name), route.base_dir / f"{name}.yaml", CONFIG_DIR / f"{name}.yaml")
+    for candidate in candidates:
         if candidate.is_file():
             return candidate
-    raise ConfigError(f"stage {stage.name}: config {stage.config!r} is neither a file nor a shipped config")
+    raise ConfigError(f"stage {stage.name}: config {name!r} is neither a file nor a shipped config")
 
 
 def plan_route(
@@ -269,12 +275,10 @@ def _read_log(path: Path) -> list[dict[str, Any]]:
 
 def _write_route_log(path: Path, rows: list[dict[str, Any]]) -> None:
     columns = list(dict.fromkeys(k for r in rows for k in r))
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=columns)
         w.writeheader()
         w.writerows(rows)
-    os.replace(tmp, path)
 
 
 def run_route(
@@ -315,9 +319,8 @@ def run_route(
     if last.output.is_file():
         final = out / FINAL
         if dist.is_main:
-            tmp = final.with_name(final.name + ".tmp")
-            shutil.copyfile(last.output, tmp)
-            os.replace(tmp, final)
+            with atomic_path(final) as tmp:
+                shutil.copyfile(last.output, tmp)
     return RouteResult(out, final, plan, history)
 
 
