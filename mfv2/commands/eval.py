@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 from pathlib import Path
 from typing import Any
 
 HELP = "run a tracker over a dataset (LaSOT, GOT-10k, TrackingNet, OTB, UAV123, synthetic) and score it (OPE)"
 EXAMPLE = "mfv2 eval data/LaSOTTest --backend onnxruntime --model exports/S --results results/S-ort --json S-ort.json --plot S-ort.png"
-
-log = logging.getLogger(__name__)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -70,13 +67,10 @@ def _make_tracker_factory(args: argparse.Namespace, kind: str):  # noqa: ANN202
             raise ConfigError("--baseline scores a reference tracker; drop --model/--checkpoint (or --baseline)")
         return None, baseline_factory(args.baseline), args.baseline
     if artifact is None:
-        from mfv2.assets import demo_checkpoint
+        from mfv2.assets import demo_model_for
 
-        demo = demo_checkpoint()
-        if demo is None:
-            raise ConfigError("give the model to evaluate: --model EXPORT_DIR or --checkpoint CHECKPOINT (or a --baseline)")
-        log.warning("no --model or --checkpoint: evaluating the demo model %s (trained on synthetic clips only)", demo.name)
-        artifact = str(demo)
+        artifact = str(demo_model_for(
+            "eval", "give the model to evaluate: --model EXPORT_DIR or --checkpoint CHECKPOINT (or a --baseline)"))
     options: dict[str, Any] = {"variant": args.variant} if args.variant and args.checkpoint else {}
     runner = load_backend(args.backend, artifact, precision=args.precision, threads=args.threads, graph=args.graph, **options)
     preset = args.preset or {"uav123": "uav"}.get(kind, kind)

@@ -73,18 +73,14 @@ def _backend_options(args: argparse.Namespace) -> dict[str, Any]:
 
 def _model_source(args: argparse.Namespace) -> str:
     """The export folder or checkpoint to track with: the one given, else the shipped demo model."""
-    from mfv2.assets import demo_checkpoint
+    from mfv2.assets import demo_model_for
     from mfv2.errors import ConfigError
 
     if args.model or args.checkpoint:
         return args.model or args.checkpoint
     if args.variant:
         raise ConfigError("--variant describes --checkpoint or --model; give one of them")
-    demo = demo_checkpoint()
-    if demo is None:
-        raise ConfigError("no model given and the demo model is not installed; pass --model DIR or --checkpoint CK")
-    log.warning("no --model or --checkpoint: using the demo model %s (trained on synthetic clips only)", demo.name)
-    return str(demo)
+    return str(demo_model_for("track", "no model given and the demo model is not installed; pass --model DIR or --checkpoint CK"))
 
 
 def _tracker_config(args: argparse.Namespace, runner: Any) -> Any:

@@ -183,6 +183,21 @@ def quantizable_nodes(model: onnx.ModelProto) -> list[str]:
     ]
 
 
+@contextlib.contextmanager
+def _quantizing(src: str | os.PathLike[str], dst: str | os.PathLike[str], kind: str) -> Iterator[tuple[Path, Path]]:
+    """Yield ``(prepared, tmp)``: a scratch path for the pre-processed model and the temporary output,
+    which becomes ``dst`` on success. Any failure is an :class:`ExportError`; the scratch file goes."""
+    dst = Path(dst)
+    prepared = dst.with_name(dst.name + ".pre.onnx")
+    try:
+        with atomic_path(dst) as tmp:
+            yield prepared, tmp
+    except Exception as e:  # quantization raises assorted types
+        raise ExportError(f"{kind} quantization of {Path(src).name} failed: {type(e).__name__}: {e}") from e
+    finally:
+        prepared.unlink(missing_ok=True)
+
+
 def to_int8(
     src: str | os.PathLike[str], dst: str | os.PathLike[str], calibration: Sequence[dict[str, np.ndarray]]
 ) -> Path:
@@ -204,31 +219,24 @@ def to_int8(
     nodes = quantizable_nodes(model)
     if not nodes:
         raise ExportError(f"{Path(src).name} has no weight MatMul/Gemm to quantize")
-    dst = Path(dst)
-    prepared = dst.with_name(dst.name + ".pre.onnx")
-    try:
-        with atomic_path(dst) as tmp:
-            # Shape inference only: ORT's optimizations would rename the nodes picked above.
-            quant_pre_process(str(src), str(prepared), skip_optimization=True)
-            quantize_static(
-                str(prepared),
-                str(tmp),
-                FeedReader(calibration),
-                quant_format=QuantFormat.QDQ,
-                op_types_to_quantize=["MatMul", "Gemm"],
-                nodes_to_quantize=nodes,
-                per_channel=True,
-                activation_type=QuantType.QUInt8,
-                weight_type=QuantType.QInt8,
-                calibrate_method=CalibrationMethod.MinMax,
-                extra_options={"WeightSymmetric": True},
-            )
-    except Exception as e:  # quantization raises assorted types
-        raise ExportError(f"int8 quantization of {Path(src).name} failed: {type(e).__name__}: {e}") from e
-    finally:
-        prepared.unlink(missing_ok=True)
-    log.debug("int8: %s, %d MatMul/Gemm quantized", dst.name, len(nodes))
-    return dst
+    # Shape inference only: ORT's optimizations would rename the nodes picked above.
+    with _quantizing(src, dst, "int8") as (prepared, tmp):
+        quant_pre_process(str(src), str(prepared), skip_optimization=True)
+        quantize_static(
+            str(prepared),
+            str(tmp),
+            FeedReader(calibration),
+            quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=["MatMul", "Gemm"],
+            nodes_to_quantize=nodes,
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=CalibrationMethod.MinMax,
+            extra_options={"WeightSymmetric": True},
+        )
+    log.debug("int8: %s, %d MatMul/Gemm quantized", Path(dst).name, len(nodes))
+    return Path(dst)
 
 
 def to_int8_dynamic(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> Path:
@@ -247,27 +255,20 @@ def to_int8_dynamic(src: str | os.PathLike[str], dst: str | os.PathLike[str]) ->
     nodes = [n.name for n in model.graph.node if n.op_type == "MatMul" and n.name in weights]
     if not nodes:
         raise ExportError(f"{Path(src).name} has no weight MatMul to quantize")
-    dst = Path(dst)
-    prepared = dst.with_name(dst.name + ".pre.onnx")
-    try:
-        with atomic_path(dst) as tmp, _quiet_root_logger():
-            # ONNX shape inference only: it marks the file pre-processed, else quantize_dynamic warns.
-            quant_pre_process(str(src), str(prepared), skip_optimization=True, skip_symbolic_shape=True)
-            quantize_dynamic(
-                str(prepared),
-                str(tmp),
-                op_types_to_quantize=["MatMul"],
-                nodes_to_quantize=nodes,
-                per_channel=True,
-                weight_type=QuantType.QInt8,
-                extra_options={"MatMulConstBOnly": True},
-            )
-    except Exception as e:  # quantization raises assorted types
-        raise ExportError(f"dynamic int8 quantization of {Path(src).name} failed: {type(e).__name__}: {e}") from e
-    finally:
-        prepared.unlink(missing_ok=True)
-    log.debug("int8 dynamic: %s, %d MatMul quantized", dst.name, len(nodes))
-    return dst
+    with _quantizing(src, dst, "dynamic int8") as (prepared, tmp), _quiet_root_logger():
+        # ONNX shape inference only: it marks the file pre-processed, else quantize_dynamic warns.
+        quant_pre_process(str(src), str(prepared), skip_optimization=True, skip_symbolic_shape=True)
+        quantize_dynamic(
+            str(prepared),
+            str(tmp),
+            op_types_to_quantize=["MatMul"],
+            nodes_to_quantize=nodes,
+            per_channel=True,
+            weight_type=QuantType.QInt8,
+            extra_options={"MatMulConstBOnly": True},
+        )
+    log.debug("int8 dynamic: %s, %d MatMul quantized", Path(dst).name, len(nodes))
+    return Path(dst)
 
 
 def symmetric_qdq(model: onnx.ModelProto) -> onnx.ModelProto:
