@@ -217,6 +217,10 @@ class TrackerConfig(_DictMixin):
         with the crop factors the model records."""
         return _recorded(cls(search_factor=5.0) if _b_sized(model) else cls(), model)
 
+    def adapted_to(self, model: ModelConfig) -> TrackerConfig:
+        """These settings with the crop factors ``model`` was trained with, when it records them."""
+        return _recorded(self, model)
+
     @classmethod
     def presets(cls) -> list[str]:
         return list(_UPDATE_INTERVALS)

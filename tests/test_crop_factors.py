@@ -62,3 +62,32 @@ def test_a_checkpoint_with_recorded_factors_tracks_with_them(tmp_path):
     with load_backend("torch", ckpt) as runner:
         assert runner.manifest.model.search_factor == 3.0
         assert runner.manifest.tracker.search_factor == 3.0
+
+
+def test_presets_keep_the_recorded_factors_in_track_eval_and_export(tmp_path):
+    """`mfv2 eval`, `mfv2 track --preset`, ``Tracker.create(config="lasot")`` and ``export(tracker=...)``
+    all crop as the model was trained, not at the preset's official factor."""
+    import argparse
+
+    torch = pytest.importorskip("torch")
+    from mfv2.commands.eval import _make_tracker_factory
+    from mfv2.export import export
+    from mfv2.export.manifest import load_manifest
+    from mfv2.models import build_model, save_native
+    from mfv2.tracking import Tracker
+
+    torch.manual_seed(0)
+    model = build_model(TINY.replace(search_factor=3.0))
+    ckpt = save_native(model.state_dict(), model.config, tmp_path / "m.pt")
+    with Tracker.create("torch", checkpoint=ckpt, config="lasot") as tracker:
+        assert tracker.config.search_factor == 3.0
+    args = argparse.Namespace(model=None, checkpoint=str(ckpt), baseline=None, variant=None, backend="torch",
+                              precision="fp32", threads=1, graph="auto", preset="got10k")
+    runner, make_tracker, preset = _make_tracker_factory(args, "lasot")
+    try:
+        config = make_tracker().config
+        assert (preset, config.search_factor, config.update_interval) == ("got10k", 3.0, TrackerConfig.preset("got10k", TINY).update_interval)
+    finally:
+        runner.close()
+    out = export(ckpt, tmp_path / "export", tracker=TrackerConfig.preset("lasot", "S"), simplify="none")
+    assert load_manifest(out).tracker.search_factor == 3.0

@@ -74,7 +74,7 @@ def _make_tracker_factory(args: argparse.Namespace, kind: str):  # noqa: ANN202
     options: dict[str, Any] = {"variant": args.variant} if args.variant and args.checkpoint else {}
     runner = load_backend(args.backend, artifact, precision=args.precision, threads=args.threads, graph=args.graph, **options)
     preset = args.preset or {"uav123": "uav"}.get(kind, kind)
-    config = TrackerConfig.preset(preset, runner.manifest.model.name)
+    config = TrackerConfig.preset(preset, runner.manifest.model)
     return runner, (lambda: Tracker(runner, config)), preset
 
 

@@ -90,7 +90,7 @@ def _tracker_config(args: argparse.Namespace, runner: Any) -> Any:
     model = runner.manifest.model
     if args.variant and args.model and variant_config(args.variant).replace(name=model.name) != model:
         raise ConfigError(f"{args.model} holds MixFormerV2-{model.name} ({model.describe()}), not {args.variant}; drop --variant or pick the matching export")
-    config = TrackerConfig.preset(args.preset, model.name) if args.preset else runner.manifest.tracker
+    config = TrackerConfig.preset(args.preset, model) if args.preset else runner.manifest.tracker
     changes = {k: v for k, v in (("update_interval", args.update_interval), ("lost_threshold", args.lost_threshold)) if v is not None}
     return config.replace(**changes) if changes else config
 

@@ -78,8 +78,9 @@ def export(
             dynamically quantized files.
         openvino: OpenVINO IR precisions among ``fp32``, ``fp16``, ``int8`` (NNCF).
         simplify: ``onnxsim``, ``onnxslim`` or ``none``.
-        tracker: crop factors recorded in the manifest and used for the real crops; default
-            ``TrackerConfig.for_model`` of the model (the official yaml of its size class).
+        tracker: tracker settings recorded in the manifest, whose crop factors make the real crops;
+            default ``TrackerConfig.for_model`` of the model (the official yaml of its size class).
+            Crop factors the model records override the given ones.
         calibration: BGR uint8 frames, or ``(frame, box_xywh)`` pairs, for the real crops of parity
             and int8 calibration; ``None`` uses a synthetic clip. A bare frame gets a centred box.
         seed: seed of random weights, random inputs and the synthetic clip.
@@ -106,7 +107,7 @@ def export(
     _check_output(out, overwrite)
     model, source = _load_model(model_or_checkpoint, variant, seed)
     with atomic_dir(out, overwrite=overwrite) as tmp:
-        job = _Job(model, tmp, batch=batch, opset=opset, simplify=simplify, tracker=tracker or TrackerConfig.for_model(model.config),
+        job = _Job(model, tmp, batch=batch, opset=opset, simplify=simplify, tracker=tracker.adapted_to(model.config) if tracker else TrackerConfig.for_model(model.config),
                    frames=calibration, seed=seed)
         for precision in onnx_precisions:
             job.onnx(precision)

@@ -132,7 +132,7 @@ class Tracker:
                               threads=threads, graph=graph, **options)
         try:
             if isinstance(config, str):
-                config = TrackerConfig.preset(config, runner.manifest.model.name)
+                config = TrackerConfig.preset(config, runner.manifest.model)
             tracker = cls(runner, config)
         except BaseException:
             runner.close()
