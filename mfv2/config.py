@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -20,6 +21,7 @@ __all__ = [
     "VARIANTS",
     "variant_config",
     "load_yaml",
+    "parse_yaml",
     "save_yaml",
 ]
 
@@ -234,13 +236,28 @@ def _recorded(tracker: TrackerConfig, model: str | ModelConfig) -> TrackerConfig
     return tracker.replace(**changes) if changes else tracker
 
 
+class _YamlLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, with YAML 1.2's floats: ``1e-4`` is a number, not the string PyYAML's
+    YAML 1.1 rules make of an exponent without a decimal point."""
+
+
+_YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789")
+)
+
+
+def parse_yaml(text: str) -> Any:
+    """Parse YAML text as the configs are read (safe, ``1e-4`` a float)."""
+    return yaml.load(text, Loader=_YamlLoader)  # noqa: S506  (a SafeLoader subclass)
+
+
 def load_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read a YAML mapping; a missing file or a non-mapping is a :class:`ConfigError`."""
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"config file {p} does not exist")
     try:
-        data = yaml.safe_load(p.read_text())
+        data = parse_yaml(p.read_text())
     except yaml.YAMLError as e:
         raise ConfigError(f"{p} is not valid YAML: {e}") from e
     if data is None:

@@ -16,6 +16,7 @@ import yaml
 torch = pytest.importorskip("torch")
 
 from mfv2.cli import main  # noqa: E402
+from mfv2.config import load_yaml  # noqa: E402
 from mfv2.errors import ConfigError  # noqa: E402
 from mfv2.training import (  # noqa: E402
     OBJECTIVES,
@@ -69,6 +70,21 @@ def test_config_round_trip_and_errors(tmp_path):
         apply_overrides({}, ["optim.epochs"])
     with pytest.raises(ConfigError, match="does not exist; pass a YAML file or one of: .*tiny_synthetic"):
         load_train_config(tmp_path / "nope.yaml")
+
+
+def test_yaml_exponent_floats_and_a_variant_read_from_the_checkpoint(tmp_path):
+    from mfv2.models import build_model, save_native
+    from mfv2.training.models import build_network
+
+    (tmp_path / "c.yaml").write_text("optim:\n  lr: 1e-4\n")
+    assert load_yaml(tmp_path / "c.yaml")["optim"]["lr"] == 1e-4  # PyYAML alone reads the string '1e-4'
+    assert apply_overrides({}, ["optim.lr=5E-5", "model.variant=null"]) == {"optim": {"lr": 5e-5}, "model": {"variant": None}}
+    torch.manual_seed(0)
+    tiny = build_model("tiny")
+    ckpt = save_native(tiny.state_dict(), tiny.config.replace(name="mine"), tmp_path / "mine.pt")
+    cfg = TrainConfig.from_dict(tiny_config(**{"model.variant": None, "model.checkpoint": str(ckpt)}))
+    assert cfg.model.variant is None
+    assert build_network(cfg.model.kind, cfg.model.variant, cfg.model.checkpoint).config.name == "mine"
 
 
 def test_shipped_configs_load():

@@ -18,7 +18,7 @@ from typing import Any, Literal, TypeVar
 
 import yaml
 
-from mfv2.config import load_yaml
+from mfv2.config import load_yaml, parse_yaml
 from mfv2.errors import ConfigError
 
 __all__ = [
@@ -92,10 +92,14 @@ def _plain(obj: Any) -> Any:
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """The network being trained: ``kind`` (``mixformerv2`` or ``mixvit``), a registered variant, weights."""
+    """The network being trained: ``kind`` (``mixformerv2`` or ``mixvit``), a registered variant, weights.
+
+    ``variant: null`` with a ``checkpoint`` takes the architecture the checkpoint records (e.g. to
+    fine-tune a model a route made).
+    """
 
     kind: str = "mixformerv2"
-    variant: str = "S"
+    variant: str | None = "S"
     checkpoint: str | None = None
     drop_path_rate: float = 0.1
 
@@ -232,7 +236,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
         if not sep or not key:
             raise ConfigError(f"--set expects section.key=value, e.g. optim.epochs=10; got {item!r}")
         try:
-            value = yaml.safe_load(raw)
+            value = parse_yaml(raw)
         except yaml.YAMLError as e:
             raise ConfigError(f"--set {item}: the value is not valid YAML") from e
         node = out
