@@ -2,8 +2,8 @@
 
 A textured target (procedural pattern or photo crop) moves over a textured background with a bounded
 random-walk velocity, smooth scale and aspect changes and a little camera drift; optionally an occluder
-sweeps over it (partial and full occlusion), similar-looking distractors wander around, and the target
-leaves the frame and comes back. All states are computed at construction; ``frame(i)`` renders one frame
+sweeps over it (partial and full occlusion), similar-looking distractors and other objects wander around,
+and the target leaves the frame and comes back. All states are computed at construction; ``frame(i)`` renders one frame
 on demand (random access, well under a millisecond at 480x360).
 
 Same config and seed give byte-identical frames and boxes on any machine with the same NumPy/OpenCV
@@ -64,6 +64,9 @@ class SyntheticConfig(_DictMixin):
     Sizes are fractions of the frame side: target width/height stay within ``[max(12 px, min_size),
     max_size]``; ``scale_change`` and ``aspect_change`` are max/min ratios over the clip;
     ``max_speed`` is in frame diagonals per frame; ``camera_drift`` in pixels per frame (0 = still).
+    ``distractors`` look like the target (its texture flipped and re-tinted); ``clutter`` objects have
+    textures of their own, so that the target is not simply the one textured object in view (training
+    data; the benchmark has none).
     """
 
     num_frames: int = 300
@@ -72,6 +75,7 @@ class SyntheticConfig(_DictMixin):
     seed: int = 0
     occlusion: bool = True
     distractors: int = 1
+    clutter: int = 0
     out_of_view: bool = False
     backgrounds: Literal["auto", "photo", "procedural"] = "auto"
     name: str = ""
@@ -83,7 +87,7 @@ class SyntheticConfig(_DictMixin):
     camera_drift: float = 0.5
 
     def __post_init__(self) -> None:
-        for key, low in (("num_frames", 1), ("height", 48), ("width", 48), ("seed", 0), ("distractors", 0)):
+        for key, low in (("num_frames", 1), ("height", 48), ("width", 48), ("seed", 0), ("distractors", 0), ("clutter", 0)):
             v = getattr(self, key)
             if not isinstance(v, int) or isinstance(v, bool) or v < low:
                 raise ConfigError(f"SyntheticConfig.{key} must be an integer >= {low}, got {v!r}")
@@ -95,8 +99,9 @@ class SyntheticConfig(_DictMixin):
                 raise ConfigError(f"SyntheticConfig.{key} must be true or false, got {getattr(self, key)!r}")
         if not isinstance(self.name, str):
             raise ConfigError(f"SyntheticConfig.name must be a string, got {self.name!r}")
-        if self.distractors > 16:
-            raise ConfigError(f"SyntheticConfig.distractors is at most 16, got {self.distractors}")
+        for key in ("distractors", "clutter"):
+            if getattr(self, key) > 16:
+                raise ConfigError(f"SyntheticConfig.{key} is at most 16, got {getattr(self, key)}")
         if self.backgrounds not in ("auto", "photo", "procedural"):
             raise ConfigError(f"backgrounds must be auto, photo or procedural, got {self.backgrounds!r}")
         if not 0 < self.min_size <= self.max_size <= 0.5:
@@ -149,8 +154,9 @@ class SyntheticSequence:
         self.name = cfg.name or f"synthetic-{cfg.seed:04d}"
         n, H, W = cfg.num_frames, cfg.height, cfg.width
         photo = cfg.backgrounds == "photo"
-        r_bg, r_tex, r_move, r_occ, r_dis, r_cam, r_oov = (
-            np.random.default_rng(s) for s in np.random.SeedSequence(cfg.seed).spawn(7))
+        # Child i of a SeedSequence does not depend on how many are spawned: adding r_clu kept old clips.
+        r_bg, r_tex, r_move, r_occ, r_dis, r_cam, r_oov, r_clu = (
+            np.random.default_rng(s) for s in np.random.SeedSequence(cfg.seed).spawn(8))
 
         # Background canvas, larger than the frame by the camera-drift margin.
         m = int(min(32, 0.1 * min(H, W))) if cfg.camera_drift > 0 else 0
@@ -185,7 +191,7 @@ class SyntheticSequence:
         self._geo = _round2(np.concatenate([centre - wh / 2, wh], axis=1))
 
         # Distractors: the target's texture flipped and re-tinted, on their own walks, drawn under it.
-        self._distractors: list[tuple[tx.Levels, np.ndarray]] = []
+        self._others: list[tuple[tx.Levels, np.ndarray]] = []
         for _ in range(cfg.distractors):
             look = tx.tint(tex[::-1] if r_dis.random() < 0.5 else tex[:, ::-1], r_dis.uniform(0.75, 1.25, 3))
             dwh = self._sizes(r_dis, base * r_dis.uniform(0.8, 1.2), aspect0 * r_dis.uniform(0.8, 1.25), smin)
@@ -194,7 +200,15 @@ class SyntheticSequence:
                 if abs(p0[0] - start[0]) > wh[0, 0] + dwh[0, 0] or abs(p0[1] - start[1]) > wh[0, 1] + dwh[0, 1]:
                     break
             path = walk(r_dis.uniform(-1, 1, (n, 2)), p0, dwh / 2, (W, H), vmax)
-            self._distractors.append((tx.rgba_mipmaps(look, shape), np.concatenate([path - dwh / 2, dwh], 1)))
+            self._others.append((tx.rgba_mipmaps(look, shape), np.concatenate([path - dwh / 2, dwh], 1)))
+        # Clutter: objects with textures and shapes of their own, also drawn under the target.
+        for _ in range(cfg.clutter):
+            look = tx.object_texture(r_clu, TEXTURE_SIZE, photo=photo)[0]
+            kind = ("rect", "ellipse", "rounded")[int(r_clu.integers(3))]
+            cwh = self._sizes(r_clu, math.sqrt(smin * side) * r_clu.uniform(0.8, 1.25), r_clu.uniform(0.6, 1.6), smin)
+            p0 = (r_clu.uniform(0.1, 0.9) * W, r_clu.uniform(0.1, 0.9) * H)
+            path = walk(r_clu.uniform(-1, 1, (n, 2)), p0, cwh / 2, (W, H), vmax)
+            self._others.append((tx.rgba_mipmaps(look, kind), np.concatenate([path - cwh / 2, cwh], 1)))
 
         # Occluder episodes, then the flags from the geometry.
         self._occluder: tx.Levels | None = None
@@ -267,7 +281,7 @@ class SyntheticSequence:
         """Frame ``i`` (negative counts from the end) as BGR uint8 ``(H, W, 3)``."""
         i = self._index(i)
         img = self.background(i)
-        for levels, boxes in self._distractors:
+        for levels, boxes in self._others:
             tx.composite(img, levels, boxes[i])
         tx.composite(img, self._target, self._geo[i])
         if self._occluder is not None and not np.isnan(self._occ[i, 0]):

@@ -111,6 +111,18 @@ def test_size_and_aspect_change_over_the_clip():
         assert np.abs(np.diff(b[:, :2], axis=0)).max() < 0.05 * 600  # smooth motion: bounded speed
 
 
+def test_clutter_adds_objects_of_their_own_and_leaves_the_clip_otherwise_unchanged():
+    plain = make_sequence(**SMALL, seed=4)
+    busy = make_sequence(**SMALL, seed=4, clutter=3)
+    np.testing.assert_array_equal(busy.boxes, plain.boxes)
+    np.testing.assert_array_equal(busy.visible, plain.visible)
+    changed = np.any(busy.frame(5) != plain.frame(5), axis=2)
+    x, y, w, h = np.round(plain.boxes[5]).astype(int)
+    assert changed.mean() > 0.02  # three more objects in view
+    assert not changed[y + h // 4 : y + 3 * h // 4, x + w // 4 : x + 3 * w // 4].any()  # drawn under the target
+    assert make_sequence(**SMALL, seed=4, clutter=0).frame(5).tobytes() == plain.frame(5).tobytes()
+
+
 def test_config_round_trip_and_rejections():
     cfg = SyntheticConfig(seed=3, distractors=2)
     assert SyntheticConfig.from_dict(cfg.to_dict()) == cfg
@@ -118,7 +130,7 @@ def test_config_round_trip_and_rejections():
         SyntheticConfig.from_dict({"seeds": 1})
     with pytest.raises(ConfigError):
         make_sequence(speed=2)
-    for bad in (dict(height=10), dict(backgrounds="video"), dict(distractors=-1), dict(num_frames=0),
+    for bad in (dict(height=10), dict(backgrounds="video"), dict(distractors=-1), dict(clutter=17), dict(num_frames=0),
                 dict(min_size=0.5, max_size=0.2), dict(seed=-1), dict(occlusion="yes")):
         with pytest.raises(ConfigError):
             SyntheticConfig(**bad)

@@ -21,6 +21,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ext", choices=(".jpg", ".png"), default=".jpg", help="image format (default .jpg)")
     p.add_argument("--no-occlusion", action="store_true", help="no occluder passing over the target")
     p.add_argument("--distractors", type=int, default=1, help="similar-looking objects (default 1)")
+    p.add_argument("--clutter", type=int, default=0, help="other objects, with textures of their own (default 0)")
     p.add_argument("--out-of-view", action="store_true", help="the target leaves the frame and comes back")
     p.add_argument("--backgrounds", choices=("auto", "photo", "procedural"), default="auto",
                    help="photo needs scikit-image; auto uses photos when it is installed (default auto)")
@@ -47,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     if args.sequences < 1:
         raise ConfigError(f"--sequences must be >= 1, got {args.sequences}")
     opts = dict(height=height, width=width, occlusion=not args.no_occlusion, distractors=args.distractors,
-                out_of_view=args.out_of_view, backgrounds=args.backgrounds)
+                clutter=args.clutter, out_of_view=args.out_of_view, backgrounds=args.backgrounds)
     if args.sequences == 1:
         seq = synthetic.make_sequence(num_frames=args.frames, seed=args.seed, **opts)
         path = synthetic.write_sequence(seq, args.out, layout=args.layout, ext=args.ext, overwrite=args.overwrite)

@@ -37,6 +37,7 @@ class SyntheticDataset(TrackingDataset):
         width: int = 320,
         occlusion: bool = True,
         distractors: int = 1,
+        clutter: int = 0,
         out_of_view: bool = False,
         backgrounds: str = "auto",
     ) -> None:
@@ -47,7 +48,7 @@ class SyntheticDataset(TrackingDataset):
         self.seed = seed
         self.options: dict[str, Any] = dict(
             num_frames=num_frames, height=height, width=width, occlusion=occlusion, distractors=distractors,
-            out_of_view=out_of_view, backgrounds=backgrounds,
+            clutter=clutter, out_of_view=out_of_view, backgrounds=backgrounds,
         )
         self._clips: dict[int, Any] = {}
 
