@@ -117,7 +117,8 @@ def test_eval_cli_tiny_torch_tracker(tmp_path, capsys) -> None:
     for key in ("auc", "precision", "norm_precision", "op50", "op75", "fps", "curves"):
         assert key in head
     assert head["sequences"] == 2 and set(head["per_sequence"]) == set(ds.names)
-    assert head["backend"] == "torch" and head["model"] == "tiny"
+    assert head["run"]["backend"] == "torch" and head["run"]["model"] == "tiny" and head["run"]["precision"] == "fp32"
+    assert head["precision"] == evaluate_results(ds, results)["precision"]  # the metric, not the run's fp32
     assert 0 <= head["auc"] <= 100 and len(head["curves"]["success"]) == 21
     # Resume: a second run tracks nothing; --compare scores another result folder beside it.
     run_dataset(StillTracker, open_dataset(data, "synthetic"), other)
@@ -161,7 +162,7 @@ def test_static_baseline_equals_the_still_tracker(bench_dir, tmp_path, capsys) -
         np.testing.assert_array_equal(read_boxes(tmp_path / "static" / f"{seq.name}.txt"),
                                       read_boxes(tmp_path / "still" / f"{seq.name}.txt"))  # fmt: skip
     head = json.loads((tmp_path / "s.json").read_text())
-    assert head["baseline"] == "static" and head["auc"] == evaluate_results(ds, tmp_path / "still")["auc"]
+    assert head["run"]["baseline"] == "static" and head["auc"] == evaluate_results(ds, tmp_path / "still")["auc"]
 
 
 def test_mil_baseline_follows_a_moving_target(tmp_path) -> None:

@@ -115,7 +115,8 @@ def run(args: argparse.Namespace) -> int:
         summaries[Path(other).name] = evaluate_results(dataset, other, kind=kind)
     print(format_eval_table(summaries))
     if args.json:
-        body = {**summaries[results.name], **info, "compare": {k: v for k, v in list(summaries.items())[1:]}}
+        # The run's settings go under "run": a top-level "precision" is the precision metric.
+        body = {**summaries[results.name], "run": info, "compare": {k: v for k, v in list(summaries.items())[1:]}}
         print(f"wrote {atomic_write_text(args.json, to_json(body))}")
     if args.plot:
         print(f"wrote {plot_curves(args.plot, summaries, title=f'{kind}: {dataset.root.name}')}")
