@@ -1,7 +1,8 @@
-"""Shared fixtures: a tiny random model and the spec files of the official release."""
+"""Shared fixtures: one torch thread per module, a tiny random model and the spec files of the official release."""
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,21 @@ def read_key_list(name: str) -> list[tuple[str, tuple[int, ...]]]:
         key, shape = line.split(" ", 1)
         rows.append((key, tuple(int(s) for s in shape.strip("()").split(",") if s.strip())))
     return rows
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """One torch intra-op thread per test module (restored afterwards): the models here are tiny, and two
+    OpenMP threads on a busy 2-core CI runner wait on each other for ~100 ms a call."""
+    if importlib.util.find_spec("torch") is None:
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

@@ -16,15 +16,6 @@ from mfv2.training.pruning import depth_gamma, remove_blocks  # noqa: E402
 from mfv2.models.vit import BranchScale  # noqa: E402
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: these models are tiny and the CI machine has two shared cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _samples(mode: str, seed: int) -> dict[str, torch.Tensor]:
     """Eight training samples of synthetic clips at the tiny variant's crop sizes."""
     ds = build_dataset("synthetic", num_sequences=3, seed=5, num_frames=40, height=120, width=160)

@@ -38,15 +38,6 @@ ONNX_PRECISIONS = ("fp32", "fp16", "int8")
 OV_PRECISIONS = ("fp32", "fp16", "int8")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """One torch intra-op thread for this module (restored afterwards): two threads on a busy 2-core runner crawl."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def tiny_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny variant exported at every ONNX and OpenVINO precision (seeded random weights)."""

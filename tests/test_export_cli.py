@@ -8,22 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
+pytest.importorskip("torch")
 pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
 from mfv2.cli import main  # noqa: E402
 from mfv2.config import TrackerConfig  # noqa: E402
 from mfv2.export.manifest import load_manifest  # noqa: E402
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """One torch intra-op thread for this module (restored afterwards): two threads on a busy 2-core runner crawl."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _error(capsys: pytest.CaptureFixture[str]) -> str:

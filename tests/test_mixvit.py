@@ -13,15 +13,6 @@ from mfv2.models.corner_heads import CornerHead, soft_argmax  # noqa: E402
 from mfv2.models.mixvit import MIXVIT_VARIANTS, MixViT, build_mixvit, save_mixvit  # noqa: E402
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from a second thread, and a busy 2-core machine makes it much slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def tiny_teacher():
     torch.manual_seed(0)

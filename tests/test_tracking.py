@@ -19,15 +19,6 @@ from mfv2.tracking import STAGES, Tracker
 torch = pytest.importorskip("torch")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """One intra-op thread: two OpenMP threads on a busy 2-core runner wait on each other for ~100 ms a call."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def tracking_model():
     """The seed-0 tiny model with its box head set to predict a target-sized box that moves with the image.
 

@@ -45,15 +45,6 @@ def tiny_config(**changes) -> dict:
     return cfg
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from a second thread, and a busy 2-core machine makes it much slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _params(model) -> dict:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
