@@ -28,14 +28,6 @@ TINY = variant_config("tiny")
 LOW = lowres_config("tiny", 48, template_size=32)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def teacher_file(tmp_path_factory):
     """The tiny MixFormerV2 (template 32, search 64) with seeded random weights, as a native checkpoint."""
@@ -213,13 +205,13 @@ TINY_DATA = [
 def lowres_run(teacher_file, tmp_path_factory):
     root = tmp_path_factory.mktemp("lr_route")
     route = {"name": "lr_tiny", "stages": [
-        {"name": "teacher", "config": "ct_demo_teacher", "init": {"variant": "tiny"}},
-        {"name": "loretrack", "config": "lr_demo_loretrack", "init": {"config": LOW.to_dict()}, "teacher": "teacher",
+        {"name": "stage1", "config": "demo_stage1", "init": {"variant": "tiny"}},
+        {"name": "loretrack", "config": "lr_demo_loretrack", "init": {"config": LOW.to_dict()}, "teacher": "stage1",
          "model_name": LOW.name},
     ]}
     path = root / "route_lr_tiny.yaml"
     path.write_text(yaml.safe_dump(route))
-    return run_route(load_route(path), root / "run", overrides=TINY_DATA, given={"teacher": teacher_file})
+    return run_route(load_route(path), root / "run", overrides=TINY_DATA, given={"stage1": teacher_file})
 
 
 def test_loretrack_route_trains_a_low_resolution_student(lowres_run):

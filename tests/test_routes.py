@@ -15,15 +15,6 @@ from mfv2.errors import ConfigError  # noqa: E402
 from mfv2.training.routes import Route, builtin_routes, load_route, plan_route, run_route, scale_config  # noqa: E402
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: the models are tiny and the CI machine has two shared cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _by_name(plan):
     return {s.name: s for s in plan}
 
@@ -83,6 +74,28 @@ def test_scale_config_keeps_counts_usable():
     assert cfg["optim"]["epochs"] == 3  # the input is not modified
     with pytest.raises(ConfigError, match="--scale"):
         scale_config(cfg, 0)
+
+
+COMPRESSION_ROUTES = {  # route -> its last stage and the (depth, template, search) of the model it trains
+    "ct_demo": ("compress", (2, 64, 128)),
+    "lr_demo": ("loretrack", (4, 48, 96)),
+    str(Path(__file__).resolve().parents[1] / "benchmarks" / "compression" / "route_pmdp_demo.yaml"): ("prune", (4, 64, 128)),
+}
+
+
+@pytest.mark.parametrize("name", COMPRESSION_ROUTES)
+def test_compression_routes_start_from_the_demo_stage1(name, tmp_path):
+    route, (last, sizes) = load_route(name), COMPRESSION_ROUTES[name]
+    assert route.stages[:2] == load_route("demo_s").stages[:2]  # the demo route's MixViT teacher and stage 1
+    given = {"teacher": tmp_path / "mixvit.pth", "stage1": tmp_path / "s1.pt"}
+    plan = _by_name(plan_route(route, tmp_path / "run", given=given))
+    assert list(plan) == ["teacher", "stage1", last]
+    assert (plan[last].teacher, plan[last].teacher_kind) == (tmp_path / "s1.pt", "mixformerv2")
+    student = route.stage(last).init.config or route.stage("stage1").init.config  # pruning starts from stage 1
+    assert (student["depth"], student["template_size"], student["search_size"]) == sizes
+    assert student["search_factor"] == 3.5  # recorded, so that the tracker crops as in training
+    c = plan[last].config  # one data budget for every route of benchmarks/compression
+    assert (c["optim"]["epochs"], c["data"]["samples_per_epoch"], c["data"]["batch_size"], c["optim"]["lr"]) == (8, 4000, 16, 5e-4)
 
 
 @pytest.mark.parametrize(

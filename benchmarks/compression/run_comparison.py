@@ -1,21 +1,21 @@
 """Reproduce benchmarks/compression: four ways to make MixFormerV2 cheaper, from one teacher, side by side.
 
-From one trained 4-block teacher (route ``ct_demo``, stage ``teacher``) and the same data budget per
-route (3 epochs x 1600 synthetic samples), it trains
+The teacher is the demo route's 4-block stage-1 model (``mfv2 distill --route demo_s --stop-after stage1``:
+template 64 / search 128, search crops of 3.5 target sizes). From it, with the same data budget per route
+(8 epochs x 4000 synthetic samples of seed 11, 2 processes x 16), ``train`` runs
 
 * ``pmdp``: MixFormerV2's own progressive depth pruning 4 -> 2 blocks (``route_pmdp_demo.yaml`` here);
 * ``compresstracker``: CompressTracker replacement training of a 2-block student (route ``ct_demo``);
-* ``lowres``: the teacher's network at template 32 / search 64, fine-tuned on the task losses only
+* ``lowres``: the teacher's network at template 48 / search 96, fine-tuned on the task losses only
   (route ``lr_demo`` without the distillation terms);
 * ``loretrack``: the same student with QKV-KD and Disc-KD (route ``lr_demo``);
 
-then tracks held-out synthetic clips (``benchmark_sequences(8, 150, seed=2026)``; training uses clips
-of seed 11) for the OPE success AUC, and times every model and the S-scale architectures they stand
-for with ``mfv2 bench`` (model only, split graphs, ONNX Runtime and OpenVINO fp32, 2 threads).
+``eval`` tracks ``benchmark_sequences(16, 300, seed=0)`` (the demo model's benchmark) with each model's
+own tracker settings, ``bench`` / ``bench-s`` time the models and the S-scale architectures they stand
+for with ``mfv2 bench``, and ``report`` writes results.json and results.md beside this file.
 
-    .venv/bin/python benchmarks/compression/run_comparison.py teacher --work runs/compression
-    .venv/bin/python benchmarks/compression/run_comparison.py train --work runs/compression --routes pmdp,compresstracker
-    .venv/bin/python benchmarks/compression/run_comparison.py train --work runs/compression --routes lowres,loretrack
+    .venv/bin/python benchmarks/compression/run_comparison.py train --work runs/compression \
+      --stage1 runs/demo_s/02_stage1/final.pt --mixvit runs/demo_s/01_teacher/final.pt
     .venv/bin/python benchmarks/compression/run_comparison.py eval --work runs/compression
     .venv/bin/python benchmarks/compression/run_comparison.py bench --work runs/compression
     .venv/bin/python benchmarks/compression/run_comparison.py bench-s --work runs/compression
@@ -28,6 +28,7 @@ import argparse
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -35,8 +36,9 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-EVAL_SEQUENCES, EVAL_FRAMES, EVAL_SEED = 8, 150, 2026
-CROPS, CROP_SEED = 512, 12  # held-out crops (the routes' validation clips) for the teacher-agreement IoU
+EVAL_SEQUENCES, EVAL_FRAMES, EVAL_SEED = 16, 300, 0
+CROPS, CROP_SEED = 512, 12  # held-out crops (the routes' validation clips) for the crop-level IoUs
+# name -> (route, --set overrides)
 ROUTES: dict[str, tuple[str, list[str]]] = {
     "pmdp": (str(HERE / "route_pmdp_demo.yaml"), []),
     "compresstracker": ("ct_demo", []),
@@ -44,14 +46,14 @@ ROUTES: dict[str, tuple[str, list[str]]] = {
     "loretrack": ("lr_demo", []),
 }
 DESCRIPTIONS = {
-    "teacher": "the 4-block teacher (template 48 / search 96), 8 x 1600 samples of ground-truth training",
-    "teacher@64": "the teacher's weights at template 32 / search 64, not fine-tuned (reference)",
+    "teacher": "the demo route's stage-1 model (template 64 / search 128), the teacher of every route",
+    "teacher@96": "the teacher's weights at template 48 / search 96, not fine-tuned (reference)",
     "pmdp": "progressive depth pruning 4 -> 2 blocks (MixFormerV2's own reduction)",
     "compresstracker": "CompressTracker replacement training, 2-block student",
-    "lowres": "plain low resolution (search 64), task losses only",
-    "loretrack": "LoReTrack (search 64), task losses + 0.01 QKV-KD + 0.01 Disc-KD",
+    "lowres": "plain low resolution (search 96), task losses only",
+    "loretrack": "LoReTrack (search 96), task losses + 0.01 QKV-KD + 0.01 Disc-KD",
 }
-# S-scale architectures the routes stand for: (row, variant or ModelConfig fields relative to S).
+# S-scale architectures the routes stand for: (row, ModelConfig fields relative to S).
 S_SCALE = {
     "S (PMDP route)": {},
     "S4 (CompressTracker of S8, before MLP reduction)": {"name": "S4", "mlp_ratio": 4.0},
@@ -59,57 +61,70 @@ S_SCALE = {
     "S-160 (LoReTrack)": {"name": "S-160", "template_size": 80, "search_size": 160},
     "S-128 (LoReTrack)": {"name": "S-128", "template_size": 64, "search_size": 128},
 }
-BENCH_ARGS = ["--backends", "onnxruntime,openvino", "--precisions", "fp32", "--threads", "2", "--mode", "model",
-              "--graphs", "split", "--rounds", "2"]
-# The S-scale rows also at one thread: on a busy machine two threads wait on each other (the spread is large).
-S_BENCH_ARGS = [a if a != "2" else "1,2" for a in BENCH_ARGS[:-1]] + ["3"]
+BENCH_ARGS = ["--backends", "onnxruntime,openvino", "--precisions", "fp32", "--threads", "1,2", "--mode", "model",
+              "--graphs", "split", "--rounds", "3"]
 
 log = logging.getLogger("compression")
 
 
-def _teacher(work: Path) -> Path:
-    return work / "teacher" / "01_teacher" / "final.pt"
-
-
 def _model(work: Path, name: str) -> Path:
     if name == "teacher":
-        return _teacher(work)
-    if name == "teacher@64":
-        return work / "teacher_at_64.pt"
+        return work / "teacher.pt"
+    if name == "teacher@96":
+        return work / "teacher_at_96.pt"
     return work / name / "final.pt"
 
 
-def cmd_teacher(work: Path) -> None:
-    from mfv2.training.routes import load_route, run_route
-
-    run_route(load_route("ct_demo"), work / "teacher", stop_after="teacher", progress=False)
+def _key(name: str) -> str:
+    return name.replace("@", "_at_")
 
 
-def cmd_train(work: Path, names: list[str]) -> None:
-    from mfv2.training.routes import load_route, run_route
+def cmd_train(work: Path, stage1: Path, mixvit: Path, names: list[str], nproc: int) -> None:
+    """Train each route from the demo stage-1 model (``mfv2 distill``, one process per core).
 
+    ``mixvit`` (the demo route's MixViT teacher) is only given so that the route does not train it.
+    """
+    from mfv2.fileio import atomic_path, atomic_write_text
+    from mfv2.models.checkpoint import file_sha256
+
+    given = {"teacher": mixvit, "stage1": stage1}
+    with atomic_path(_model(work, "teacher")) as tmp:
+        shutil.copyfile(stage1, tmp)
+    teacher = {"path": str(stage1.resolve()), "sha256": file_sha256(stage1)}
+    atomic_write_text(work / "teacher.json", json.dumps(teacher, indent=2) + "\n")
+    launcher = ([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
+                if nproc > 1 else [sys.executable])
     for name in names:
         route, overrides = ROUTES[name]
+        cmd = [*launcher, "-m", "mfv2", "distill", "--route", route, "--output", str(work / name),
+               *(f"--given={stage}={path}" for stage, path in given.items()), "--threads", "1" if nproc > 1 else "2",
+               "--no-progress", *(f"--set={o}" for o in overrides)]
+        log.info("%s", " ".join(cmd))
+        started, load = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), os.getloadavg()
         start = time.perf_counter()
-        run_route(load_route(route), work / name, overrides=overrides, given={"teacher": _teacher(work)}, progress=False)
-        (work / name / "seconds.txt").write_text(f"{time.perf_counter() - start:.0f}\n")
+        subprocess.run(cmd, check=True)
+        run = {"seconds": round(time.perf_counter() - start), "started": started, "processes": nproc,
+               "niceness": os.nice(0), "load_average_before": load, "load_average_after": os.getloadavg(),
+               "command": cmd}
+        atomic_write_text(work / name / "run.json", json.dumps(run, indent=2) + "\n")
 
 
-def _teacher_at_64(work: Path) -> Path:
+def _teacher_at_96(work: Path) -> Path:
+    """The teacher's weights at template 48 / search 96 (new position tables), not trained."""
     from mfv2.models import MixFormerV2, build_model, save_native
     from mfv2.training.loretrack import init_lowres_from_teacher, lowres_config
 
-    teacher = build_model(None, _teacher(work))
-    student = MixFormerV2(lowres_config(teacher.config, 64, 32, name="demo-T4-64"))
+    teacher = build_model(None, _model(work, "teacher"))
+    student = MixFormerV2(lowres_config(teacher.config, 96, 48, name="demo-S4-96"))
     init_lowres_from_teacher(student, teacher)
-    return save_native(student.state_dict(), student.config, _model(work, "teacher@64"), {"init": "teacher, not trained"})
+    return save_native(student.state_dict(), student.config, _model(work, "teacher@96"), {"init": "teacher, not trained"})
 
 
 def _crop_ious(work: Path) -> dict[str, dict[str, float]]:
     """Mean IoU of each model's box with the ground truth and with the teacher's box on held-out crops.
 
-    Crops are cut at the teacher's size (template 48 / search 96, factor 4.5, the training jitter) and
-    resized for the low-resolution models, as :class:`~mfv2.training.loretrack.LoReTrackObjective` does.
+    Crops are cut as in training at the teacher's size and crop factor (template 64 / search 128, 3.5,
+    the routes' jitter) and resized for the low-resolution models, as the ``loretrack`` objective does.
     """
     import numpy as np
     import torch
@@ -119,8 +134,9 @@ def _crop_ious(work: Path) -> dict[str, dict[str, float]]:
     from mfv2.training.loretrack import resize_crops
     from mfv2.training.losses import box_iou, cxcywh_to_xyxy, xywh_to_xyxy
 
-    settings = ProcessingSettings(template_size=48, search_size=96, search_factor=4.5, search_scale_jitter=0.25,
-                                  search_centre_jitter=1.5)
+    t = build_model(None, _model(work, "teacher")).config
+    settings = ProcessingSettings(template_size=t.template_size, search_size=t.search_size,
+                                  search_factor=t.search_factor or 4.5, search_scale_jitter=0.5, search_centre_jitter=3.0)
     data = build_dataset("synthetic", num_sequences=16, seed=CROP_SEED, num_frames=300)
     sampler = TrackingSampler([data], [1.0], TrackingProcessing(settings, augment=False), samples_per_epoch=CROPS,
                               max_gap=100, seed=CROP_SEED)
@@ -140,33 +156,42 @@ def _crop_ious(work: Path) -> dict[str, dict[str, float]]:
 
 
 def cmd_eval(work: Path) -> None:
+    """OPE on the benchmark clips (rendered frames, torch backend, each model's own tracker settings)."""
     import numpy as np
 
-    from mfv2.benchmarks.metrics import evaluate_sequences
+    from mfv2.benchmarks.evaluate import IOU_CONVENTION
+    from mfv2.benchmarks.metrics import OPEResult, evaluate_sequences
     from mfv2.config import TrackerConfig
+    from mfv2.fileio import atomic_write_text
     from mfv2.runtimes import load_backend
     from mfv2.synthetic import benchmark_sequences
     from mfv2.tracking import Tracker
 
-    _teacher_at_64(work)
+    _teacher_at_96(work)
     crops = _crop_ious(work)
     seqs = benchmark_sequences(EVAL_SEQUENCES, EVAL_FRAMES, EVAL_SEED)
-    gts = {s.name: s.boxes for s in seqs}
-    results = {}
+    gts, visible = {s.name: s.boxes for s in seqs}, {s.name: s.visible for s in seqs}
+
+    def score(preds: dict[str, Any]) -> OPEResult:
+        return evaluate_sequences(preds, gts, visible, iou=IOU_CONVENTION["synthetic"])  # type: ignore[arg-type]
+
+    results: dict[str, Any] = {}
     for name in DESCRIPTIONS:
+        runner = load_backend("torch", _model(work, name), threads=1)
+        config = TrackerConfig.preset("synthetic", runner.manifest.model)
         preds = {}
         for seq in seqs:
-            tracker = Tracker(load_backend("torch", _model(work, name), threads=1), TrackerConfig())
+            tracker = Tracker(runner, config)
             tracker.init(seq.frame(0), seq.boxes[0])
             preds[seq.name] = np.array([seq.boxes[0], *(tracker.update(seq.frame(i))[1] for i in range(1, len(seq)))])
-        r = evaluate_sequences(preds, gts, {s.name: s.visible for s in seqs})
-        results[name] = {"auc": r.auc, "precision": r.precision, "norm_precision": r.norm_precision, **crops[name]}
-        log.info("%s: AUC %.1f %%, crop IoU %.3f, teacher IoU %.3f", name, r.auc, crops[name]["crop_iou"],
-                 crops[name]["teacher_iou"])
-    static = evaluate_sequences({s.name: np.repeat(s.boxes[:1], len(s), axis=0) for s in seqs}, gts,
-                                {s.name: s.visible for s in seqs})
+        r = score(preds)
+        results[name] = {"auc": r.auc, "precision": r.precision, "norm_precision": r.norm_precision,
+                         "tracker": config.to_dict(), **crops[name]}
+        log.info("%s: AUC %.1f %%, crop IoU %.3f, teacher IoU %.3f (search factor %g)", name, r.auc,
+                 crops[name]["crop_iou"], crops[name]["teacher_iou"], config.search_factor)
+    static = score({s.name: np.repeat(s.boxes[:1], len(s), axis=0) for s in seqs})
     results["static"] = {"auc": static.auc, "precision": static.precision, "norm_precision": static.norm_precision}
-    (work / "eval.json").write_text(json.dumps(results, indent=2))
+    atomic_write_text(work / "eval.json", json.dumps(results, indent=2) + "\n")
 
 
 def _bench(model_dir: Path, out: Path, args: list[str]) -> None:
@@ -183,120 +208,163 @@ def cmd_bench(work: Path, s_scale: bool) -> None:
     exports, bench = work / "exports", work / "bench"
     exports.mkdir(parents=True, exist_ok=True)
     bench.mkdir(parents=True, exist_ok=True)
-    for name in () if s_scale else DESCRIPTIONS:
-        key = name.replace("@", "_at_")
+    jobs = ([(f"s_scale_{i}", None, VARIANTS.get("S").replace(**fields)) for i, fields in enumerate(S_SCALE.values())]
+            if s_scale else [(_key(name), _model(work, name), None) for name in DESCRIPTIONS])
+    for key, checkpoint, variant in jobs:
         if not (exports / key).is_dir():
-            export(_model(work, name), exports / key, simplify="onnxsim")
+            export(checkpoint, exports / key, variant=variant, simplify="onnxsim")
         if not (bench / f"{key}.json").is_file():
             _bench(exports / key, bench / f"{key}.json", BENCH_ARGS)
-    for i, (row, fields) in enumerate(S_SCALE.items() if s_scale else ()):
-        key = f"s_scale_{i}"
-        if not (exports / key).is_dir():
-            export(None, exports / key, variant=VARIANTS.get("S").replace(**fields), simplify="onnxsim")
-        if not (bench / f"{key}.json").is_file():
-            _bench(exports / key, bench / f"{key}.json", S_BENCH_ARGS)
 
 
 def _speed(path: Path) -> dict[str, Any]:
+    """Median and minimum ms per backend and thread count, and the load average, of a ``mfv2 bench`` report."""
+    if not path.is_file():
+        return {}
     report = json.loads(path.read_text())
     rows = {f"{r['backend']}_t{r['threads']}": r for r in report["results"] if r["status"] == "ok" and r["backend"] != "torch"}
     out: dict[str, Any] = {f"{b}_ms": rows[b]["median_ms"] for b in rows}
     out.update({f"{b}_min_ms": rows[b]["min_ms"] for b in rows})
-    out["gflops"] = next(iter(rows.values()))["gflops_per_frame"] if rows else None
     out["load_average"] = report["env"].get("load_average")
     return out
 
 
+def _budget(route: str, overrides: list[str]) -> dict[str, Any]:
+    """Epochs, samples and batch of a route's last stage (the one the comparison trains)."""
+    from mfv2.training.routes import load_route, plan_route
+
+    cfg = plan_route(load_route(route), "unused", overrides=overrides)[-1].config
+    return {"epochs": cfg["optim"]["epochs"], "samples_per_epoch": cfg["data"]["samples_per_epoch"],
+            "batch_size_per_process": cfg["data"]["batch_size"], "lr": cfg["optim"]["lr"],
+            "lr_drop_epoch": cfg["optim"]["lr_drop_epoch"]}
+
+
 def cmd_report(work: Path, out_dir: Path) -> None:
+    """Gather training, accuracy, FLOPs and speed into ``out_dir``/results.json and results.md."""
+    import platform
+
+    from mfv2.benchmarks.flops import graph_flops
+    from mfv2.config import VARIANTS
+    from mfv2.fileio import atomic_write_text
     from mfv2.models.checkpoint import read_checkpoint
 
     accuracy = json.loads((work / "eval.json").read_text())
     models = []
     for name, text in DESCRIPTIONS.items():
         cfg = read_checkpoint(_model(work, name)).config
-        seconds = work / name / "seconds.txt"
+        run = work / name / "run.json"
         models.append({"name": name, "description": text, "config": cfg.to_dict(), **accuracy[name],
-                       "train_seconds": int(seconds.read_text()) if seconds.is_file() else None,
-                       "speed": _speed(work / "bench" / f"{name.replace('@', '_at_')}.json")})
-    static = accuracy["static"]
-    s_scale = [{"name": row, "config": {"name": "S", **fields},
-                "speed": _speed(work / "bench" / f"s_scale_{i}.json")} for i, (row, fields) in enumerate(S_SCALE.items())]
-    env = json.loads((work / "bench" / "s_scale_0.json").read_text())["env"]
-    result = {"machine": {"cpu": env["cpu"]["model"], "cores": os.cpu_count(), "note": "shared, heavily loaded"},
-              "eval": {"sequences": EVAL_SEQUENCES, "frames": EVAL_FRAMES, "seed": EVAL_SEED, "backend": "torch"},
-              "train_budget": "3 epochs x 1600 samples (batch 16) per route, synthetic clips of seed 11",
-              "bench_args": BENCH_ARGS, "s_scale_bench_args": S_BENCH_ARGS, "models": models, "static_box": static, "s_scale": s_scale}
-    for name, text in (("results.json", json.dumps(result, indent=2) + "\n"), ("results.md", _markdown(result))):
-        tmp = out_dir / f"{name}.tmp"
-        tmp.write_text(text)
-        os.replace(tmp, out_dir / name)
-        log.info("wrote %s", out_dir / name)
+                       "gflops": graph_flops(cfg, "search_decoder").total / 1e9,
+                       "budget": _budget(*ROUTES[name]) if name in ROUTES else None,
+                       "train": json.loads(run.read_text()) if run.is_file() else None,
+                       "speed": _speed(work / "bench" / f"{_key(name)}.json")})
+    s_scale = []
+    for i, (row, fields) in enumerate(S_SCALE.items()):
+        cfg = VARIANTS.get("S").replace(**fields)
+        s_scale.append({"name": row, "config": cfg.to_dict(), "gflops": graph_flops(cfg, "search_decoder").total / 1e9,
+                        "speed": _speed(work / "bench" / f"s_scale_{i}.json")})
+    reports = sorted((work / "bench").glob("*.json"))
+    cpu = json.loads(reports[0].read_text())["env"]["cpu"]["model"] if reports else platform.processor() or platform.machine()
+    result = {"machine": {"cpu": cpu, "cores": os.cpu_count()},
+              "teacher": json.loads((work / "teacher.json").read_text()),
+              "eval": {"sequences": EVAL_SEQUENCES, "frames": EVAL_FRAMES, "seed": EVAL_SEED, "backend": "torch",
+                       "frames_from": "rendered frames, not JPEG", "tracker": "TrackerConfig.preset('synthetic', model)"},
+              "bench_args": BENCH_ARGS, "models": models, "static_box": accuracy["static"], "s_scale": s_scale}
+    atomic_write_text(out_dir / "results.json", json.dumps(result, indent=2) + "\n")
+    atomic_write_text(out_dir / "results.md", _markdown(result))
+    log.info("wrote %s and %s", out_dir / "results.json", out_dir / "results.md")
 
 
-def _ms(speed: dict[str, Any], backend: str) -> str:
-    if f"{backend}_ms" not in speed:
+def _ms(speed: dict[str, Any], key: str) -> str:
+    if f"{key}_ms" not in speed:
         return "-"
-    return f"{speed[f'{backend}_ms']:.2f} ({speed[f'{backend}_min_ms']:.2f})"
+    return f"{speed[f'{key}_ms']:.2f} ({speed[f'{key}_min_ms']:.2f})"
+
+
+def _loads(rows: list[dict[str, Any]]) -> str:
+    loads = [r["speed"]["load_average"][0] for r in rows if r["speed"].get("load_average")]
+    return f"{min(loads):.1f}-{max(loads):.1f}" if loads else "-"
 
 
 def _markdown(result: dict[str, Any]) -> str:
     """The tables of ``results.json`` as Markdown."""
-    e = result["eval"]
+    e, models, rows = result["eval"], result["models"], result["s_scale"]
+    budget = next(m["budget"] for m in models if m["budget"])
+    teacher = next(m for m in models if m["name"] == "teacher")
     lines = [
         "# Compression routes side by side (generated by run_comparison.py report)",
         "",
-        f"Accuracy: OPE on {e['sequences']} held-out synthetic clips of {e['frames']} frames "
-        f"(`benchmark_sequences({e['sequences']}, {e['frames']}, seed={e['seed']})`), {e['backend']} backend. "
-        f"Training: {result['train_budget']}. Speed: `mfv2 bench {' '.join(result['bench_args'])}`, median ms per "
-        f"search frame (minimum in brackets), on {result['machine']['cpu']}, {result['machine']['note']}.",
+        f"* Teacher: `{result['teacher']['path']}` (sha256 {result['teacher']['sha256'][:12]}).",
+        f"* Training: {budget['epochs']} epochs x {budget['samples_per_epoch']} samples per route (batch "
+        f"{budget['batch_size_per_process']} per process, lr {budget['lr']:g} dropped after epoch "
+        f"{budget['lr_drop_epoch']}), synthetic clips of seed 11; train s is the wall time of the route's stage.",
+        f"* Accuracy: OPE on `benchmark_sequences({e['sequences']}, {e['frames']}, seed={e['seed']})` "
+        f"({e['frames_from']}), {e['backend']} backend, `{e['tracker']}` (each model's own crop factors). "
+        f"Kept: AUC as % of the teacher's. Crop IoU: mean IoU with the ground truth on {CROPS} held-out crops; "
+        "teacher IoU: with the teacher's box on the same crops.",
+        f"* Cost: GFLOPs of the search decoder per frame (x: of the teacher's). Speed: `mfv2 bench "
+        f"{' '.join(result['bench_args'])}`, median ms per search frame (minimum in brackets), on "
+        f"{result['machine']['cpu']} ({result['machine']['cores']} cores), 1-minute load average {_loads(models)}.",
         "",
-        f"Crop IoU: mean IoU with the ground truth on {CROPS} held-out crops; teacher IoU: mean IoU with the "
-        "teacher's box on the same crops (how much of the teacher's function survives).",
-        "",
-        "| model | blocks | template/search | AUC % | Prec % | NPrec % | crop IoU | teacher IoU | GFLOPs | ORT fp32 ms | OpenVINO fp32 ms | train s |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| model | blocks | template/search | AUC % | kept | Prec % | NPrec % | crop IoU | teacher IoU | GFLOPs (x) | "
+        "ORT 1 thread ms | ORT 2 threads ms | OpenVINO 2 threads ms | train s |",
+        "|" + " --- |" * 14,
     ]
-    for m in result["models"]:
+    for m in models:
         c, sp = m["config"], m["speed"]
-        flops = f"{sp['gflops']:.3f}" if sp.get("gflops") is not None else "-"
+        seconds = m["train"]["seconds"] if m["train"] else "-"
         lines.append(f"| {m['name']}: {m['description']} | {c['depth']} | {c['template_size']}/{c['search_size']} | "
-                     f"{m['auc']:.1f} | {m['precision']:.1f} | {m['norm_precision']:.1f} | "
-                     f"{m['crop_iou']:.3f} | {m['teacher_iou']:.3f} | {flops} | "
-                     f"{_ms(sp, 'onnxruntime_t2')} | {_ms(sp, 'openvino_t2')} | {m['train_seconds'] or '-'} |")
+                     f"{m['auc']:.1f} | {100 * m['auc'] / teacher['auc']:.0f} % | {m['precision']:.1f} | "
+                     f"{m['norm_precision']:.1f} | {m['crop_iou']:.3f} | {m['teacher_iou']:.3f} | "
+                     f"{m['gflops']:.4f} ({m['gflops'] / teacher['gflops']:.2f}) | {_ms(sp, 'onnxruntime_t1')} | "
+                     f"{_ms(sp, 'onnxruntime_t2')} | {_ms(sp, 'openvino_t2')} | {seconds} |")
     st = result["static_box"]
-    lines.append(f"| static box (reference: the first-frame box on every frame) | - | - | {st['auc']:.1f} | "
-                 f"{st['precision']:.1f} | {st['norm_precision']:.1f} | - | - | - | - | - | - |")
-    lines += ["", f"S-scale architectures (random weights; speed does not depend on the weights), "
-              f"`mfv2 bench {' '.join(result['s_scale_bench_args'])}`; 'vs S' is S's minimum time divided by the row's "
-              "(ONNX Runtime, one thread):", "",
-              "| architecture | GFLOPs | ORT 1 thread ms | ORT 2 threads ms | OpenVINO 1 thread ms | OpenVINO 2 threads ms | vs S |",
-              "| --- | --- | --- | --- | --- | --- | --- |"]
-    base = result["s_scale"][0]["speed"].get("onnxruntime_t1_min_ms")
-    for m in result["s_scale"]:
+    lines.append(f"| static box (reference: the first-frame box on every frame) | - | - | {st['auc']:.1f} | - | "
+                 f"{st['precision']:.1f} | {st['norm_precision']:.1f} |" + " - |" * 7)
+    lines += [
+        "",
+        "S-scale architectures (random weights; speed does not depend on the weights), same `mfv2 bench` arguments, "
+        f"1-minute load average {_loads(rows)}; 'vs S' is S's minimum time divided by the row's (ONNX Runtime, one thread):",
+        "",
+        "| architecture | GFLOPs | ORT 1 thread ms | ORT 2 threads ms | OpenVINO 1 thread ms | OpenVINO 2 threads ms | vs S |",
+        "|" + " --- |" * 7,
+    ]
+    base = rows[0]["speed"].get("onnxruntime_t1_min_ms")
+    for m in rows:
         sp = m["speed"]
-        flops = f"{sp['gflops']:.2f}" if sp.get("gflops") is not None else "-"
         ratio = f"{base / sp['onnxruntime_t1_min_ms']:.2f}x" if base and sp.get("onnxruntime_t1_min_ms") else "-"
-        lines.append(f"| {m['name']} | {flops} | {_ms(sp, 'onnxruntime_t1')} | {_ms(sp, 'onnxruntime_t2')} | "
+        lines.append(f"| {m['name']} | {m['gflops']:.2f} | {_ms(sp, 'onnxruntime_t1')} | {_ms(sp, 'onnxruntime_t2')} | "
                      f"{_ms(sp, 'openvino_t1')} | {_ms(sp, 'openvino_t2')} | {ratio} |")
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("step", choices=["teacher", "train", "eval", "bench", "bench-s", "report"])
+    p.add_argument("step", choices=["train", "eval", "bench", "bench-s", "report"])
     p.add_argument("--work", type=Path, default=Path("runs/compression"), help="run folder")
-    p.add_argument("--routes", default=",".join(ROUTES), help="routes to train, comma-separated")
-    p.add_argument("--out", type=Path, default=HERE, help="where results.json goes")
+    p.add_argument("--stage1", type=Path, help="train: the demo route's stage-1 model (runs/demo_s/02_stage1/final.pt)")
+    p.add_argument("--mixvit", type=Path,
+                   help="train: the demo route's MixViT teacher (default: 01_teacher/final.pt beside the stage-1 folder)")
+    p.add_argument("--routes", default=",".join(ROUTES), help="train: routes to train, comma-separated")
+    p.add_argument("--nproc", type=int, default=2, choices=[1, 2], help="train: processes per route (torchrun)")
+    p.add_argument("--out", type=Path, default=HERE, help="report: where results.json and results.md go")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     import torch
 
-    torch.set_num_threads(1)  # one intra-op thread trains several times faster on a busy 2-core machine
+    torch.set_num_threads(1)  # the eval's tracker and crop models are tiny; one thread is fastest
     args.work.mkdir(parents=True, exist_ok=True)
-    if args.step == "teacher":
-        cmd_teacher(args.work)
-    elif args.step == "train":
-        cmd_train(args.work, [r for r in args.routes.split(",") if r])
+    if args.step == "train":
+        if args.stage1 is None or not args.stage1.is_file():
+            p.error("train needs --stage1 CKPT (mfv2 distill --route demo_s --output runs/demo_s --stop-after stage1 "
+                    "makes runs/demo_s/02_stage1/final.pt)")
+        mixvit = args.mixvit or args.stage1.parent.parent / "01_teacher" / "final.pt"
+        if not mixvit.is_file():
+            p.error(f"no MixViT teacher at {mixvit}; give --mixvit CKPT (the routes list it before stage 1)")
+        unknown = sorted(set(args.routes.split(",")) - set(ROUTES))
+        if unknown:
+            p.error(f"unknown route(s) {', '.join(unknown)}; choose from {', '.join(ROUTES)}")
+        cmd_train(args.work, args.stage1, mixvit, args.routes.split(","), args.nproc)
     elif args.step == "eval":
         cmd_eval(args.work)
     elif args.step in ("bench", "bench-s"):
