@@ -211,29 +211,25 @@ class TrackerConfig(_DictMixin):
         small = not _b_sized(variant)
         interval = _UPDATE_INTERVALS[key][0 if small else 1]
         factor = _S_SEARCH_FACTORS.get(key, 4.5) if small else 5.0
-        return _recorded(cls(search_factor=factor, update_interval=interval), variant)
+        return cls(search_factor=factor, update_interval=interval).adapted_to(variant)
 
     @classmethod
     def for_model(cls, model: ModelConfig) -> TrackerConfig:
         """The default tracker of a model: the official yaml of its size class (search factor 4.5 or 5.0),
         with the crop factors the model records."""
-        return _recorded(cls(search_factor=5.0) if _b_sized(model) else cls(), model)
+        return (cls(search_factor=5.0) if _b_sized(model) else cls()).adapted_to(model)
 
-    def adapted_to(self, model: ModelConfig) -> TrackerConfig:
-        """These settings with the crop factors ``model`` was trained with, when it records them."""
-        return _recorded(self, model)
+    def adapted_to(self, model: str | ModelConfig) -> TrackerConfig:
+        """These settings with the crop factors ``model`` was trained with, when it records them
+        (a variant name records none)."""
+        if not isinstance(model, ModelConfig):
+            return self
+        changes = {k: v for k in ("search_factor", "template_factor") if (v := getattr(model, k)) is not None}
+        return self.replace(**changes) if changes else self
 
     @classmethod
     def presets(cls) -> list[str]:
         return list(_UPDATE_INTERVALS)
-
-
-def _recorded(tracker: TrackerConfig, model: str | ModelConfig) -> TrackerConfig:
-    """``tracker`` with the crop factors ``model`` was trained with, when it records them."""
-    if not isinstance(model, ModelConfig):
-        return tracker
-    changes = {k: v for k in ("search_factor", "template_factor") if (v := getattr(model, k)) is not None}
-    return tracker.replace(**changes) if changes else tracker
 
 
 class _YamlLoader(yaml.SafeLoader):
