@@ -321,6 +321,23 @@ def test_the_export_cache_is_keyed_by_the_exporter(files, monkeypatch):
         cached_export(ckpt, cache_dir=export_dir.parent)
 
 
+
+def test_the_exporter_fingerprint_follows_the_traced_model_code(tmp_path, monkeypatch):
+    import shutil
+
+    import mfv2.export.manifest as manifest
+
+    package = Path(manifest.__file__).parent.parent
+    for sub in ("export", "models"):
+        shutil.copytree(package / sub, tmp_path / sub)
+    monkeypatch.setattr(manifest, "__file__", str(tmp_path / "export" / "manifest.py"))
+    fingerprint = manifest.exporter_fingerprint.__wrapped__  # the uncached function
+    before = fingerprint()
+    assert before == fingerprint() == manifest.exporter_fingerprint()
+    vit = tmp_path / "models" / "vit.py"
+    vit.write_text(vit.read_text() + "\n# a changed model graph\n")
+    assert fingerprint() != before
+
 # -------------------------------------------------------------------------------------- the OpenCV API
 
 

@@ -142,14 +142,16 @@ def load_manifest(directory: str | os.PathLike[str]) -> Manifest:
 
 @functools.cache
 def exporter_fingerprint() -> str:
-    """12 hex digits that change with the exporter: its source files and the converter versions.
+    """12 hex digits that change with the exporter: its and the traced models' source files, and the
+    converter versions.
 
     Caches of exports (``cached_export``, ``mfv2 bench``) include it in their keys, so a changed
-    quantizer or converter makes a fresh export instead of reusing a stale one.
+    quantizer, converter or model graph makes a fresh export instead of reusing a stale one.
     """
     h = hashlib.sha256()
-    for path in sorted(Path(__file__).parent.glob("*.py")):
-        h.update(path.name.encode() + b"\0" + path.read_bytes())
+    package = Path(__file__).parent.parent
+    for path in sorted([*(package / "export").glob("*.py"), *(package / "models").glob("*.py")]):
+        h.update(f"{path.parent.name}/{path.name}".encode() + b"\0" + path.read_bytes())
     for dist in ("onnx", "onnxruntime", "onnxsim", "onnxslim", "openvino", "nncf", "torch"):
         try:
             h.update(f"{dist}={metadata.version(dist)};".encode())
