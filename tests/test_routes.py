@@ -218,6 +218,22 @@ def test_rerun_skips_finished_stages(tiny_route_run, caplog):
     assert "training in" not in caplog.text
 
 
+def test_a_given_stage_needs_no_earlier_stage(tiny_route_run, tmp_path, caplog):
+    from mfv2.training.routes import _needed_stages
+
+    route_file, result = tiny_route_run
+    route, stages = load_route(route_file), {s.name: s for s in result.stages}
+    given = {"stage1": stages["stage1"].output}
+    assert _needed_stages(plan_route(route, tmp_path / "a", given=given), None) == {"stage1", "prune", "mlp", "score"}
+    assert _needed_stages(plan_route(route, tmp_path / "a", given=given), "stage1") == {"stage1"}
+    assert _needed_stages(plan_route(route, tmp_path / "a"), "prune") == {"teacher", "stage1", "prune"}
+    # Only the score stage trains: the given MLP model stands for everything before it.
+    with caplog.at_level("INFO", logger="mfv2.training.routes"):
+        run = run_route(route, tmp_path / "b", overrides=TINY_DATA, given={"mlp": stages["mlp"].output})
+    assert run.final.is_file() and caplog.text.count("training in") == 1 and "stage 5/5 score: training in" in caplog.text
+    assert "stage 1/5 teacher: not needed" in caplog.text and not (tmp_path / "b" / "01_teacher").exists()
+
+
 def test_distill_cli_dry_run_lists_the_stages(tmp_path, capsys):
     assert main(["distill", "--route", "S", "--output", str(tmp_path / "s"), "--dry-run", "--scale", "0.01"]) == 0
     out = capsys.readouterr().out

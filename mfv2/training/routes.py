@@ -324,6 +324,18 @@ def run_route(
     return RouteResult(out, final, plan, history)
 
 
+def _needed_stages(plan: Sequence[PlannedStage], stop_after: str | None) -> set[str]:
+    """Names of the stages a run must train or read: the target stage and, from it backwards, whatever a
+    stage without an output starts from or learns from. A given or finished stage needs nothing earlier."""
+    target = len(plan) - 1 if stop_after is None else [p.name for p in plan].index(stop_after)
+    needed = {plan[target].name}
+    for stage in reversed(plan[: target + 1]):
+        if stage.name in needed and not stage.output.is_file():
+            init = stage.spec.init
+            needed.update(n for n in (init.source, init.backbone_from, stage.spec.teacher) if n is not None)
+    return needed
+
+
 def _run_stages(
     route: Route, plan: list[PlannedStage], *, scale: float, stop_after: str | None, progress: bool | None, dist: Any
 ) -> list[dict[str, Any]]:
@@ -334,12 +346,15 @@ def _run_stages(
     from mfv2.training.trainer import Trainer
 
     by_name = {p.name: p for p in plan}
+    needed = _needed_stages(plan, stop_after)
     Path(plan[0].folder.parent).mkdir(parents=True, exist_ok=True)
     history: list[dict[str, Any]] = []
     for stage in plan:
         say = log.info if dist.is_main else log.debug
         if stage.output.is_file():
             say("stage %d/%d %s: using %s", stage.index, len(plan), stage.name, stage.output)
+        elif stage.name not in needed:
+            say("stage %d/%d %s: not needed, the stages after it have their inputs", stage.index, len(plan), stage.name)
         else:
             say("stage %d/%d %s: training in %s", stage.index, len(plan), stage.name, stage.folder)
             seed = int(stage.config.get("seed", 42))
