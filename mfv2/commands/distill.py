@@ -20,7 +20,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="run folder: one sub-folder per stage, final.pt and log.csv; rerun to resume")
     p.add_argument("--teacher", metavar="CKPT", help="a trained teacher checkpoint instead of training the 'teacher' stage")
     p.add_argument("--given", action="append", default=[], metavar="STAGE=CKPT",
-                   help="use CKPT as the output of STAGE instead of training it (repeatable)")
+                   help="use CKPT as the output of STAGE instead of training it (repeatable); the stages before it are not trained")
     p.add_argument("--scale", type=float, default=1.0,
                    help="multiply epochs and samples per epoch of every stage, for small runs (default 1)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
