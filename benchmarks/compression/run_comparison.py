@@ -1,7 +1,8 @@
 """Reproduce benchmarks/compression: four ways to make MixFormerV2 cheaper, from one teacher, side by side.
 
-The teacher is the demo route's 4-block stage-1 model (``mfv2 distill --route demo_s --stop-after stage1``:
-template 64 / search 128, search crops of 3.5 target sizes). From it, with the same data budget per route
+The teacher is the demo route's 4-block stage-1 model with its earlier 28-epoch schedule, which the three
+routes pin (``mfv2 distill --route ct_demo --stop-after stage1``: template 64 / search 128, search crops of
+3.5 target sizes). From it, with the same data budget per route
 (8 epochs x 4000 synthetic samples of seed 11, 2 processes x 16), ``train`` runs
 
 * ``pmdp``: MixFormerV2's own progressive depth pruning 4 -> 2 blocks (``route_pmdp_demo.yaml`` here);
@@ -15,7 +16,7 @@ own tracker settings, ``bench`` / ``bench-s`` time the models and the S-scale ar
 for with ``mfv2 bench``, and ``report`` writes results.json and results.md beside this file.
 
     .venv/bin/python benchmarks/compression/run_comparison.py train --work runs/compression \
-      --stage1 runs/demo_s/02_stage1/final.pt --mixvit runs/demo_s/01_teacher/final.pt
+      --stage1 runs/stage1_28/02_stage1/final.pt --mixvit runs/stage1_28/01_teacher/final.pt
     .venv/bin/python benchmarks/compression/run_comparison.py eval --work runs/compression
     .venv/bin/python benchmarks/compression/run_comparison.py bench --work runs/compression
     .venv/bin/python benchmarks/compression/run_comparison.py bench-s --work runs/compression
@@ -342,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("step", choices=["train", "eval", "bench", "bench-s", "report"])
     p.add_argument("--work", type=Path, default=Path("runs/compression"), help="run folder")
-    p.add_argument("--stage1", type=Path, help="train: the demo route's stage-1 model (runs/demo_s/02_stage1/final.pt)")
+    p.add_argument("--stage1", type=Path, help="train: the 28-epoch stage-1 model (runs/stage1_28/02_stage1/final.pt)")
     p.add_argument("--mixvit", type=Path,
                    help="train: the demo route's MixViT teacher (default: 01_teacher/final.pt beside the stage-1 folder)")
     p.add_argument("--routes", default=",".join(ROUTES), help="train: routes to train, comma-separated")
@@ -356,8 +357,8 @@ def main(argv: list[str] | None = None) -> int:
     args.work.mkdir(parents=True, exist_ok=True)
     if args.step == "train":
         if args.stage1 is None or not args.stage1.is_file():
-            p.error("train needs --stage1 CKPT (mfv2 distill --route demo_s --output runs/demo_s --stop-after stage1 "
-                    "makes runs/demo_s/02_stage1/final.pt)")
+            p.error("train needs --stage1 CKPT (mfv2 distill --route ct_demo --output runs/stage1_28 --stop-after stage1 "
+                    "makes runs/stage1_28/02_stage1/final.pt)")
         mixvit = args.mixvit or args.stage1.parent.parent / "01_teacher" / "final.pt"
         if not mixvit.is_file():
             p.error(f"no MixViT teacher at {mixvit}; give --mixvit CKPT (the routes list it before stage 1)")
