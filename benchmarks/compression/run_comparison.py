@@ -16,7 +16,7 @@ own tracker settings, ``bench`` / ``bench-s`` time the models and the S-scale ar
 for with ``mfv2 bench``, and ``report`` writes results.json and results.md beside this file.
 
     .venv/bin/python benchmarks/compression/run_comparison.py train --work runs/compression \
-      --stage1 runs/stage1_28/02_stage1/final.pt --mixvit runs/stage1_28/01_teacher/final.pt
+      --stage1 runs/stage1_28/02_stage1/final.pt
     .venv/bin/python benchmarks/compression/run_comparison.py eval --work runs/compression
     .venv/bin/python benchmarks/compression/run_comparison.py bench --work runs/compression
     .venv/bin/python benchmarks/compression/run_comparison.py bench-s --work runs/compression
@@ -80,15 +80,12 @@ def _key(name: str) -> str:
     return name.replace("@", "_at_")
 
 
-def cmd_train(work: Path, stage1: Path, mixvit: Path, names: list[str], nproc: int) -> None:
-    """Train each route from the demo stage-1 model (``mfv2 distill``, one process per core).
-
-    ``mixvit`` (the demo route's MixViT teacher) is only given so that the route does not train it.
-    """
+def cmd_train(work: Path, stage1: Path, names: list[str], nproc: int) -> None:
+    """Train each route from the demo stage-1 model (``mfv2 distill --given stage1=...``, one process per core)."""
     from mfv2.fileio import atomic_path, atomic_write_text
     from mfv2.models.checkpoint import file_sha256
 
-    given = {"teacher": mixvit, "stage1": stage1}
+    given = {"stage1": stage1}
     with atomic_path(_model(work, "teacher")) as tmp:
         shutil.copyfile(stage1, tmp)
     teacher = {"path": str(stage1.resolve()), "sha256": file_sha256(stage1)}
@@ -344,8 +341,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("step", choices=["train", "eval", "bench", "bench-s", "report"])
     p.add_argument("--work", type=Path, default=Path("runs/compression"), help="run folder")
     p.add_argument("--stage1", type=Path, help="train: the 28-epoch stage-1 model (runs/stage1_28/02_stage1/final.pt)")
-    p.add_argument("--mixvit", type=Path,
-                   help="train: the demo route's MixViT teacher (default: 01_teacher/final.pt beside the stage-1 folder)")
     p.add_argument("--routes", default=",".join(ROUTES), help="train: routes to train, comma-separated")
     p.add_argument("--nproc", type=int, default=2, choices=[1, 2], help="train: processes per route (torchrun)")
     p.add_argument("--out", type=Path, default=HERE, help="report: where results.json and results.md go")
@@ -359,13 +354,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.stage1 is None or not args.stage1.is_file():
             p.error("train needs --stage1 CKPT (mfv2 distill --route ct_demo --output runs/stage1_28 --stop-after stage1 "
                     "makes runs/stage1_28/02_stage1/final.pt)")
-        mixvit = args.mixvit or args.stage1.parent.parent / "01_teacher" / "final.pt"
-        if not mixvit.is_file():
-            p.error(f"no MixViT teacher at {mixvit}; give --mixvit CKPT (the routes list it before stage 1)")
         unknown = sorted(set(args.routes.split(",")) - set(ROUTES))
         if unknown:
             p.error(f"unknown route(s) {', '.join(unknown)}; choose from {', '.join(ROUTES)}")
-        cmd_train(args.work, args.stage1, mixvit, args.routes.split(","), args.nproc)
+        cmd_train(args.work, args.stage1, args.routes.split(","), args.nproc)
     elif args.step == "eval":
         cmd_eval(args.work)
     elif args.step in ("bench", "bench-s"):
