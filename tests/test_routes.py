@@ -112,6 +112,7 @@ def test_compression_routes_start_from_the_demo_stage1(name, tmp_path):
         ([{"name": "a", "config": "x", "init": {"variant": "tiny", "config": {}}}], "exactly one of"),
         ([{"name": "a", "config": "x", "init": {"variant": "tiny"}, "epochs": 3}], "unknown key"),
         ([{"name": "a", "config": "x", "init": {"variant": "tiny", "mlp_ratio": 1}}], "add from: STAGE"),
+        ([{"name": "a", "config": "x", "init": {"variant": "tiny", "search_factor": 3}}], "with from: STAGE"),
     ],
 )
 def test_bad_routes_are_rejected(stages, message):
@@ -146,7 +147,7 @@ TINY_ROUTE = {
                  "objective.options.decay_epochs": 2}},
         {"name": "mlp", "config": "demo_mlp", "init": {"from": "prune", "mlp_ratio": 1.0}, "teacher": "prune",
          "set": {"objective.options.feat_pairs": [[0, 0]]}, "model_name": "tiny-S"},
-        {"name": "score", "config": "demo_score", "init": {"from": "mlp"}},
+        {"name": "score", "config": "demo_score", "init": {"from": "mlp", "search_factor": 3.0}},
     ],
 }
 
@@ -169,6 +170,8 @@ def test_tiny_route_produces_a_pruned_reduced_checkpoint(tiny_route_run):
     model = build_model(checkpoint=result.final)
     assert (model.config.depth, model.config.mlp_hidden, model.config.name) == (1, 64, "tiny-S")
     stages = {s.name: s for s in result.stages}
+    # the score stage recorded the tracking crop factor (and trained at it); the MLP stage's model had none
+    assert (model.config.search_factor, build_model(checkpoint=stages["mlp"].output).config.search_factor) == (3.0, None)
     assert build_model(checkpoint=stages["stage1"].output).config.depth == 2
     # Stage 1 started from the trained teacher's patch embedding and blocks.
     from mfv2.models.mixvit import build_mixvit
@@ -179,6 +182,7 @@ def test_tiny_route_produces_a_pruned_reduced_checkpoint(tiny_route_run):
         torch.testing.assert_close(init[key], teacher[key], rtol=0, atol=0)
     assert read_checkpoint(stages["prune"].output).meta["removed_blocks"] == [0]
     assert [r["stage"] for r in result.history].count("score") == 2  # two epochs logged per stage
+    assert read_checkpoint(stages["score"].folder / "init.pt").meta["init"] == "from mlp, search factor 3"
     # The score stage changed only the score head of the MLP stage's model.
     before, after = (read_checkpoint(stages[n].output).state_dict for n in ("mlp", "score"))
     changed = {k for k in after if not torch.equal(after[k], before[k])}

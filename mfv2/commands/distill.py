@@ -66,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
             init = s.spec.init
             if init.source:
                 start = init.source + (f" (MLP sliced to ratio {init.mlp_ratio:g})" if init.mlp_ratio else "")
+                start += f" (search factor {init.search_factor:g})" if init.search_factor else ""
             else:
                 start = "fresh " + ("MixViT" if init.mixvit is not None else "MixFormerV2")
                 start += f" (backbone from {init.backbone_from})" if init.backbone_from else ""

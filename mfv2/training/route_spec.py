@@ -36,7 +36,8 @@ CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 class StageInit:
     """How a stage's model starts: exactly one of ``source`` (an earlier stage), ``variant``, ``config``, ``mixvit``.
 
-    ``mlp_ratio`` (with ``source``) slices the MLPs; ``backbone_from`` (with ``variant`` or ``config``)
+    ``mlp_ratio`` (with ``source``) slices the MLPs; ``search_factor`` (with ``source``) records a new
+    search crop factor in the model, so that the stage trains and the tracker crops at it; ``backbone_from`` (with ``variant`` or ``config``)
     copies the patch embedding and blocks of an earlier stage's model (MixViT or MixFormerV2) into the
     fresh student, as the official stage 1 copies MAE weights.
     """
@@ -47,22 +48,26 @@ class StageInit:
     config: Mapping[str, Any] | None = None
     mixvit: str | Mapping[str, Any] | None = None
     backbone_from: str | None = None
+    search_factor: float | None = None
 
     @classmethod
     def from_dict(cls, data: Any, where: str) -> StageInit:
         if not isinstance(data, dict):
             raise ConfigError(f"{where} must be a mapping such as {{from: stage1}} or {{variant: S}}, got {data!r}")
-        valid = {"from", "mlp_ratio", "variant", "config", "mixvit", "backbone_from"}
+        valid = {"from", "mlp_ratio", "search_factor", "variant", "config", "mixvit", "backbone_from"}
         unknown = sorted(set(data) - valid)
         if unknown:
             raise ConfigError(f"unknown key(s) {', '.join(unknown)} in {where}; valid keys: {', '.join(sorted(valid))}")
         init = cls(data.get("from"), data.get("mlp_ratio"), data.get("variant"), data.get("config"), data.get("mixvit"),
-                   data.get("backbone_from"))
+                   data.get("backbone_from"), data.get("search_factor"))
         given = [k for k in ("source", "variant", "config", "mixvit") if getattr(init, k) is not None]
         if len(given) != 1:
             raise ConfigError(f"{where} needs exactly one of from, variant, config, mixvit (got {len(given)})")
         if init.mlp_ratio is not None and init.source is None:
             raise ConfigError(f"{where}: mlp_ratio slices the MLPs of an earlier stage's model; add from: STAGE")
+        if init.search_factor is not None and (init.source is None or init.search_factor <= 0):
+            raise ConfigError(f"{where}: search_factor re-records a positive crop factor in an earlier stage's model "
+                              "(with from: STAGE); a fresh model takes it in config")
         if init.backbone_from is not None and init.kind != "mixformerv2":
             raise ConfigError(f"{where}: backbone_from initialises a fresh MixFormerV2; use it with variant or config")
         return init

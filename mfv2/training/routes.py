@@ -18,7 +18,9 @@ A route is a YAML file ``mfv2/training/configs/route_<name>.yaml`` (or any path)
 (a fresh MixFormerV2, seeded; add ``backbone_from: STAGE`` to copy that stage's patch embedding and
 blocks into it, as the official stage 1 starts from MAE weights), ``{mixvit: NAME | {MixViTConfig
 fields}}`` (a fresh MixViT teacher), ``{from: STAGE}`` (the output of an earlier stage) or
-``{from: STAGE, mlp_ratio: R}`` (MLP reduction: fc1/fc2 sliced from that output). ``set`` overrides
+``{from: STAGE, mlp_ratio: R}`` (MLP reduction: fc1/fc2 sliced from that output); ``search_factor: F``
+with ``from`` records search crops of F target sizes in the model (the stage trains, and the tracker
+crops, at F). ``set`` overrides
 config values (dotted keys). A stage whose objective lists ``remove_blocks`` (``depth_prune``) has those
 blocks removed after training, and its output is the shallower model. ``model_name`` names the
 architecture recorded in the stage output. Stage configs are looked up as a path, then as
@@ -182,10 +184,14 @@ def _init_checkpoint(stage: PlannedStage, plan: Mapping[str, PlannedStage], seed
     meta = {"route_stage": stage.name, "init": "fresh"}
     torch.manual_seed(seed)
     if init.source is not None:
-        teacher = build_model(None, plan[init.source].output)
-        student = slice_mlp(teacher, float(init.mlp_ratio))  # type: ignore[arg-type]
-        cfg = _named(student.config, stage.spec.model_name)
-        return save_native(student.state_dict(), cfg, path, {**meta, "init": f"mlp sliced from {init.source}"})
+        student = build_model(None, plan[init.source].output)
+        how = f"from {init.source}"
+        if init.mlp_ratio is not None:
+            student, how = slice_mlp(student, float(init.mlp_ratio)), f"mlp sliced from {init.source}"
+        cfg = student.config
+        if init.search_factor is not None:
+            cfg, how = cfg.replace(search_factor=float(init.search_factor)), f"{how}, search factor {init.search_factor:g}"
+        return save_native(student.state_dict(), _named(cfg, stage.spec.model_name), path, {**meta, "init": how})
     if init.mixvit is not None:
         mcfg = MIXVIT_VARIANTS.get(init.mixvit) if isinstance(init.mixvit, str) else MixViTConfig.from_dict(dict(init.mixvit))
         return save_mixvit(MixViT(mcfg), path, meta)
@@ -221,7 +227,7 @@ def _backbone_weights(path: Path, kind: str, student: Mapping[str, Any]) -> dict
 def _init_checkpoint_path(stage: PlannedStage, plan: Mapping[str, PlannedStage]) -> Path:
     """An earlier stage's output, or the ``init.pt`` :func:`_init_checkpoint` writes in the stage folder."""
     init = stage.spec.init
-    if init.source is not None and init.mlp_ratio is None:
+    if init.source is not None and init.mlp_ratio is None and init.search_factor is None:
         return plan[init.source].output
     return stage.folder / "init.pt"
 
