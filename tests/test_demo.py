@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from mfv2.cli import main
@@ -72,5 +73,14 @@ def test_demo_uses_the_shipped_model_and_it_tracks(tmp_path, capsys):
     assert main(["demo", "--quick", "--output", str(out), "--threads", "1"]) == 0
     report = json.loads((out / "demo.json").read_text())
     assert report["weights"] == f"checkpoint {shipped}"
+    from mfv2.benchmarks.metrics import evaluate_sequences
+    from mfv2.synthetic import make_sequence
+
+    # the demo's clip (photo textures with the synth extra, as the model's training clips); a box left
+    # where the target started scores about 13 on it, seeded random weights about 3
+    seq = make_sequence(num_frames=report["frames"], seed=7)
+    assert report["clip"] == f"seed 7, {seq.config.backgrounds} textures"
+    gt = np.asarray(seq.boxes, float)
+    static = evaluate_sequences({"c": np.repeat(gt[:1], len(gt), 0)}, {"c": gt}, {"c": seq.visible}).auc
     official = _rows(out)["torch fp32 full"]
-    assert official["status"] == "ok" and official["auc"] >= 50.0, official["auc"]  # a trained tracker, not a drifting one
+    assert official["status"] == "ok" and official["auc"] >= 2 * static, (official["auc"], static)  # it follows the target
