@@ -113,6 +113,7 @@ def test_compression_routes_start_from_the_demo_stage1(name, tmp_path):
         ([{"name": "a", "config": "x", "init": {"variant": "tiny"}, "epochs": 3}], "unknown key"),
         ([{"name": "a", "config": "x", "init": {"variant": "tiny", "mlp_ratio": 1}}], "add from: STAGE"),
         ([{"name": "a", "config": "x", "init": {"variant": "tiny", "search_factor": 3}}], "with from: STAGE"),
+        ([{"name": "a", "config": "x", "init": {"from": "b", "search_factor": "wide"}}], "positive crop factor"),
     ],
 )
 def test_bad_routes_are_rejected(stages, message):

@@ -37,9 +37,9 @@ class StageInit:
     """How a stage's model starts: exactly one of ``source`` (an earlier stage), ``variant``, ``config``, ``mixvit``.
 
     ``mlp_ratio`` (with ``source``) slices the MLPs; ``search_factor`` (with ``source``) records a new
-    search crop factor in the model, so that the stage trains and the tracker crops at it; ``backbone_from`` (with ``variant`` or ``config``)
-    copies the patch embedding and blocks of an earlier stage's model (MixViT or MixFormerV2) into the
-    fresh student, as the official stage 1 copies MAE weights.
+    search crop factor in the model, so that the stage trains and the tracker crops at it;
+    ``backbone_from`` (with ``variant`` or ``config``) copies the patch embedding and blocks of an earlier
+    stage's model (MixViT or MixFormerV2) into the fresh student, as the official stage 1 copies MAE weights.
     """
 
     source: str | None = None
@@ -65,7 +65,8 @@ class StageInit:
             raise ConfigError(f"{where} needs exactly one of from, variant, config, mixvit (got {len(given)})")
         if init.mlp_ratio is not None and init.source is None:
             raise ConfigError(f"{where}: mlp_ratio slices the MLPs of an earlier stage's model; add from: STAGE")
-        if init.search_factor is not None and (init.source is None or init.search_factor <= 0):
+        factor = init.search_factor
+        if factor is not None and (init.source is None or not isinstance(factor, (int, float)) or factor <= 0):
             raise ConfigError(f"{where}: search_factor re-records a positive crop factor in an earlier stage's model "
                               "(with from: STAGE); a fresh model takes it in config")
         if init.backbone_from is not None and init.kind != "mixformerv2":

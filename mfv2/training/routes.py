@@ -20,11 +20,10 @@ blocks into it, as the official stage 1 starts from MAE weights), ``{mixvit: NAM
 fields}}`` (a fresh MixViT teacher), ``{from: STAGE}`` (the output of an earlier stage) or
 ``{from: STAGE, mlp_ratio: R}`` (MLP reduction: fc1/fc2 sliced from that output); ``search_factor: F``
 with ``from`` records search crops of F target sizes in the model (the stage trains, and the tracker
-crops, at F). ``set`` overrides
-config values (dotted keys). A stage whose objective lists ``remove_blocks`` (``depth_prune``) has those
-blocks removed after training, and its output is the shallower model. ``model_name`` names the
-architecture recorded in the stage output. Stage configs are looked up as a path, then as
-``NAME.yaml`` beside the route file, then among the shipped configs.
+crops, at F). ``set`` overrides config values (dotted keys). A stage whose objective lists
+``remove_blocks`` (``depth_prune``) has those blocks removed after training, and its output is the
+shallower model. ``model_name`` names the architecture recorded in the stage output. Stage configs are
+looked up as a path, then as ``NAME.yaml`` beside the route file, then among the shipped configs.
 
 Each stage trains in ``<out>/<NN>_<stage>/train`` with :class:`mfv2.training.Trainer` and writes its
 model to ``<out>/<NN>_<stage>/final.pt`` (an mfv2 native checkpoint, or an mfv2 MixViT file for a
