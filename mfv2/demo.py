@@ -197,7 +197,8 @@ def _write_report(out: Path, report: dict[str, Any], rows: Sequence[DemoRow], cl
     summary = [
         "# mfv2 demo",
         "",
-        f"Model: {report['weights']}. Clip: {report['frames']} synthetic frames ({report['clip']}). Threads: {report['threads'] or 'default'}.",
+        f"Model: {report['weights']}. Clip: {report['frames']} synthetic frames ({report['clip']}). "
+        f"Threads: {report['threads'] or 'default'}.",
         "Speed-up is against the first row, the official path (PyTorch, full forward, every frame), in the same run;",
         "agreement is the fraction of frames whose box has IoU >= 0.9 with that path's box; AUC is against the clip's ground truth.",
         "",
