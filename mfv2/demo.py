@@ -169,7 +169,7 @@ def run_demo(
         if base.label in results:
             row.agreement = float(np.mean(_iou(results[row.label][1:], results[base.label][1:]) >= 0.9))
 
-    report = {"weights": weights, "frames": len(clip), "clip": f"seed 7, {seq.config.backgrounds} textures",
+    report = {"weights": weights, "frames": len(clip), "clip": f"seed {seq.config.seed}, {seq.config.backgrounds} textures",
               "threads": threads, "gemm_peak_gops": peaks,
               "rows": [{**asdict(r), "label": r.label} for r in rows]}  # fmt: skip
     _write_report(out, report, rows, clip, results, scores_of)

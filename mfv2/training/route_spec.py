@@ -58,8 +58,7 @@ class StageInit:
         unknown = sorted(set(data) - valid)
         if unknown:
             raise ConfigError(f"unknown key(s) {', '.join(unknown)} in {where}; valid keys: {', '.join(sorted(valid))}")
-        init = cls(data.get("from"), data.get("mlp_ratio"), data.get("variant"), data.get("config"), data.get("mixvit"),
-                   data.get("backbone_from"), data.get("search_factor"))
+        init = cls(source=data.get("from"), **{k: data.get(k) for k in valid - {"from"}})
         given = [k for k in ("source", "variant", "config", "mixvit") if getattr(init, k) is not None]
         if len(given) != 1:
             raise ConfigError(f"{where} needs exactly one of from, variant, config, mixvit (got {len(given)})")
