@@ -1,4 +1,4 @@
-"""Tracking-benchmark readers (LaSOT, GOT-10k, TrackingNet, OTB100, UAV123) and result files.
+"""Tracking-benchmark readers (LaSOT, GOT-10k, TrackingNet, OTB100, UAV123, VOT) and result files.
 
 A reader turns a dataset folder into a :class:`Dataset`, a lazily loaded list of
 :class:`TrackingSequence` (frame paths, ``(N, 4)`` xywh ground truth with NaN rows where a frame is
@@ -290,6 +290,58 @@ def _got10k(root: Path, *, split: str | None = None, frame_ranges: FrameRanges,
     return Dataset("got10k", base, names, load)
 
 
+def _vot_base(root: Path) -> Path:
+    return root / "sequences" if (root / "sequences" / "list.txt").is_file() else root
+
+
+@_READERS.register("vot")
+def _vot(root: Path, *, frame_ranges: FrameRanges, **_: Any) -> Dataset:
+    """VOT sequences (a workspace or its ``sequences`` folder): ``list.txt``, ``<seq>/sequence``,
+    ``color/``, ``groundtruth.txt``; polygons and masks become their bounding boxes, special regions
+    NaN rows (see :mod:`mfv2.benchmarks.vot_regions`); frames tagged ``full_occlusion`` or
+    ``out_of_view`` (as ``mfv2 synth --layout vot`` writes) are not visible."""
+    from mfv2.benchmarks.vot_regions import parse_region
+
+    base = _vot_base(root)
+    need = "a VOT sequence folder needs color/ (or the channel in its sequence file) and groundtruth.txt"
+    if (base / "list.txt").is_file():
+        names = [r[0] for r in _tokens(base / "list.txt", "")]
+    else:
+        names = [d.name for d in _subdirs(base) if (d / "sequence").is_file()]
+    if not names:
+        raise ConfigError(f"no VOT sequence in {base}: expected list.txt and <seq>/sequence, "
+                          f"<seq>/color/00000001.jpg, <seq>/groundtruth.txt")
+
+    def load(name: str) -> TrackingSequence:
+        d = base / name
+        folder = d / "color"
+        meta = d / "sequence"
+        if meta.is_file():
+            m = re.search(r"^channels\.color\s*=\s*(.+)$", meta.read_text(), re.MULTILINE)
+            if m:
+                folder = (d / m.group(1).strip()).parent
+        frames = _list_frames(folder, need)
+        gt_path = d / "groundtruth.txt"
+        if not gt_path.is_file():
+            raise ConfigError(f"{gt_path} not found: {need}")
+        rows = []
+        for i, line in enumerate(gt_path.read_text().splitlines()):
+            if line.strip():
+                try:
+                    box = parse_region(line)
+                except ConfigError as e:
+                    raise ConfigError(f"{gt_path}: line {i + 1}: {e}") from e
+                rows.append(box if box is not None else (np.nan,) * 4)
+        gt = np.array(rows, dtype=np.float64).reshape(-1, 4)
+        hidden = np.zeros(len(frames), dtype=bool)
+        for tag in ("full_occlusion.tag", "out_of_view.tag"):
+            if (d / tag).is_file():
+                hidden |= _read_flags(d / tag, len(frames)) > 0
+        return _assemble(name, "vot", frames, gt, gt_path, frame_ranges.get(name), hidden=hidden)
+
+    return Dataset("vot", base, names, load)
+
+
 @_READERS.register("trackingnet")
 def _trackingnet(root: Path, *, split: str | None = None, frame_ranges: FrameRanges,
                  **_: Any) -> Dataset:
@@ -378,6 +430,8 @@ def detect_layout(root: str | os.PathLike[str]) -> str:
         (c / "anno").is_dir() and (c / "frames").is_dir() for c in kids
     ):
         return "trackingnet"
+    if (r / "sequences" / "list.txt").is_file() or any((c / "sequence").is_file() for c in kids):
+        return "vot"
     if (r / "list.txt").is_file() or any((c / "list.txt").is_file() for c in kids) or any(
         (c / "absence.label").is_file() or (c / "cover.label").is_file() for c in kids
     ):
@@ -389,8 +443,8 @@ def detect_layout(root: str | os.PathLike[str]) -> str:
         return "synthetic" if (seqs[0] / "synthetic.json").is_file() else "lasot"
     raise ConfigError(
         f"cannot tell the dataset layout of {r}: expected LaSOT (<cls>/<cls>-<n>/img/), GOT-10k "
-        f"(list.txt), TrackingNet (anno/, frames/), OTB (<Seq>/groundtruth_rect.txt) or UAV123 "
-        f"(data_seq/, anno/); pass kind= to say which"
+        f"(list.txt), TrackingNet (anno/, frames/), OTB (<Seq>/groundtruth_rect.txt), UAV123 "
+        f"(data_seq/, anno/) or VOT (list.txt, <seq>/sequence); pass kind= to say which"
     )
 
 
@@ -400,8 +454,8 @@ def open_dataset(root: str | os.PathLike[str], kind: str | None = None, *,
 
     Args:
         root: dataset folder (for GOT-10k/TrackingNet either the root or one split folder).
-        kind: ``lasot``, ``got10k``, ``trackingnet``, ``otb``, ``uav123`` or ``synthetic``
-            (LaSOT layout); None detects it.
+        kind: ``lasot``, ``got10k``, ``trackingnet``, ``otb``, ``uav123``, ``vot`` or
+            ``synthetic`` (LaSOT layout); None detects it.
         split: GOT-10k ``train|val|test`` (default: the only one, else ``val``), TrackingNet
             ``TEST``/``TRAIN_<i>`` (default ``TEST``).
         frame_ranges: sequence name -> inclusive ``(first, last)`` frame numbers as in the file

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import re
 
-HELP = "write deterministic synthetic tracking clips with ground truth (LaSOT layout)"
+HELP = "write deterministic synthetic tracking clips with ground truth (LaSOT, GOT-10k, OTB or VOT layout)"
 EXAMPLE = "mfv2 synth data/synthetic --frames 300 --seed 0 --sequences 8 --out-of-view"
 
 
@@ -16,8 +16,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--size", default="480x360", metavar="WxH", help="frame size in pixels (default 480x360)")
     p.add_argument("--sequences", type=int, default=1,
                    help="number of sequences; above 1 writes OUT/synthetic/synthetic-<k>/ and OUT/testing_set.txt")
-    p.add_argument("--layout", choices=("lasot", "frames"), default="lasot",
-                   help="lasot: img/ + groundtruth.txt + flags; frames: images and groundtruth.txt in OUT")
+    p.add_argument("--layout", choices=("lasot", "frames", "got10k", "otb", "vot"), default="lasot",
+                   help="lasot: img/ + groundtruth.txt + flags; frames: one sequence's images and groundtruth.txt "
+                   "in OUT; got10k (val/ with the label files and meta_info.ini), otb, vot (a VOT workspace's "
+                   "sequences/ folder): the benchmark in that toolkit's layout")
     p.add_argument("--ext", choices=(".jpg", ".png"), default=".jpg", help="image format (default .jpg)")
     p.add_argument("--no-occlusion", action="store_true", help="no occluder passing over the target")
     p.add_argument("--distractors", type=int, default=1, help="similar-looking objects (default 1)")
@@ -49,7 +51,12 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--sequences must be >= 1, got {args.sequences}")
     opts = dict(height=height, width=width, occlusion=not args.no_occlusion, distractors=args.distractors,
                 clutter=args.clutter, out_of_view=args.out_of_view, backgrounds=args.backgrounds)
-    if args.sequences == 1:
+    if args.layout in ("got10k", "otb", "vot"):
+        from mfv2.layouts import write_layout
+
+        path = write_layout(args.out, args.layout, num_sequences=args.sequences, num_frames=args.frames,
+                            seed=args.seed, ext=args.ext, overwrite=args.overwrite, **opts)
+    elif args.sequences == 1:
         seq = synthetic.make_sequence(num_frames=args.frames, seed=args.seed, **opts)
         path = synthetic.write_sequence(seq, args.out, layout=args.layout, ext=args.ext, overwrite=args.overwrite)
     else:
