@@ -3,7 +3,10 @@
 Results use the pytracking layout: ``<results>/<seq>.txt`` (one ``x y w h`` box per frame, the first
 the ground truth) and ``<seq>_time.txt`` (seconds per frame: ``init`` for frame 1, ``update`` after;
 image decoding is not timed). Every file is written atomically, so an interrupted run leaves only
-finished sequences and a second run resumes by skipping them. Scores come from
+finished sequences and a second run resumes by skipping them. The same files come from one process,
+from ``workers`` processes (:func:`run_parallel`, each with its own model and its share of the CPU
+threads) or from shards run anywhere (:func:`shard_names`: every N-th sequence), so shards written
+into one folder are scored together as one run. Scores come from
 :mod:`mfv2.benchmarks.metrics` (success AUC over 21 thresholds with ``IoU > t``, precision@20 px,
 normalised precision@0.2, per sequence then averaged; GOT-10k AO/SR pooled over frames) with the
 conventions and fixes documented there.
@@ -15,14 +18,16 @@ import io
 import logging
 import math
 import os
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from mfv2.benchmarks.datasets import Dataset, TrackingSequence, read_boxes, read_times, write_result
+from mfv2.benchmarks.datasets import Dataset, TrackingSequence, open_dataset, read_boxes, read_times, write_result
 from mfv2.benchmarks.metrics import (
     IOU_THRESHOLDS,
     PIXEL_THRESHOLDS,
@@ -35,6 +40,11 @@ from mfv2.fileio import atomic_write_bytes
 __all__ = [
     "track_sequence",
     "run_dataset",
+    "TrackerSpec",
+    "run_parallel",
+    "parse_shard",
+    "shard_names",
+    "worker_threads",
     "finished",
     "evaluate_results",
     "plot_curves",
@@ -48,7 +58,7 @@ logger = logging.getLogger(__name__)
 #: GOT-10k and for our synthetic clips (whose boxes are continuous 0-based coordinates).
 IOU_CONVENTION: dict[str, str] = {
     "lasot": "inclusive", "otb": "inclusive", "uav123": "inclusive", "trackingnet": "inclusive",
-    "got10k": "continuous", "synthetic": "continuous",
+    "got10k": "continuous", "synthetic": "continuous", "vot": "continuous",
 }  # fmt: skip
 
 
@@ -104,8 +114,9 @@ def run_dataset(
     *,
     resume: bool = True,
     progress: bool = False,
+    names: Sequence[str] | None = None,
 ) -> list[str]:
-    """Track every sequence of ``dataset`` and write its result files.
+    """Track every sequence of ``dataset`` (or those in ``names``) and write its result files.
 
     Args:
         make_tracker: returns a fresh tracker (``init``/``update``) for each sequence.
@@ -113,21 +124,20 @@ def run_dataset(
         results_dir: where ``<seq>.txt`` and ``<seq>_time.txt`` go.
         resume: skip sequences whose result file is complete.
         progress: show a tqdm bar on stderr.
+        names: only these sequences (e.g. :func:`shard_names`), in this order.
 
     Returns:
         The names of the sequences run now (skipped ones excluded).
     """
     out = Path(results_dir)
     out.mkdir(parents=True, exist_ok=True)
-    todo = [n for n in dataset.names if not (resume and finished(out, dataset[n]))]
-    if len(todo) < len(dataset):
-        logger.info("resuming: %d of %d sequences already have results in %s", len(dataset) - len(todo), len(dataset), out)
-    names: Sequence[str] = todo
+    todo = _todo(dataset, out, resume, names)
+    loop: Sequence[str] = todo
     if progress:
         from tqdm import tqdm
 
-        names = tqdm(todo, desc="sequences", unit="seq")
-    for name in names:
+        loop = tqdm(todo, desc="sequences", unit="seq")
+    for name in loop:
         seq = dataset[name]
         boxes, times = track_sequence(make_tracker(), seq)
         write_result(out, name, boxes, times)
@@ -135,14 +145,187 @@ def run_dataset(
     return list(todo)
 
 
+def _todo(dataset: Dataset, out: Path, resume: bool, names: Sequence[str] | None) -> list[str]:
+    wanted = list(dataset.names if names is None else names)
+    unknown = [n for n in wanted if n not in dataset]
+    if unknown:
+        raise ConfigError(f"no sequence {unknown[0]!r} in {dataset.root}")
+    todo = [n for n in wanted if not (resume and finished(out, dataset[n]))]
+    if len(todo) < len(wanted):
+        logger.info("resuming: %d of %d sequences already have results in %s", len(wanted) - len(todo), len(wanted), out)
+    return todo
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"I/N"`` (1 <= I <= N) as ``(I, N)``.
+
+    Raises:
+        ConfigError: not of that form.
+    """
+    m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+    if not m or not 1 <= int(m.group(1)) <= int(m.group(2)):
+        raise ConfigError(f"--shard expects I/N with 1 <= I <= N, such as 1/4; got {text!r}")
+    return int(m.group(1)), int(m.group(2))
+
+
+def shard_names(names: Sequence[str], shard: tuple[int, int] | None) -> list[str]:
+    """Shard ``I`` of ``N``: every N-th name starting with the I-th (1-based), so the N shards of one
+    list are disjoint, cover it, and differ in size by at most one."""
+    if shard is None:
+        return list(names)
+    index, count = shard
+    return list(names[index - 1 :: count])
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def worker_threads(workers: int, threads: int | None = None) -> int:
+    """Runtime threads per worker process: ``threads`` if given, else the usable cores divided among
+    ``workers`` (at least 1), so that workers x threads fits the machine.
+
+    Raises:
+        ConfigError: ``workers`` or ``threads`` below 1.
+    """
+    if workers < 1:
+        raise ConfigError(f"--workers must be >= 1, got {workers}")
+    if threads is not None and threads < 1:
+        raise ConfigError(f"--threads must be >= 1, got {threads}")
+    cores = _cores()
+    if threads is None:
+        return max(1, cores // workers)
+    if workers * threads > cores:
+        logger.warning("%d workers x %d threads exceed the %d usable cores; they will slow each other down",
+                       workers, threads, cores)
+    return threads
+
+
+@dataclass(frozen=True)
+class TrackerSpec:
+    """What to track with, as plain values, so that each worker process can build its own tracker.
+
+    ``artifact`` is an export directory or a checkpoint (``None`` with a ``baseline``); ``preset``
+    names the tracker settings (``None``: the dataset's own); ``variant`` is a checkpoint's
+    architecture (``None``: detect).
+    """
+
+    backend: str = "onnxruntime"
+    artifact: str | None = None
+    precision: str = "fp32"
+    graph: str = "auto"
+    threads: int | None = None
+    variant: str | None = None
+    preset: str | None = None
+    baseline: str | None = None
+
+    def open(self, kind: str) -> tuple[Any, Callable[[], Any], str]:
+        """Load the model once: ``(runner or None, make_tracker, preset)``; the caller closes the runner."""
+        if self.baseline:
+            from mfv2.benchmarks.baselines import baseline_factory
+
+            if self.threads is not None:
+                import cv2
+
+                cv2.setNumThreads(self.threads)
+            return None, baseline_factory(self.baseline), self.baseline
+        from mfv2.config import TrackerConfig
+        from mfv2.runtimes import load_backend
+        from mfv2.tracking import Tracker
+
+        options: dict[str, Any] = {"variant": self.variant} if self.variant else {}
+        runner = load_backend(self.backend, self.artifact, precision=self.precision, threads=self.threads,
+                              graph=self.graph, **options)  # type: ignore[arg-type]
+        try:
+            preset = self.preset or {"uav123": "uav", "vot": "vot20"}.get(kind, kind)
+            config = TrackerConfig.preset(preset, runner.manifest.model)
+        except BaseException:
+            runner.close()
+            raise
+        return runner, (lambda: Tracker(runner, config)), preset
+
+
+_WORKER: dict[str, Any] = {}
+
+
+def _worker_init(spec: TrackerSpec, root: str, kind: str, results_dir: str) -> None:
+    _WORKER.update(zip(("runner", "make", "preset"), spec.open(kind)))
+    _WORKER.update(dataset=open_dataset(root, kind), out=Path(results_dir))
+
+
+def _worker_track(name: str) -> tuple[str, int, float]:
+    seq = _WORKER["dataset"][name]
+    boxes, times = track_sequence(_WORKER["make"](), seq)
+    write_result(_WORKER["out"], name, boxes, times)
+    return name, len(seq), float(times.sum())
+
+
+def run_parallel(
+    spec: TrackerSpec,
+    dataset: Dataset,
+    results_dir: str | os.PathLike[str],
+    *,
+    workers: int,
+    resume: bool = True,
+    progress: bool = False,
+    names: Sequence[str] | None = None,
+) -> list[str]:
+    """:func:`run_dataset` in ``workers`` processes, each loading ``spec`` once and tracking whole
+    sequences; the result files are the same as one process writes with the same ``spec``.
+
+    Workers are spawned (not forked: runtime thread pools do not survive a fork) and re-open the
+    dataset from ``dataset.root``. Give ``spec.threads`` (see :func:`worker_threads`).
+
+    Returns:
+        The names of the sequences run now, in the dataset's order.
+    """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    out = Path(results_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    todo = _todo(dataset, out, resume, names)
+    if not todo:
+        return []
+    context = multiprocessing.get_context("spawn")
+    count = min(workers, len(todo))
+    logger.info("tracking %d sequences in %d processes, %s threads each", len(todo), count, spec.threads or "default")
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(todo), desc="sequences", unit="seq")
+    with ProcessPoolExecutor(count, mp_context=context, initializer=_worker_init,
+                             initargs=(spec, str(dataset.root), dataset.name, str(out))) as pool:
+        futures = [pool.submit(_worker_track, n) for n in todo]
+        try:
+            for fut in as_completed(futures):
+                name, frames, seconds = fut.result()
+                logger.debug("%s: %d frames, %.1f FPS", name, frames, frames / max(seconds, 1e-9))
+                if bar is not None:
+                    bar.update()
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            raise
+        finally:
+            if bar is not None:
+                bar.close()
+    return todo
+
+
 def _has_ground_truth(seq: TrackingSequence) -> bool:
     return len(seq) > 1 and bool(np.isfinite(seq.gt[1:]).all(axis=1).any())
 
 
 def evaluate_results(
-    dataset: Dataset, results_dir: str | os.PathLike[str], *, kind: str | None = None, exclude_invalid: bool = False
+    dataset: Dataset, results_dir: str | os.PathLike[str], *, kind: str | None = None, exclude_invalid: bool = False,
+    names: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    """Score the result files of ``results_dir`` against ``dataset``.
+    """Score the result files of ``results_dir`` against ``dataset`` (or its sequences in ``names``).
 
     Returns:
         A JSON-ready dict: ``auc``, ``precision``, ``norm_precision``, ``op50``, ``op75`` (percent),
@@ -155,7 +338,9 @@ def evaluate_results(
         (GOT-10k test, TrackingNet TEST: submit the result files to their servers instead).
     """
     kind = kind or dataset.name
-    seqs = list(dataset)
+    seqs = list(dataset) if names is None else [dataset[n] for n in names]
+    if not seqs:
+        raise ConfigError("no sequences to score")
     if not any(_has_ground_truth(s) for s in seqs):
         raise ConfigError(
             f"{dataset.root} has ground truth for the first frame only; the result files in {results_dir} are "

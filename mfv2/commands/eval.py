@@ -7,13 +7,13 @@ import os
 from pathlib import Path
 from typing import Any
 
-HELP = "run a tracker over a dataset (LaSOT, GOT-10k, TrackingNet, OTB, UAV123, synthetic) and score it (OPE)"
+HELP = "run a tracker over a dataset (LaSOT, GOT-10k, TrackingNet, OTB, UAV123, VOT, synthetic) and score it (OPE)"
 EXAMPLE = "mfv2 eval data/LaSOTTest --backend onnxruntime --model exports/S --results results/S-ort --json S-ort.json --plot S-ort.png"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("dataset", nargs="?", help="dataset folder (with --synthetic: where to write the synthetic one)")
-    p.add_argument("--kind", help="lasot, got10k, trackingnet, otb, uav, synthetic (default: detect the layout)")
+    p.add_argument("--kind", help="lasot, got10k, trackingnet, otb, uav, vot, synthetic (default: detect the layout)")
     p.add_argument("--split", help="GOT-10k train/val/test or TrackingNet TEST/TRAIN_<i>")
     p.add_argument("--synthetic", type=int, metavar="N", help="generate a synthetic benchmark of N clips and evaluate on it")
     p.add_argument("--frames", type=int, default=300, help="frames per synthetic clip (default 300)")
@@ -30,7 +30,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", help="tracker settings of this dataset (default: the dataset's own)")
     p.add_argument("--results", help="result folder (default results/<dataset>/<model>-<backend>-<precision>)")
     p.add_argument("--no-resume", action="store_true", help="re-run sequences that already have results")
-    p.add_argument("--no-run", action="store_true", help="only score existing results")
+    p.add_argument("--no-run", action="store_true", help="only score existing results (the shards written into one "
+                   "--results folder are scored as one run)")
+    p.add_argument("--workers", type=int, default=1, metavar="N", help="track sequences in N processes, each with "
+                   "its own model and (without --threads) its share of the cores (default 1)")
+    p.add_argument("--shard", metavar="I/N", help="track and score only shard I of N (every N-th sequence from the "
+                   "I-th, 1-based), e.g. one per machine; then --no-run on the shared --results folder merges them")
     p.add_argument("--json", help="write the scores as JSON")
     p.add_argument("--plot", help="write success and precision plots (PNG)")
     p.add_argument("--compare", nargs="+", default=[], metavar="DIR", help="other result folders to score and plot alongside")
@@ -53,11 +58,9 @@ def _synthetic_root(args: argparse.Namespace) -> Path:
     return write_benchmark(root, num_sequences=args.synthetic, num_frames=args.frames)
 
 
-def _make_tracker_factory(args: argparse.Namespace, kind: str):  # noqa: ANN202
-    from mfv2.config import TrackerConfig
+def _tracker_spec(args: argparse.Namespace, threads: int | None):  # noqa: ANN202
+    from mfv2.benchmarks.evaluate import TrackerSpec
     from mfv2.errors import ConfigError
-    from mfv2.runtimes import load_backend
-    from mfv2.tracking import Tracker
 
     artifact = args.model or args.checkpoint
     if args.baseline:
@@ -65,22 +68,24 @@ def _make_tracker_factory(args: argparse.Namespace, kind: str):  # noqa: ANN202
 
         if artifact is not None:
             raise ConfigError("--baseline scores a reference tracker; drop --model/--checkpoint (or --baseline)")
-        return None, baseline_factory(args.baseline), args.baseline
+        baseline_factory(args.baseline)  # an unknown name fails here, not in every worker
+        return TrackerSpec(baseline=args.baseline, threads=threads)
     if artifact is None:
         from mfv2.assets import demo_model_for
 
         artifact = str(demo_model_for(
             "eval", "give the model to evaluate: --model EXPORT_DIR or --checkpoint CHECKPOINT (or a --baseline)"))
-    options: dict[str, Any] = {"variant": args.variant} if args.variant and args.checkpoint else {}
-    runner = load_backend(args.backend, artifact, precision=args.precision, threads=args.threads, graph=args.graph, **options)
-    preset = args.preset or {"uav123": "uav"}.get(kind, kind)
-    config = TrackerConfig.preset(preset, runner.manifest.model)
-    return runner, (lambda: Tracker(runner, config)), preset
+    return TrackerSpec(backend=args.backend, artifact=str(artifact), precision=args.precision, graph=args.graph,
+                       threads=threads, variant=args.variant if args.variant and args.checkpoint else None,
+                       preset=args.preset)
 
 
 def run(args: argparse.Namespace) -> int:
     from mfv2.benchmarks.datasets import open_dataset
-    from mfv2.benchmarks.evaluate import evaluate_results, format_eval_table, plot_curves, run_dataset
+    from mfv2.benchmarks.evaluate import (
+        evaluate_results, format_eval_table, parse_shard, plot_curves, run_dataset, run_parallel, shard_names,
+        worker_threads,
+    )  # fmt: skip
     from mfv2.benchmarks.report import to_json
     from mfv2.fileio import atomic_write_text
     from mfv2.errors import ConfigError
@@ -91,8 +96,13 @@ def run(args: argparse.Namespace) -> int:
         root, kind = Path(args.dataset), args.kind
     else:
         raise ConfigError("give a DATASET folder, or --synthetic N to generate one")
+    shard = parse_shard(args.shard) if args.shard else None
+    threads = worker_threads(args.workers, args.threads) if args.workers != 1 else args.threads
     dataset = open_dataset(root, kind, split=args.split)
     kind = dataset.name
+    names = shard_names(dataset.names, shard)
+    if not names:
+        raise ConfigError(f"shard {args.shard} of {dataset.root} holds no sequence ({len(dataset)} in all)")
     model_name = Path(args.model or args.checkpoint or "demo").name.split(".")[0]
     default = args.baseline.lower() if args.baseline else f"{model_name}-{args.backend}-{args.precision}"
     results = Path(args.results or Path("results") / kind / default)
@@ -100,19 +110,29 @@ def run(args: argparse.Namespace) -> int:
         {"baseline": args.baseline.lower()} if args.baseline
         else {"backend": args.backend, "precision": args.precision, "graph": args.graph}
     )  # fmt: skip
+    if shard is not None:
+        info["shard"] = args.shard.replace(" ", "")
+    subset = names if shard is not None else None
     if not args.no_run:
-        runner, make_tracker, preset = _make_tracker_factory(args, kind)
-        if runner is not None:
-            info.update(graph=runner.graph, preset=preset, model=runner.manifest.model.name)
-        try:
-            ran = run_dataset(make_tracker, dataset, results, resume=not args.no_resume, progress=not args.no_progress)
-        finally:
+        spec = _tracker_spec(args, threads)
+        resume, progress = not args.no_resume, not args.no_progress
+        if args.workers > 1:
+            info.update(workers=args.workers, threads=threads)
+            ran = run_parallel(spec, dataset, results, workers=args.workers, resume=resume, progress=progress, names=names)
+        else:
+            runner, make_tracker, preset = spec.open(kind)
             if runner is not None:
-                runner.close()
-        print(f"tracked {len(ran)} of {len(dataset)} sequences into {results}")
-    summaries = {results.name: evaluate_results(dataset, results, kind=kind)}
+                info.update(graph=runner.graph, preset=preset, model=runner.manifest.model.name)
+            try:
+                ran = run_dataset(make_tracker, dataset, results, resume=resume, progress=progress, names=names)
+            finally:
+                if runner is not None:
+                    runner.close()
+        print(f"tracked {len(ran)} of {len(names)} sequences into {results}"
+              + (f" (shard {args.shard} of {len(dataset)} sequences)" if shard else ""))
+    summaries = {results.name: evaluate_results(dataset, results, kind=kind, names=subset)}
     for other in args.compare:
-        summaries[Path(other).name] = evaluate_results(dataset, other, kind=kind)
+        summaries[Path(other).name] = evaluate_results(dataset, other, kind=kind, names=subset)
     print(format_eval_table(summaries))
     if args.json:
         # The run's settings go under "run": a top-level "precision" is the precision metric.
