@@ -4,20 +4,155 @@ A reader sees the previous target or the finished new one, never a half-written 
 fails leaves the previous target (or none) and no temporary files. Temporary names are hidden
 (``.<name>.<8 hex>.tmp``) and live in the target's folder, so the final ``os.replace`` stays on one
 filesystem and is atomic.
+
+Output targets are checked before the work that fills them (:func:`check_output_file`,
+:func:`check_output_dir`), and an OS error about the target (read-only filesystem, no permission,
+a folder where a file should go, disk full) becomes a one-line :class:`~mfv2.errors.ConfigError`
+naming it. While a temporary file or folder exists, SIGTERM (``timeout``, docker, systemd) raises
+:class:`Terminated` in the main thread, so the same clean-up as for Ctrl-C runs; the process then
+exits with status 143.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
+import signal
+import threading
 import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from types import FrameType, TracebackType
 
 from mfv2.errors import ConfigError
 
-__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "atomic_dir"]
+__all__ = [
+    "atomic_path",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "atomic_dir",
+    "check_output_file",
+    "check_output_dir",
+    "output_error",
+    "cleanup_on_terminate",
+    "Terminated",
+    "PendingFile",
+]
+
+# OS errors that say something about the output target rather than about the program.
+_TARGET_ERRNOS = frozenset(
+    {errno.EACCES, errno.EPERM, errno.EROFS, errno.EISDIR, errno.ENOTDIR, errno.ENOSPC, errno.EDQUOT,
+     errno.ENAMETOOLONG, errno.EEXIST, errno.ENOTEMPTY, errno.EXDEV, errno.ELOOP}
+)
+
+
+class Terminated(SystemExit):
+    """Raised by the SIGTERM handler of :func:`cleanup_on_terminate`; exits with 128 + SIGTERM."""
+
+    def __init__(self) -> None:
+        super().__init__(128 + signal.SIGTERM)
+
+
+def _raise_terminated(signum: int, frame: FrameType | None) -> None:
+    raise Terminated()
+
+
+@contextlib.contextmanager
+def cleanup_on_terminate() -> Iterator[None]:
+    """Turn SIGTERM into :class:`Terminated` for the block, so ``finally`` clean-ups run as for Ctrl-C.
+
+    Only the main thread can handle signals, and a handler someone else installed is left alone
+    (nested blocks keep the outer one). Python delivers the signal between bytecodes, so a long
+    native call (an ONNX simplification) finishes first.
+    """
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        yield
+        return
+    signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _about_target(error: OSError, *prefixes: Path) -> bool:
+    """True if ``error`` concerns the output (its temporary or final name), not an input the writer read."""
+    if error.errno not in _TARGET_ERRNOS:
+        return False
+    names = [str(n) for n in (error.filename, error.filename2) if n is not None]
+    return not names or any(n.startswith(str(p)) for n in names for p in prefixes)
+
+
+def output_error(target: str | os.PathLike[str], error: OSError) -> ConfigError:
+    """A one-line ConfigError for an OS error met while writing ``target``."""
+    reason = error.strerror or str(error) or type(error).__name__
+    where = f" ({error.filename})" if error.filename and str(error.filename) != str(target) else ""
+    return ConfigError(f"cannot write {target}: {reason}{where}; choose another output path or fix its permissions")
+
+
+def _probe(folder: Path, target: Path) -> None:
+    """Create and delete a hidden file in ``folder``: the one honest test of "can I write here"
+    (``os.access`` is wrong for root and for read-only mounts)."""
+    probe = _hidden(target, ".probe")
+    try:
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as e:
+        raise output_error(target, OSError(e.errno, e.strerror)) from e  # the probe's name means nothing to a user
+    os.close(fd)
+    probe.unlink(missing_ok=True)
+
+
+def check_output_file(path: str | os.PathLike[str], *, create_parent: bool = False) -> Path:
+    """Check that ``path`` can be written, before the work that produces it starts.
+
+    Args:
+        path: the file to be written.
+        create_parent: create a missing parent folder (as :func:`atomic_write_text` does);
+            otherwise a missing folder is an error.
+
+    Raises:
+        ConfigError: ``path`` is a folder, its folder is missing (and not created) or not writable.
+    """
+    p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"cannot write {p}: it is a folder; give a file name")
+    parent = p.parent
+    if not parent.is_dir():
+        if parent.exists():
+            raise ConfigError(f"cannot write {p}: {parent} is not a folder")
+        if not create_parent:
+            raise ConfigError(f"cannot write {p}: folder {parent} does not exist")
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise output_error(p, e) from e
+    _probe(parent, p)
+    return p
+
+
+def check_output_dir(path: str | os.PathLike[str], *, overwrite: bool = True) -> Path:
+    """Check that a folder ``path`` can be created or filled, before the work that fills it starts.
+
+    The folder's missing parents are created (as :func:`atomic_dir` and the result writers do).
+
+    Raises:
+        ConfigError: ``path`` is a file, is non-empty and ``overwrite`` is False, or cannot be
+            written (read-only filesystem, no permission).
+    """
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise ConfigError(f"cannot write into {p}: it exists and is not a folder")
+    if p.is_dir() and not overwrite and any(p.iterdir()):
+        raise ConfigError(f"{p} exists and is not empty; pass --overwrite or pick a new path")
+    folder = p if p.is_dir() else p.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise output_error(p, e) from e
+    _probe(folder, p / ".mfv2" if p.is_dir() else p)
+    return p
 
 
 def _hidden(path: Path, ending: str) -> Path:
@@ -44,21 +179,81 @@ def atomic_path(
     """
     p = Path(path)
     tmp = _hidden(p, suffix or ".tmp")
-    try:
-        yield tmp
-        for s in sidecars:
-            os.replace(tmp.with_suffix(s), p.with_suffix(s))
-        os.replace(tmp, p)
-    finally:
-        tmp.unlink(missing_ok=True)
-        for s in sidecars:
-            tmp.with_suffix(s).unlink(missing_ok=True)
+    with cleanup_on_terminate():
+        try:
+            yield tmp
+            for s in sidecars:
+                os.replace(tmp.with_suffix(s), p.with_suffix(s))
+            os.replace(tmp, p)
+        except OSError as e:
+            if _about_target(e, tmp.with_suffix(""), p):
+                raise output_error(p, e) from e
+            raise
+        finally:
+            tmp.unlink(missing_ok=True)
+            for s in sidecars:
+                tmp.with_suffix(s).unlink(missing_ok=True)
+
+
+class PendingFile:
+    """A file that a long run writes under a unique hidden name beside ``path`` and publishes at the end.
+
+    For writers that keep a file open while they work (``mfv2 track`` outputs, annotated videos).
+    Creating one checks the target (:func:`check_output_file`), so a bad output fails before the
+    run. :meth:`commit` renames the temporary file onto ``path``; :meth:`discard`, or leaving a
+    ``with`` block through an exception, deletes it. While it is pending SIGTERM raises
+    :class:`Terminated` (see :func:`cleanup_on_terminate`).
+
+    Attributes:
+        path: the final file. tmp: where to write until :meth:`commit`.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, suffix: str | None = None) -> None:
+        self.path = check_output_file(path)
+        self.tmp = _hidden(self.path, suffix or ".tmp")
+        self._signals: contextlib.AbstractContextManager[None] | None = cleanup_on_terminate()
+        self._signals.__enter__()
+
+    def commit(self) -> Path:
+        """Publish the temporary file as :attr:`path` (a writer that wrote nothing publishes nothing)."""
+        try:
+            if self.tmp.exists():
+                os.replace(self.tmp, self.path)
+        except OSError as e:
+            raise output_error(self.path, e) from e
+        finally:
+            self.discard()
+        return self.path
+
+    def discard(self) -> None:
+        """Delete the temporary file; :attr:`path` is left as it was."""
+        self.tmp.unlink(missing_ok=True)
+        if self._signals is not None:
+            signals, self._signals = self._signals, None
+            signals.__exit__(None, None, None)
+
+    def __enter__(self) -> PendingFile:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.discard()
+
+    def __del__(self) -> None:
+        # A writer that was never closed must not leave its temporary file behind.
+        with contextlib.suppress(Exception):
+            self.tmp.unlink(missing_ok=True)
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes | bytearray | memoryview) -> Path:
     """Write ``data`` to ``path`` atomically, creating the parent folder; returns ``path``."""
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise output_error(p, e) from e
     with atomic_path(p) as tmp, open(tmp, "wb") as f:
         f.write(data)
     return p
@@ -87,22 +282,36 @@ def atomic_dir(out: str | os.PathLike[str], *, overwrite: bool) -> Iterator[Path
             raise ConfigError(f"{target} exists and is not a directory")
         if not overwrite and any(target.iterdir()):
             raise ConfigError(f"{target} exists and is not empty; pass overwrite=True (--overwrite) or pick a new path")
-    target.parent.mkdir(parents=True, exist_ok=True)
     tmp = _hidden(target, ".tmp")
-    tmp.mkdir()
     try:
-        yield tmp
-        if target.exists():
-            old = _hidden(target, ".old")
-            os.replace(target, old)
-            try:
-                os.replace(tmp, target)
-            except BaseException:
-                os.replace(old, target)
-                raise
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp.mkdir()
+    except OSError as e:
+        raise output_error(target, e) from e
+    with cleanup_on_terminate():
+        try:
+            yield tmp
+            _swap_in(tmp, target)
+        except OSError as e:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if _about_target(e, tmp, target):
+                raise output_error(target, e) from e
+            raise
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+
+def _swap_in(tmp: Path, target: Path) -> None:
+    """Move the finished folder ``tmp`` onto ``target``, putting an old ``target`` back if that fails."""
+    if not target.exists():
+        os.replace(tmp, target)
+        return
+    old = _hidden(target, ".old")
+    os.replace(target, old)
+    try:
+        os.replace(tmp, target)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        os.replace(old, target)
         raise
+    shutil.rmtree(old, ignore_errors=True)

@@ -105,11 +105,21 @@ class Dataset:
 # ---------------------------------------------------------------------------- text files
 
 
+def _read_text(path: Path, what: str) -> str:
+    """The text of an annotation or result file; a binary or unreadable file is a one-line ConfigError."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path} is not a text file (byte {e.start} is not UTF-8): expected a {what}") from e
+    except OSError as e:
+        raise ConfigError(f"cannot read {path}: {e.strerror or e}") from e
+
+
 def _tokens(path: Path, what: str) -> list[list[str]]:
     if not path.is_file():
         raise ConfigError(f"{path} not found: {what}")
     rows = []
-    for line in path.read_text().splitlines():
+    for line in _read_text(path, what).splitlines():
         line = line.strip().strip(",")
         if line:
             rows.append(_SPLIT.split(line))
@@ -255,7 +265,7 @@ def _got_split_dir(root: Path, split: str | None) -> Path:
 def _resolution(path: Path) -> tuple[int, int] | None:
     if not path.is_file():
         return None
-    m = re.search(r"resolution\s*[:=]\s*\(?\s*(\d+)\s*,\s*(\d+)", path.read_text())
+    m = re.search(r"resolution\s*[:=]\s*\(?\s*(\d+)\s*,\s*(\d+)", _read_text(path, "meta_info.ini"))
     return (int(m.group(1)), int(m.group(2))) if m else None
 
 
@@ -317,7 +327,7 @@ def _vot(root: Path, *, frame_ranges: FrameRanges, **_: Any) -> Dataset:
         folder = d / "color"
         meta = d / "sequence"
         if meta.is_file():
-            m = re.search(r"^channels\.color\s*=\s*(.+)$", meta.read_text(), re.MULTILINE)
+            m = re.search(r"^channels\.color\s*=\s*(.+)$", _read_text(meta, "VOT sequence file"), re.MULTILINE)
             if m:
                 folder = (d / m.group(1).strip()).parent
         frames = _list_frames(folder, need)
@@ -325,7 +335,7 @@ def _vot(root: Path, *, frame_ranges: FrameRanges, **_: Any) -> Dataset:
         if not gt_path.is_file():
             raise ConfigError(f"{gt_path} not found: {need}")
         rows = []
-        for i, line in enumerate(gt_path.read_text().splitlines()):
+        for i, line in enumerate(_read_text(gt_path, need).splitlines()):
             if line.strip():
                 try:
                     box = parse_region(line)

@@ -16,9 +16,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from mfv2.fileio import check_output_file
     from mfv2.models import build_model
     from mfv2.models.checkpoint import file_sha256, save_native, save_official
 
+    check_output_file(args.output)  # before reading anything: a folder or an unwritable target fails now
     model = build_model(args.variant, args.checkpoint)
     sd = model.state_dict()
     if args.official:

@@ -87,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
         worker_threads,
     )  # fmt: skip
     from mfv2.benchmarks.report import to_json
-    from mfv2.fileio import atomic_write_text
+    from mfv2.fileio import atomic_write_text, check_output_dir, check_output_file
     from mfv2.errors import ConfigError
 
     if args.synthetic is not None:
@@ -106,6 +106,12 @@ def run(args: argparse.Namespace) -> int:
     model_name = Path(args.model or args.checkpoint or "demo").name.split(".")[0]
     default = args.baseline.lower() if args.baseline else f"{model_name}-{args.backend}-{args.precision}"
     results = Path(args.results or Path("results") / kind / default)
+    # Every output target is checked before any tracking: a bad one fails now, not after the run.
+    if not args.no_run:
+        check_output_dir(results)
+    for target in (args.json, args.plot):
+        if target:
+            check_output_file(target, create_parent=True)
     info: dict[str, Any] = (
         {"baseline": args.baseline.lower()} if args.baseline
         else {"backend": args.backend, "precision": args.precision, "graph": args.graph}

@@ -45,10 +45,12 @@ def _parse_size(text: str) -> tuple[int, int]:
 def run(args: argparse.Namespace) -> int:
     from mfv2 import synthetic
     from mfv2.errors import ConfigError
+    from mfv2.fileio import check_output_dir
 
     width, height = _parse_size(args.size)
     if args.sequences < 1:
         raise ConfigError(f"--sequences must be >= 1, got {args.sequences}")
+    check_output_dir(args.out, overwrite=args.overwrite)  # before rendering: a file or read-only OUT fails now
     opts = dict(height=height, width=width, occlusion=not args.no_occlusion, distractors=args.distractors,
                 clutter=args.clutter, out_of_view=args.out_of_view, backgrounds=args.backgrounds)
     if args.layout in ("got10k", "otb", "vot"):

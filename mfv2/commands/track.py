@@ -38,6 +38,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--show", action="store_true", help="display the frames while tracking (q or Esc stops)")
     p.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames (cameras and streams)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-verify", action="store_true",
+                   help="skip the check of the graph files against the SHA-256 in their manifest (graphs edited on purpose)")
 
 
 def parse_box(text: str) -> tuple[float, float, float, float]:
@@ -96,36 +98,53 @@ def _tracker_config(args: argparse.Namespace, runner: Any) -> Any:
 
 
 class _TextOut:
-    """A text file written under a temporary name and moved into place by :meth:`commit`."""
+    """A text file written under a unique temporary name and published when the block succeeds.
+
+    ``path=None`` writes nothing. The target is checked when this is created (before tracking starts
+    when created early); see :class:`~mfv2.fileio.PendingFile`.
+    """
 
     def __init__(self, path: str | None) -> None:
-        from mfv2.errors import ConfigError
+        from mfv2.fileio import PendingFile, output_error
 
-        self.path = Path(path) if path else None
+        self._pending = PendingFile(path) if path else None
         self._file: IO[str] | None = None
-        if self.path is not None:
-            if not self.path.parent.is_dir():
-                raise ConfigError(f"cannot write {self.path}: folder {self.path.parent} does not exist")
-            self._tmp = self.path.with_name(f".{self.path.name}.partial")
-            self._file = open(self._tmp, "w")
+        if self._pending is not None:
+            try:
+                self._file = open(self._pending.tmp, "w", encoding="utf-8")
+            except OSError as e:
+                self._pending.discard()
+                raise output_error(self._pending.path, e) from e
 
     def line(self, text: str) -> None:
         if self._file is not None:
-            self._file.write(text + "\n")
+            try:
+                self._file.write(text + "\n")
+            except OSError as e:
+                from mfv2.fileio import output_error
+
+                raise output_error(self._pending.path if self._pending else "", e) from e
 
     def commit(self) -> None:
         """Close the file and move it to its final name."""
-        if self._file is not None:
-            self._file.close()
+        if self._file is not None and self._pending is not None:
+            try:
+                self._file.close()
+            except OSError as e:
+                from mfv2.fileio import output_error
+
+                self.discard()
+                raise output_error(self._pending.path, e) from e
             self._file = None
-            os.replace(self._tmp, self.path)  # type: ignore[arg-type]
+            self._pending.commit()
 
     def discard(self) -> None:
         """Close and delete the temporary file; the final name is left as it was."""
         if self._file is not None:
             self._file.close()
             self._file = None
-            self._tmp.unlink(missing_ok=True)
+        if self._pending is not None:
+            self._pending.discard()
 
     def __enter__(self) -> _TextOut:
         return self
@@ -176,12 +195,22 @@ def _box_text(box: Any) -> str:
 
 
 def _check_outputs(args: argparse.Namespace) -> None:
-    """Fail before loading anything if an output folder is missing."""
+    """Fail before loading anything if an output cannot be written or two outputs (or the input) coincide."""
     from mfv2.errors import ConfigError
+    from mfv2.fileio import check_output_file
 
-    for path in (args.output, args.jsonl, args.save_video):
-        if path and not Path(path).parent.is_dir():
-            raise ConfigError(f"cannot write {path}: folder {Path(path).parent} does not exist")
+    named = [(flag, path) for flag, path in (("--output", args.output), ("--jsonl", args.jsonl),
+                                             ("--save-video", args.save_video)) if path]
+    seen: dict[Path, str] = {}
+    source = Path(str(args.source))
+    if source.exists():
+        seen[source.resolve()] = "SRC"
+    for flag, path in named:
+        check_output_file(path)
+        key = Path(path).resolve()
+        if key in seen:
+            raise ConfigError(f"{flag} {path} is the same file as {seen[key]}; give each output its own path")
+        seen[key] = f"{flag} {path}"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -199,7 +228,7 @@ def run(args: argparse.Namespace) -> int:
     window = _window("mfv2 track") if args.show else None
     with FrameSource(args.source) as source, load_backend(
         args.backend, _model_source(args), precision=args.precision, threads=args.threads, graph=args.graph,
-        **_backend_options(args),
+        verify_hashes=not args.no_verify, **_backend_options(args),
     ) as runner:
         tracker = Tracker(runner, _tracker_config(args, runner))
         frames = iter(source)

@@ -6,6 +6,8 @@ half-size weights). int8 is NNCF post-training quantization with ``ModelType.TRA
 LayerNorm/Softmax paths in float) on the same real tracker crops as the ONNX int8 file, the heads
 ignored. The mfv2 metadata goes into ``rt_info['mfv2']`` of each IR.
 
+OpenVINO and NNCF are imported through :mod:`mfv2._openvino`, with their telemetry off.
+
 Parity runs with ``INFERENCE_PRECISION_HINT = f32``: on CPUs with AVX512-BF16 or AMX, OpenVINO's
 default is bf16 inference, which would mix that rounding into the figure of the file itself.
 """
@@ -19,7 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from mfv2.errors import BackendUnavailableError, ExportError
+from mfv2._openvino import import_nncf, import_openvino
+from mfv2.errors import ExportError
 from mfv2.export.quantize import quiet_logger
 from mfv2.fileio import atomic_path
 
@@ -31,11 +34,8 @@ HEAD_PATTERNS: tuple[str, ...] = (r".*/box_head/.*", r".*/score_head/.*", r"/Sig
 
 
 def _ov() -> Any:
-    try:
-        import openvino as ov
-    except ImportError as e:
-        raise BackendUnavailableError('OpenVINO is not installed; pip install "mfv2[openvino]"') from e
-    return ov
+    """The ``openvino`` module, imported with its telemetry off (see :mod:`mfv2._openvino`)."""
+    return import_openvino()
 
 
 def _save(ov: Any, model: Any, xml: Path, compress_to_fp16: bool) -> None:
@@ -77,10 +77,7 @@ def to_openvino(
 
 
 def _nncf_int8(model: Any, calibration: Sequence[dict[str, np.ndarray]]) -> Any:
-    try:
-        import nncf
-    except ImportError as e:
-        raise BackendUnavailableError('OpenVINO int8 needs NNCF; pip install "mfv2[openvino]"') from e
+    nncf = import_nncf()
     names = [p.get_any_name() for p in model.inputs]
     dataset = nncf.Dataset(list(calibration), lambda feeds: {n: feeds[n] for n in names})
     try:

@@ -4,6 +4,13 @@ Official files are ``{'net': state_dict, ...}``; training checkpoints also pickl
 (``settings``, ``stats``). Those load through a restricted unpickler that rebuilds tensors and plain
 containers only and turns every other pickled global into an inert placeholder, so no code in the
 file runs. The native format is a plain dict that loads with ``torch.load(weights_only=True)``.
+
+Every pickle a file holds goes through a restricted unpickler: PyTorch's own ``weights_only`` one
+first, then :class:`_RestrictedUnpickler`; the stock ``pickle.load`` never sees a checkpoint. That
+covers the zip format (PyTorch >= 1.6) and the legacy stream format, whose magic number, protocol
+and system-info pickles are read with the restricted unpickler too (issue #18). The pre-1.0 tar
+format and TorchScript archives are refused: PyTorch reads the first with extra plain pickles and
+unpacks it into a temporary folder, and hands the second to ``torch.jit.load``.
 """
 
 from __future__ import annotations
@@ -12,15 +19,17 @@ import hashlib
 import logging
 import os
 import pickle
+import tarfile
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, Literal
 
 import torch
 
 from mfv2.config import VARIANTS, ModelConfig
-from mfv2.errors import ConfigError
-from mfv2.fileio import atomic_path
+from mfv2.errors import ConfigError, Mfv2Error
+from mfv2.fileio import atomic_path, check_output_file
 
 __all__ = [
     "Checkpoint",
@@ -76,6 +85,12 @@ _ALLOWED_GLOBALS = {
 
 
 class _RestrictedUnpickler(pickle.Unpickler):
+    """Resolves only :data:`_ALLOWED_GLOBALS` and torch dtypes; every other global becomes a placeholder.
+
+    ``find_class`` is the only way a pickle reaches a Python object (``GLOBAL``, ``STACK_GLOBAL``,
+    ``INST``, ``OBJ`` and the extension-registry opcodes all call it), so nothing else can run.
+    """
+
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) in _ALLOWED_GLOBALS:
             return super().find_class(module, name)
@@ -85,22 +100,80 @@ class _RestrictedUnpickler(pickle.Unpickler):
         return type(name, (_Opaque,), {"__module__": f"mfv2.opaque.{module}"})
 
 
+def _restricted_load(file: IO[bytes], **kwargs: Any) -> Any:
+    """``pickle.load`` with :class:`_RestrictedUnpickler`: what torch calls for every plain pickle of a file."""
+    return _RestrictedUnpickler(file, **kwargs).load()
+
+
 class _RestrictedPickle:
-    """The ``pickle_module`` handed to ``torch.load``: stock pickle with a restricted Unpickler."""
+    """The ``pickle_module`` handed to ``torch.load``: both ``load`` and ``Unpickler`` are restricted.
+
+    PyTorch's legacy reader calls ``pickle_module.load`` for the magic number, protocol version,
+    system info and storage keys, and ``pickle_module.Unpickler`` for the object itself; the zip
+    reader uses ``Unpickler`` only. Neither may be the stock one (issue #18).
+    """
 
     Unpickler = _RestrictedUnpickler
-    load = staticmethod(pickle.load)
+    load = staticmethod(_restricted_load)
+    UnpicklingError = pickle.UnpicklingError
     __name__ = "mfv2_restricted_pickle"
 
 
+Container = Literal["zip", "legacy", "tar", "torchscript"]
+
+
+def _container(path: Path) -> Container:
+    """How a torch file is stored: zip (PyTorch >= 1.6), TorchScript zip, pre-1.0 tar or legacy pickle stream."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head == b"PK\x03\x04":  # torch.load's own zip test: the local-file-header magic at offset 0
+        try:
+            with zipfile.ZipFile(path) as z:
+                names = z.namelist()
+        except zipfile.BadZipFile:
+            return "zip"  # torch's reader reports the damage
+        # torch.load hands archives holding constants.pkl to torch.jit.load (see torch.serialization).
+        return "torchscript" if any(n.rsplit("/", 1)[-1] == "constants.pkl" for n in names) else "zip"
+    # torch.load tries the tar format on every file that is not a zip archive, so test it the same way.
+    return "tar" if tarfile.is_tarfile(path) else "legacy"
+
+
 def load_pickled(path: str | os.PathLike[str]) -> Any:
-    """``torch.load`` that runs no pickled code: plain files load with ``weights_only``, others restricted."""
+    """``torch.load`` that runs no pickled code: plain files load with ``weights_only``, others restricted.
+
+    Raises:
+        ConfigError: a missing or unreadable file, a TorchScript archive or a pre-1.0 tar-format
+            file (those two are refused, not read).
+    """
+    p = Path(path)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return _load_restricted(p)
+    except Mfv2Error:
+        raise
+    except Exception as e:  # crafted or damaged files make torch raise nearly any type; none may escape raw
+        reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+        raise ConfigError(f"{p} is not a readable PyTorch checkpoint ({type(e).__name__}: {reason})") from e
+
+
+def _load_restricted(p: Path) -> Any:
+    kind = _container(p)
+    if kind == "tar":
+        raise ConfigError(
+            f"{p} is in PyTorch's pre-1.0 tar format, which mfv2 does not read (PyTorch unpacks such archives to "
+            "disk before checking them); re-save the weights with a current PyTorch in a trusted environment "
+            "and pass that file"
+        )
+    if kind == "torchscript":
+        raise ConfigError(
+            f"{p} is a TorchScript archive, not a checkpoint; mfv2 loads weights only. "
+            "Pass the state dict it was scripted from (torch.save(model.state_dict(), 'model.pt'))"
+        )
+    try:
+        return torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
         # Official training checkpoints pickle project classes; load them without running their code.
-        log.info("%s holds pickled objects; loading it with a restricted unpickler", path)
-        return torch.load(path, map_location="cpu", weights_only=False, pickle_module=_RestrictedPickle)
+        log.info("%s holds pickled objects; loading it with a restricted unpickler", p)
+    return torch.load(p, map_location="cpu", weights_only=False, pickle_module=_RestrictedPickle)
 
 
 def _tensor_dict(obj: Any) -> bool:
@@ -112,10 +185,7 @@ def read_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"checkpoint {p} does not exist; pass the path of a .pth.tar or mfv2 .pt file")
-    try:
-        obj = load_pickled(p)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as e:
-        raise ConfigError(f"{p} is not a readable PyTorch checkpoint ({type(e).__name__}: {e})") from e
+    obj = load_pickled(p)
     if isinstance(obj, dict) and obj.get("format") == NATIVE_FORMAT:
         return Checkpoint(
             _strip_prefix(obj["state_dict"]), ModelConfig.from_dict(obj["config"]), "native", obj.get("meta", {})
@@ -216,11 +286,12 @@ def check_state_dict(sd: dict[str, torch.Tensor], cfg: ModelConfig, source: str 
 
 
 def _atomic_save(obj: Any, path: str | os.PathLike[str]) -> Path:
-    p = Path(path)
-    if not p.parent.is_dir():
-        raise ConfigError(f"cannot write {p}: folder {p.parent} does not exist")
+    p = check_output_file(path)
     with atomic_path(p) as tmp:
-        torch.save(obj, tmp)
+        try:
+            torch.save(obj, tmp)
+        except RuntimeError as e:  # torch's file writer reports OS errors (disk full) as RuntimeError
+            raise ConfigError(f"cannot write {p}: {str(e).strip().splitlines()[0][:200]}") from e
     return p
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -254,16 +253,13 @@ def load_mixvit_state(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Ten
     Returns the state dict (``module.`` prefixes dropped), the architecture recorded in an mfv2 file
     (``None`` otherwise) and the file's meta data. Pickled project objects are never executed.
     """
-    # Private helper of checkpoint.py (restricted unpickler); to be replaced by its public loader.
+    # The one pickle loader of the project: restricted unpickling only (issue #18).
     from mfv2.models.checkpoint import load_pickled
 
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"teacher checkpoint {p} does not exist; pass a MixViT .pth.tar or an mfv2 teacher file")
-    try:
-        obj = load_pickled(p)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as e:
-        raise ConfigError(f"{p} is not a readable PyTorch checkpoint ({type(e).__name__}: {e})") from e
+    obj = load_pickled(p)
     cfg, meta = None, {}
     if isinstance(obj, dict) and obj.get("format") == MIXVIT_FORMAT:
         sd, cfg, meta = obj["state_dict"], MixViTConfig.from_dict(obj["config"]), dict(obj.get("meta", {}))

@@ -5,10 +5,17 @@ turns an artifact (an export directory, or for ``torch`` a checkpoint or a model
 of the ``full`` graph or of the split pair ``template_encoder`` + ``search_decoder``. Built-in backends
 register in :data:`BACKENDS`; third-party ones come from the entry-point group ``mfv2.backends``.
 Nothing here imports torch or any runtime package.
+
+A manifest is data from disk, not a trusted index: every file it names is resolved with
+:func:`artifact_path`, which refuses names that leave the export directory (``..``, absolute paths,
+symbolic links pointing out), and checked against the SHA-256 recorded at export unless the caller
+opts out (``verify_hashes=False``, ``mfv2 track --no-verify``) after editing graphs on purpose.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import importlib.util
 import logging
 import os
@@ -36,6 +43,8 @@ __all__ = [
     "get_backend",
     "available_backends",
     "resolve_export",
+    "artifact_path",
+    "verify_artifact",
 ]
 
 log = logging.getLogger(__name__)
@@ -177,7 +186,19 @@ class FileBackend(Backend):
         """The manifest, completed with files this backend finds beside it (default: as it is)."""
         return manifest
 
-    def load(self, artifact: Any, graph: GraphMode) -> tuple[Manifest, dict[str, Session]]:
+    def load(self, artifact: Any, graph: GraphMode, *, verify_hashes: bool = True) -> tuple[Manifest, dict[str, Session]]:
+        """Open the graphs of an export directory.
+
+        Args:
+            artifact: an export directory, its manifest, or one graph file listed in it.
+            graph: ``auto``, ``split`` or ``full``.
+            verify_hashes: compare every file with the SHA-256 its manifest records (default); turn
+                it off only for graphs edited on purpose after the export.
+
+        Raises:
+            ConfigError: a file the manifest names that is missing, lies outside the directory or
+                does not match its recorded hash, or a graph the runtime cannot load.
+        """
         directory, manifest, graph = resolve_export(artifact, graph, self.precision)
         manifest = self.discover(directory, manifest)
         chosen = select_artifacts(manifest, graph, self.candidates())
@@ -191,9 +212,7 @@ class FileBackend(Backend):
         sessions: dict[str, Session] = {}
         try:
             for name, art in chosen.items():
-                path = directory / art.file
-                if not path.is_file():
-                    raise ConfigError(f"{path} is listed in {directory / MANIFEST_NAME} but missing; re-export the model")
+                path = verify_artifact(directory, art, check_hash=verify_hashes)
                 log.debug("%s: opening %s (%s, %s)", self.name, path.name, art.graph, art.precision)
                 try:
                     sessions[name] = self.open(path, art, manifest)
@@ -209,12 +228,100 @@ class FileBackend(Backend):
         return manifest, sessions
 
 
+def artifact_path(directory: str | os.PathLike[str], name: str) -> Path:
+    """The file ``name`` of an export directory, refused unless it lies inside ``directory``.
+
+    ``name`` comes from a manifest: it must be a plain relative path without ``..`` and, once
+    symbolic links are followed, still point into ``directory`` (also followed).
+
+    Raises:
+        ConfigError: the name leaves the directory, or the file is missing.
+    """
+    d = Path(directory)
+    manifest = d / MANIFEST_NAME
+    text = str(name)
+    rel = Path(text)
+    if not text or "\0" in text or rel.is_absolute() or rel.drive or ".." in rel.parts or "\\" in text:
+        raise ConfigError(
+            f"{manifest} names the file {text!r}, which is not inside the export directory; "
+            "a manifest may only name files beside it (re-export the model, or fix the manifest)"
+        )
+    path = d / rel
+    root = d.resolve()
+    try:
+        resolved = path.resolve(strict=True)
+    except FileNotFoundError:
+        raise ConfigError(f"{path} is listed in {manifest} but missing; re-export the model") from None
+    except (OSError, RuntimeError) as e:  # a symlink loop
+        raise ConfigError(f"{path} (listed in {manifest}) cannot be resolved: {e}") from e
+    if not resolved.is_relative_to(root):
+        raise ConfigError(
+            f"{path} is listed in {manifest} but is a link to {resolved}, outside the export directory; "
+            "mfv2 reads only files inside it (copy the file in instead of linking it)"
+        )
+    if not resolved.is_file():
+        raise ConfigError(f"{path} is listed in {manifest} but is not a file; re-export the model")
+    return path
+
+
+def verify_artifact(directory: str | os.PathLike[str], artifact: Artifact, *, check_hash: bool = True) -> Path:
+    """The path of ``artifact`` inside ``directory``, checked: inside the directory and, with
+    ``check_hash``, equal to the SHA-256 its manifest records (also the OpenVINO ``.bin`` beside an IR).
+
+    Files without a recorded hash (a stand-alone ``.onnx``, an engine found beside the manifest)
+    are checked for their place only.
+
+    Raises:
+        ConfigError: see :func:`artifact_path`; or a file whose content differs from its recorded hash.
+    """
+    path = artifact_path(directory, artifact.file)
+    files = [(path, artifact.sha256)]
+    if artifact.format == "openvino":
+        # OpenVINO reads the weights from the .bin of the same stem; it must obey the same rules.
+        bin_name = str(artifact.extra.get("bin") or path.with_suffix(".bin").name)
+        bin_path = artifact_path(directory, bin_name)
+        if bin_path.resolve() != path.with_suffix(".bin").resolve():
+            raise ConfigError(f"{Path(directory) / MANIFEST_NAME} pairs {artifact.file} with {bin_name}, not with "
+                              f"{path.with_suffix('.bin').name} that OpenVINO reads; re-export the model")
+        files.append((bin_path, str(artifact.extra.get("bin_sha256", ""))))
+    for file, recorded in files if check_hash else ():
+        if not recorded:
+            log.debug("%s: no hash recorded in the manifest; not verified", file.name)
+            continue
+        actual = _sha256(file.resolve(), *_stat_key(file))
+        if actual != recorded.lower():
+            raise ConfigError(
+                f"{file} does not match the SHA-256 recorded in {Path(directory) / MANIFEST_NAME} "
+                f"({actual[:12]}... != {recorded[:12]}...): the file was changed or replaced after the export. "
+                "Re-export the model; if you edited the graph on purpose, pass --no-verify (verify_hashes=False)"
+            )
+    return path
+
+
+def _stat_key(path: Path) -> tuple[int, int, int]:
+    st = path.stat()
+    return st.st_size, st.st_mtime_ns, st.st_ino
+
+
+@functools.lru_cache(maxsize=64)
+def _sha256(path: Path, size: int, mtime_ns: int, inode: int) -> str:
+    """Hex SHA-256 of ``path``; cached per (path, size, mtime, inode) so reloading an export does not re-read it."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def resolve_export(artifact: str | os.PathLike[str], graph: GraphMode, precision: str) -> tuple[Path, Manifest, GraphMode]:
     """Export directory, manifest and graph mode of ``artifact``.
 
     ``artifact`` is an export directory, its ``manifest.json``, or one graph file listed in a manifest
     (which then fixes the graph and the precision).
     """
+    if not isinstance(artifact, (str, os.PathLike)):
+        got = "nothing" if artifact is None else f"a {type(artifact).__name__}"
+        raise ConfigError(f"this backend runs an export directory made by 'mfv2 export' (or a graph file in one), got {got}")
     path = Path(artifact)
     if not path.exists():
         raise ConfigError(f"{path} does not exist; pass an export directory made by 'mfv2 export'")

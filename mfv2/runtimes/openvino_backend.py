@@ -3,7 +3,8 @@
 ``precision`` picks both the file and the CPU's inference precision: ``fp32`` runs f32, ``bf16`` runs
 the fp32 graph in bfloat16 (on CPUs with AVX512-BF16/AMX; others fall back to f32, with a warning),
 ``fp16`` the fp16-compressed IR, ``int8`` the quantized graph. A bound input (the template KV) is set
-on the infer request once; only the search crop is set per frame.
+on the infer request once; only the search crop is set per frame. OpenVINO is imported with its
+telemetry off (:mod:`mfv2._openvino`): tracking opens no network connection.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from mfv2._openvino import import_openvino
 from mfv2.errors import ConfigError
 from mfv2.export.manifest import Artifact, Manifest
 from mfv2.runtimes.base import BACKENDS, BaseSession, FileBackend
@@ -33,7 +35,7 @@ class OpenVinoSession(BaseSession):
 
     def __init__(self, path: str | os.PathLike[str], *, device: str = "CPU", config: Mapping[str, Any] | None = None,
                  cache_dir: str | os.PathLike[str] | None = None) -> None:
-        import openvino as ov
+        ov = import_openvino()
 
         self._ov = ov
         core = ov.Core()
@@ -111,7 +113,7 @@ class OpenVinoBackend(FileBackend):
 
     def config(self) -> dict[str, Any]:
         """Compile options for ``compile_model``."""
-        import openvino as ov
+        ov = import_openvino()
 
         devices = ov.Core().available_devices
         if self.device.split(".")[0] not in devices and self.device not in ("AUTO", "MULTI", "HETERO"):

@@ -189,6 +189,7 @@ def load_backend(
     precision: str = "fp32",
     threads: int | None = None,
     graph: GraphMode = "auto",
+    verify_hashes: bool = True,
     **backend_options: Any,
 ) -> ModelRunner:
     """Load a model on a runtime backend.
@@ -201,6 +202,8 @@ def load_backend(
         precision: ``fp32``, ``fp16``, ``bf16`` or ``int8``, as the backend supports.
         threads: CPU threads of the runtime (``None``: its default).
         graph: ``split``, ``full``, or ``auto`` (split when exported).
+        verify_hashes: file backends refuse a graph whose SHA-256 differs from the one its manifest
+            records (default True); pass False only for graphs edited on purpose after the export.
         **backend_options: backend-specific keyword options (e.g. ``device``, ``cache_dir``).
 
     Raises:
@@ -219,7 +222,10 @@ def load_backend(
         raise ConfigError(f"bad option for the {name} backend: {e}") from e
     if export_first:
         artifact = cached_export(artifact, variant=variant, precision=precision)
-    manifest, sessions = backend.load(artifact, graph)
+    if isinstance(backend, FileBackend):
+        manifest, sessions = backend.load(artifact, graph, verify_hashes=verify_hashes)
+    else:
+        manifest, sessions = backend.load(artifact, graph)
     return ModelRunner(sessions, manifest, backend=name, precision=precision)
 
 

@@ -128,6 +128,11 @@ class Tracker:
         """
         if model is not None and checkpoint is not None:
             raise ConfigError("give either model= (an export directory) or checkpoint=, not both")
+        if model is None and checkpoint is None and not (backend == "torch" and "variant" in options):
+            raise ConfigError(
+                f"Tracker.create({backend!r}) needs a model: model=EXPORT_DIR (from 'mfv2 export') or "
+                "checkpoint=FILE" + (", or variant= for random weights" if backend == "torch" else "")
+            )
         runner = load_backend(backend, model if model is not None else checkpoint, precision=precision,
                               threads=threads, graph=graph, **options)
         try:
@@ -148,6 +153,9 @@ class Tracker:
         height, width = image.shape[:2]
         box = check_box(bbox, width, height)
         cfg, z = self.config, self.runner.template_size
+        if min(width, height) < cfg.clip_margin:
+            log.warning("the %dx%d frame is smaller than the %g px clip margin: boxes will span the whole frame "
+                        "along its short side", width, height, cfg.clip_margin)
         self._template = preprocess(sample_target(image, box, cfg.template_factor, z).image, *self._norm())
         self._online: list[np.ndarray] = [self._template]
         self._best = self._template
@@ -167,7 +175,9 @@ class Tracker:
 
         Returns:
             ``(ok, (x, y, w, h))``: ``ok`` is False when the score is below ``config.lost_threshold``
-            or the network output was not finite (the box is then the previous one).
+            or the network output was not finite (the box is then the previous one). The box always
+            lies inside the frame; on frames smaller than ``config.clip_margin`` it spans the whole
+            frame along the short side (see :func:`~mfv2.tracking.crop.clip_box`).
 
         Raises:
             Mfv2Error: before :meth:`init`. ShapeError: a frame of another size than the first one.

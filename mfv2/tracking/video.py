@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 
 from mfv2.errors import ConfigError
+from mfv2.fileio import PendingFile
 
 __all__ = ["FrameSource", "VideoSink", "draw_box", "IMAGE_SUFFIXES", "natural_key"]
 
@@ -142,16 +143,20 @@ def draw_box(frame: np.ndarray, box: Sequence[float] | None, score: float | None
 class VideoSink:
     """Writes annotated frames to an mp4 file (codec mp4v), atomically.
 
-    Frames go to a temporary file beside ``path`` that replaces ``path`` on :meth:`close`; if the
-    sink is left through an exception, the temporary file is deleted and ``path`` is untouched.
+    Frames go to a uniquely named temporary file beside ``path`` that replaces ``path`` on
+    :meth:`close`; if the sink is left through an exception, the temporary file is deleted and
+    ``path`` is untouched. The target is checked when the sink is created, before any frame.
+
+    Raises:
+        ConfigError: ``path`` is a folder, or its folder is missing or not writable.
     """
 
     def __init__(self, path: str | os.PathLike[str], fps: float = 30.0) -> None:
         self.path = Path(path)
-        if not self.path.parent.is_dir():
-            raise ConfigError(f"cannot write {self.path}: folder {self.path.parent} does not exist")
         self.fps = fps if fps and fps > 0 else 30.0
-        self._tmp = self.path.with_name(f".{self.path.stem}.partial{self.path.suffix or '.mp4'}")
+        # OpenCV picks the container from the file name, so the temporary name keeps the suffix.
+        self._pending = PendingFile(self.path, suffix=f".partial{self.path.suffix or '.mp4'}")
+        self._tmp = self._pending.tmp
         self._writer: Any = None
 
     def write(self, frame: np.ndarray, box: Sequence[float] | None = None, score: float | None = None, ok: bool = True) -> None:
@@ -165,18 +170,20 @@ class VideoSink:
         self._writer.write(draw_box(frame, box, score, ok))
 
     def close(self) -> None:
-        """Finish the file and move it to :attr:`path`."""
+        """Finish the file and move it to :attr:`path` (nothing is written if no frame came)."""
         if self._writer is not None:
             self._writer.release()
             self._writer = None
-            os.replace(self._tmp, self.path)
+            self._pending.commit()
+        else:
+            self._pending.discard()
 
     def discard(self) -> None:
         """Drop what was written; :attr:`path` is left as it was."""
         if self._writer is not None:
             self._writer.release()
             self._writer = None
-        self._tmp.unlink(missing_ok=True)
+        self._pending.discard()
 
     def __enter__(self) -> VideoSink:
         return self
