@@ -8,9 +8,10 @@ file runs. The native format is a plain dict that loads with ``torch.load(weight
 Every pickle a file holds goes through a restricted unpickler: PyTorch's own ``weights_only`` one
 first, then :class:`_RestrictedUnpickler`; the stock ``pickle.load`` never sees a checkpoint. That
 covers the zip format (PyTorch >= 1.6) and the legacy stream format, whose magic number, protocol
-and system-info pickles are read with the restricted unpickler too (issue #18). The pre-1.0 tar
-format and TorchScript archives are refused: PyTorch reads the first with extra plain pickles and
-unpacks it into a temporary folder, and hands the second to ``torch.jit.load``.
+and system-info pickles are read with the restricted unpickler too (issue #18). Plain pickles (not
+written by ``torch.save``), the pre-1.0 tar format and TorchScript archives are refused: PyTorch
+unpacks a tar-format file into a temporary folder before checking it, and hands a TorchScript
+archive to ``torch.jit.load``.
 """
 
 from __future__ import annotations
@@ -119,7 +120,7 @@ class _RestrictedPickle:
     __name__ = "mfv2_restricted_pickle"
 
 
-Container = Literal["zip", "legacy", "tar", "torchscript"]
+Container = Literal["zip", "legacy", "tar", "torchscript", "pickle"]
 
 
 def _container(path: Path) -> Container:
@@ -135,15 +136,26 @@ def _container(path: Path) -> Container:
         # torch.load hands archives holding constants.pkl to torch.jit.load (see torch.serialization).
         return "torchscript" if any(n.rsplit("/", 1)[-1] == "constants.pkl" for n in names) else "zip"
     # torch.load tries the tar format on every file that is not a zip archive, so test it the same way.
-    return "tar" if tarfile.is_tarfile(path) else "legacy"
+    if tarfile.is_tarfile(path):
+        return "tar"
+    # A legacy torch.save stream starts with a pickled magic number; anything else is a plain pickle
+    # (or no pickle at all). Reading that first pickle restricted runs nothing.
+    from torch.serialization import MAGIC_NUMBER
+
+    with open(path, "rb") as f:
+        try:
+            first = _RestrictedUnpickler(f).load()
+        except Exception:  # a damaged pickle, or none at all (torch's reader then reports it)
+            return "pickle" if head[:1] == pickle.PROTO else "legacy"
+    return "legacy" if isinstance(first, int) and first == MAGIC_NUMBER else "pickle"
 
 
 def load_pickled(path: str | os.PathLike[str]) -> Any:
     """``torch.load`` that runs no pickled code: plain files load with ``weights_only``, others restricted.
 
     Raises:
-        ConfigError: a missing or unreadable file, a TorchScript archive or a pre-1.0 tar-format
-            file (those two are refused, not read).
+        ConfigError: a missing or unreadable file, a plain pickle, a TorchScript archive or a
+            pre-1.0 tar-format file (those three are refused, not read).
     """
     p = Path(path)
     try:
@@ -162,6 +174,11 @@ def _load_restricted(p: Path) -> Any:
             f"{p} is in PyTorch's pre-1.0 tar format, which mfv2 does not read (PyTorch unpacks such archives to "
             "disk before checking them); re-save the weights with a current PyTorch in a trusted environment "
             "and pass that file"
+        )
+    if kind == "pickle":
+        raise ConfigError(
+            f"{p} is not a torch.save file (a plain or damaged pickle); mfv2 reads torch.save checkpoints only "
+            "(re-save the weights with torch.save(state_dict, path))"
         )
     if kind == "torchscript":
         raise ConfigError(
