@@ -31,6 +31,7 @@ COMMANDS: dict[str, str] = {
     "eval": "eval",
     "train": "train",
     "distill": "distill",
+    "vot-config": "vot_config",
 }
 
 

@@ -1,0 +1,59 @@
+"""``mfv2 vot-config``: print a ``trackers.ini`` section that runs an mfv2 model in the VOT toolkit."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "print a VOT-toolkit trackers.ini section for a model (TraX or the toolkit's python protocol)"
+EXAMPLE = "mfv2 vot-config --model exports/S --backend openvino --threads 2 >> vot-workspace/trackers.ini"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", help="export directory (default: the shipped demo model)")
+    p.add_argument("--checkpoint", help="checkpoint instead of --model (non-torch backends export it on first use)")
+    p.add_argument("--variant", help="architecture of --checkpoint (default: detect)")
+    p.add_argument("--backend", default="onnxruntime", help="torch, onnxruntime, openvino, tensorrt (default onnxruntime)")
+    p.add_argument("--precision", default="fp32", help="fp32, fp16, bf16 or int8 (default fp32)")
+    p.add_argument("--graph", default="auto", choices=("auto", "split", "full"), help="graph to run (default auto)")
+    p.add_argument("--threads", type=int, help="runtime threads (default: the runtime's choice)")
+    p.add_argument("--preset", default="vot20", help="tracker settings (default vot20)")
+    p.add_argument("--name", help="tracker identifier in the workspace (default mfv2_<model>_<backend>_<precision>)")
+    p.add_argument("--protocol", default="traxpython", choices=("traxpython", "python"),
+                   help="traxpython: a TraX process (default); python: the toolkit imports the tracker itself")
+    p.add_argument("--python", help="interpreter of the TraX process (default: this one, where mfv2 is installed)")
+    p.add_argument("--timeout", type=int, default=120, help="seconds the toolkit waits for a reply (default 120)")
+
+
+def run(args: argparse.Namespace) -> int:
+    import re
+    import sys
+    from pathlib import Path
+
+    import mfv2
+    from mfv2.errors import ConfigError
+    from mfv2.integrations.vot import trackers_ini
+    from mfv2.runtimes.base import get_backend
+
+    get_backend(args.backend)  # an unknown name fails here with close matches
+    options = ["--backend", args.backend, "--precision", args.precision, "--graph", args.graph, "--preset", args.preset]
+    for flag in ("model", "checkpoint"):
+        value = getattr(args, flag)
+        if value is not None:
+            if not Path(value).exists():
+                raise ConfigError(f"--{flag} {value} does not exist")
+            options += [f"--{flag}", str(Path(value).resolve())]
+    if args.variant:
+        options += ["--variant", args.variant]
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ConfigError(f"--threads must be >= 1, got {args.threads}")
+        options += ["--threads", str(args.threads)]
+    if args.timeout < 1:
+        raise ConfigError(f"--timeout must be >= 1 second, got {args.timeout}")
+    model = Path(args.model or args.checkpoint or "demo").name.split(".")[0]
+    name = args.name or re.sub(r"[^A-Za-z0-9_-]", "_", f"mfv2_{model}_{args.backend}_{args.precision}")
+    label = f"mfv2 {model} ({args.backend} {args.precision})"
+    package_root = str(Path(mfv2.__file__).resolve().parent.parent)
+    print(trackers_ini(name, protocol=args.protocol, options=options, python=args.python or sys.executable,
+                       paths=[package_root], timeout=args.timeout, label=label), end="")
+    return 0
