@@ -453,6 +453,30 @@ def test_track_outputs_are_checked_before_loading(flag, target, tmp_path, frames
     assert calls == [] and _leftovers(tmp_path) == []
 
 
+def test_track_jsonl_on_a_read_only_filesystem(tmp_path, frames_dir, export_dir, capsys, monkeypatch):
+    import errno
+
+    import mfv2.fileio as fileio
+
+    real_open = os.open
+
+    def ro_open(path, flags, *args, **kwargs):
+        if str(path).startswith(str(tmp_path)) and flags & os.O_CREAT:
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(fileio.os, "open", ro_open)
+    argv = ["track", str(frames_dir), "--model", str(export_dir), "--init", "20,30,20,20", "--jsonl", str(tmp_path / "l.jsonl")]
+    assert main(argv) == 2
+    _one_line_error(capsys, "l.jsonl", "Read-only file system")
+
+
+@pytest.mark.parametrize("argv", [["train", "--config", "tiny_synthetic"], ["distill", "--route", "demo_s"]])
+def test_training_run_folders_are_checked_first(argv, capsys):
+    assert main([*argv, "--output", str(UNWRITABLE / "run")]) == 2
+    _one_line_error(capsys, "cannot write")
+
+
 def test_track_refuses_one_file_for_two_outputs_or_the_source(tmp_path, frames_dir, export_dir, capsys):
     base = ["track", str(frames_dir), "--model", str(export_dir), "--init", "20,30,20,20"]
     same = tmp_path / "x.txt"

@@ -76,6 +76,9 @@ def run(args: argparse.Namespace) -> int:
         return 0
     import torch
 
+    from mfv2.fileio import check_output_dir
+
+    check_output_dir(args.output)  # an unwritable route folder fails now, not after the first stage
     if args.threads:
         torch.set_num_threads(args.threads)
     result = run_route(route, args.output, scale=args.scale, overrides=overrides, given=given,

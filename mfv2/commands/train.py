@@ -59,6 +59,9 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps({**speed.to_dict(), "bound": speed.bound}, indent=2))
         return 0
     output = args.output or os.environ.get("MFV2_TRAIN_OUTPUT") or cfg.output
+    from mfv2.fileio import check_output_dir
+
+    check_output_dir(output)  # an unwritable run folder fails now, not after building the data pipeline
     trainer = Trainer(cfg, output, resume=args.resume)
     result = trainer.fit()
     if trainer.dist.is_main:
