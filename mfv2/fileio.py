@@ -88,18 +88,21 @@ def _about_target(error: OSError, *prefixes: Path) -> bool:
 def output_error(target: str | os.PathLike[str], error: OSError) -> ConfigError:
     """A one-line ConfigError for an OS error met while writing ``target``."""
     reason = error.strerror or str(error) or type(error).__name__
-    where = f" ({error.filename})" if error.filename and str(error.filename) != str(target) else ""
+    name = Path(str(error.filename)).name if error.filename else ""
+    # Name the file only if it is neither the target nor one of its temporary names.
+    ours = name == Path(target).name or name.startswith((f".{Path(target).name}.", ".mfv2-probe."))
+    where = "" if not name or ours else f" ({error.filename})"
     return ConfigError(f"cannot write {target}: {reason}{where}; choose another output path or fix its permissions")
 
 
 def _probe(folder: Path, target: Path) -> None:
     """Create and delete a hidden file in ``folder``: the one honest test of "can I write here"
     (``os.access`` is wrong for root and for read-only mounts)."""
-    probe = _hidden(target, ".probe")
+    probe = folder / f".mfv2-probe.{uuid.uuid4().hex[:8]}"
     try:
         fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except OSError as e:
-        raise output_error(target, OSError(e.errno, e.strerror)) from e  # the probe's name means nothing to a user
+        raise output_error(target, e) from e
     os.close(fd)
     probe.unlink(missing_ok=True)
 
@@ -151,7 +154,7 @@ def check_output_dir(path: str | os.PathLike[str], *, overwrite: bool = True) ->
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise output_error(p, e) from e
-    _probe(folder, p / ".mfv2" if p.is_dir() else p)
+    _probe(folder, p)
     return p
 
 
