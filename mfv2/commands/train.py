@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     output = args.output or os.environ.get("MFV2_TRAIN_OUTPUT") or cfg.output
     from mfv2.fileio import check_output_dir
 
-    check_output_dir(output)  # an unwritable run folder fails now, not after building the data pipeline
+    check_output_dir(output or "runs/train")  # an unwritable run folder fails now, not after building the data
     trainer = Trainer(cfg, output, resume=args.resume)
     result = trainer.fit()
     if trainer.dist.is_main:
