@@ -55,6 +55,9 @@ def _synthetic_root(args: argparse.Namespace) -> Path:
         if have != args.synthetic:
             raise ConfigError(f"{root} holds a synthetic benchmark of {have} clips, not {args.synthetic}; choose another folder")
         return root
+    from mfv2.fileio import check_output_dir
+
+    check_output_dir(root, overwrite=False)  # before rendering the clips
     return write_benchmark(root, num_sequences=args.synthetic, num_frames=args.frames)
 
 
