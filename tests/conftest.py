@@ -43,3 +43,20 @@ def tiny_model():
 
     torch.manual_seed(0)
     return build_model("tiny")
+
+
+EXPORT_ONNX_PRECISIONS = ("fp32", "fp16", "int8")
+EXPORT_OV_PRECISIONS = ("fp32", "fp16", "int8")
+
+
+@pytest.fixture(scope="session")
+def tiny_export(tmp_path_factory):
+    """``tiny_model``'s weights (``export(None, variant="tiny", seed=0)``) exported once per session at
+    every ONNX and OpenVINO precision. Read-only: tests that edit an export copy it first."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("openvino")
+    pytest.importorskip("nncf")
+    from mfv2.export import export
+
+    out = tmp_path_factory.mktemp("export") / "tiny"
+    return export(None, out, variant="tiny", precisions=EXPORT_ONNX_PRECISIONS, openvino=EXPORT_OV_PRECISIONS, seed=0)

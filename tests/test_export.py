@@ -34,24 +34,8 @@ from mfv2.models import build_model, save_native  # noqa: E402
 from mfv2.models.checkpoint import file_sha256  # noqa: E402
 
 GRAPHS = ("full", "template_encoder", "search_decoder")
-ONNX_PRECISIONS = ("fp32", "fp16", "int8")
-OV_PRECISIONS = ("fp32", "fp16", "int8")
-
-
-@pytest.fixture(scope="module")
-def tiny_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny variant exported at every ONNX and OpenVINO precision (seeded random weights)."""
-    pytest.importorskip("openvino")
-    pytest.importorskip("nncf")
-    out = tmp_path_factory.mktemp("export") / "tiny"
-    return export(None, out, variant="tiny", precisions=ONNX_PRECISIONS, openvino=OV_PRECISIONS, seed=0)
-
-
-@pytest.fixture(scope="module")
-def tiny_ref_model() -> torch.nn.Module:
-    """The model ``export(None, variant="tiny", seed=0)`` builds."""
-    torch.manual_seed(0)
-    return build_model("tiny")
+from conftest import EXPORT_ONNX_PRECISIONS as ONNX_PRECISIONS  # noqa: E402
+from conftest import EXPORT_OV_PRECISIONS as OV_PRECISIONS  # noqa: E402
 
 
 def _session(path: Path) -> ort.InferenceSession:
@@ -80,7 +64,7 @@ def test_export_writes_every_file_and_nothing_else(tiny_export: Path) -> None:
     assert [p.name for p in tiny_export.parent.iterdir()] == ["tiny"]  # no temporary directory left
 
 
-def test_manifest_describes_every_artifact(tiny_export: Path, tiny_ref_model: torch.nn.Module) -> None:
+def test_manifest_describes_every_artifact(tiny_export: Path, tiny_model: torch.nn.Module) -> None:
     m = load_manifest(tiny_export)
     assert m.model == variant_config("tiny")
     assert m.tracker == TrackerConfig()
@@ -96,7 +80,7 @@ def test_manifest_describes_every_artifact(tiny_export: Path, tiny_ref_model: to
         assert a.extra["tolerance"]["boxes"] == tol.boxes
         assert 0 <= a.parity["boxes"] <= tol.boxes and 0 <= a.parity["score"] <= tol.score
     z = torch.zeros(1, 3, m.model.template_size, m.model.template_size)
-    assert io["template_encoder"][1]["kv"] == list(tiny_ref_model.encode_templates(z, z).shape)
+    assert io["template_encoder"][1]["kv"] == list(tiny_model.encode_templates(z, z).shape)
 
 
 def test_onnx_metadata_is_a_self_describing_manifest(tiny_export: Path) -> None:
@@ -133,11 +117,11 @@ def test_graphs_have_fixed_named_io_and_only_tensorrt_ops(tiny_export: Path) -> 
             assert "LayerNormalization" in {n.op_type for n in model.graph.node}
 
 
-def test_fp32_graphs_match_pytorch_and_split_equals_full(tiny_export: Path, tiny_ref_model: torch.nn.Module) -> None:
-    samples = make_samples(tiny_ref_model.config, TrackerConfig(), random=2, crops=3, seed=7)
+def test_fp32_graphs_match_pytorch_and_split_equals_full(tiny_export: Path, tiny_model: torch.nn.Module) -> None:
+    samples = make_samples(tiny_model.config, TrackerConfig(), random=2, crops=3, seed=7)
     full, enc, dec = (_session(tiny_export / artifact_name(g)) for g in GRAPHS)
     for s in samples:
-        boxes, score = _torch_full(tiny_ref_model, s.feeds)
+        boxes, score = _torch_full(tiny_model, s.feeds)
         out = _run(full, s.feeds)
         np.testing.assert_allclose(out["boxes"], boxes, atol=1e-4, rtol=0)
         np.testing.assert_allclose(out["score"], score, atol=1e-4, rtol=0)
@@ -150,15 +134,15 @@ def test_fp32_graphs_match_pytorch_and_split_equals_full(tiny_export: Path, tiny
 
 @pytest.mark.parametrize("precision", ["fp16", "int8"])
 def test_low_precision_onnx_loads_and_stays_within_tolerance(
-    tiny_export: Path, tiny_ref_model: torch.nn.Module, precision: str
+    tiny_export: Path, tiny_model: torch.nn.Module, precision: str
 ) -> None:
     tol = TOLERANCES[("onnx", precision)]
-    samples = make_samples(tiny_ref_model.config, TrackerConfig(), random=2, crops=3, seed=11)
+    samples = make_samples(tiny_model.config, TrackerConfig(), random=2, crops=3, seed=11)
     full = _session(tiny_export / artifact_name("full", precision))
     enc = _session(tiny_export / artifact_name("template_encoder", precision))
     dec = _session(tiny_export / artifact_name("search_decoder", precision))
     for s in samples:
-        boxes, score = _torch_full(tiny_ref_model, s.feeds)
+        boxes, score = _torch_full(tiny_model, s.feeds)
         for out in (
             _run(full, s.feeds),
             _run(dec, {"search": s.feeds["search"], "kv": _run(enc, {k: s.feeds[k] for k in ("template", "online_template")})["kv"]}),
@@ -168,13 +152,13 @@ def test_low_precision_onnx_loads_and_stays_within_tolerance(
 
 
 @pytest.mark.parametrize("precision", OV_PRECISIONS)
-def test_openvino_ir_stays_within_tolerance(tiny_export: Path, tiny_ref_model: torch.nn.Module, precision: str) -> None:
+def test_openvino_ir_stays_within_tolerance(tiny_export: Path, tiny_model: torch.nn.Module, precision: str) -> None:
     from mfv2.export.openvino import ov_runner
 
     tol = TOLERANCES[("openvino", precision)]
     run = ov_runner({"full": tiny_export / artifact_name("full", precision, "openvino")})
-    for s in make_samples(tiny_ref_model.config, TrackerConfig(), random=1, crops=2, seed=5):
-        boxes, score = _torch_full(tiny_ref_model, s.feeds)
+    for s in make_samples(tiny_model.config, TrackerConfig(), random=1, crops=2, seed=5):
+        boxes, score = _torch_full(tiny_model, s.feeds)
         out = run("full", s.feeds)
         assert np.abs(out["boxes"] - boxes).max() <= tol.boxes
         assert np.abs(out["score"] - score).max() <= tol.score
@@ -248,7 +232,7 @@ def test_dynamic_int8_graphs_quantize_every_block_weight(tiny_export: Path) -> N
 
 
 def test_onnxruntime_int8_runs_the_dynamic_graphs_and_falls_back_to_qdq(
-    tiny_export: Path, tiny_ref_model: torch.nn.Module, tmp_path: Path
+    tiny_export: Path, tiny_model: torch.nn.Module, tmp_path: Path
 ) -> None:
     import shutil
 
@@ -256,8 +240,8 @@ def test_onnxruntime_int8_runs_the_dynamic_graphs_and_falls_back_to_qdq(
     from mfv2.runtimes.onnxruntime_backend import OnnxRuntimeBackend
 
     tol = TOLERANCES[("onnx", "int8")]
-    s = make_samples(tiny_ref_model.config, TrackerConfig(), random=1, crops=1, seed=4)[-1].feeds
-    boxes, score = _torch_full(tiny_ref_model, s)
+    s = make_samples(tiny_model.config, TrackerConfig(), random=1, crops=1, seed=4)[-1].feeds
+    boxes, score = _torch_full(tiny_model, s)
 
     def files(directory: Path, graph: str) -> dict[str, str]:
         """The files the backend opens at int8 (as load_backend, and so 'mfv2 bench', does), checked against torch."""
@@ -283,13 +267,13 @@ def test_onnxruntime_int8_runs_the_dynamic_graphs_and_falls_back_to_qdq(
     assert any("MatMulInteger" in i for i in tensorrt_issues(onnx.load(str(tiny_export / "model.int8-dynamic.onnx"))))
 
 
-def test_symmetric_qdq_keeps_int8_accuracy(tiny_export: Path, tiny_ref_model: torch.nn.Module, tmp_path: Path) -> None:
+def test_symmetric_qdq_keeps_int8_accuracy(tiny_export: Path, tiny_model: torch.nn.Module, tmp_path: Path) -> None:
     path = tmp_path / "model.int8.sym.onnx"
     onnx.save(symmetric_qdq(onnx.load(str(tiny_export / "model.int8.onnx"))), str(path))
     tol = TOLERANCES[("onnx", "int8")]
     sym, asym = _session(path), _session(tiny_export / "model.int8.onnx")
-    for s in make_samples(tiny_ref_model.config, TrackerConfig(), random=1, crops=3, seed=2):
-        boxes, score = _torch_full(tiny_ref_model, s.feeds)
+    for s in make_samples(tiny_model.config, TrackerConfig(), random=1, crops=3, seed=2):
+        boxes, score = _torch_full(tiny_model, s.feeds)
         out = _run(sym, s.feeds)
         assert np.abs(out["boxes"] - boxes).max() <= tol.boxes and np.abs(out["score"] - score).max() <= tol.score
         assert not np.array_equal(out["boxes"], _run(asym, s.feeds)["boxes"])  # really a different quantization
@@ -312,15 +296,15 @@ def test_export_from_checkpoint_S(tmp_path: Path) -> None:
     assert sizes["template_encoder"] < 0.85 * sizes["full"]
 
 
-def test_parity_check_catches_a_broken_graph(tiny_export: Path, tiny_ref_model: torch.nn.Module, tmp_path: Path) -> None:
+def test_parity_check_catches_a_broken_graph(tiny_export: Path, tiny_model: torch.nn.Module, tmp_path: Path) -> None:
     model = onnx.load(str(tiny_export / "model.onnx"))
     weight = max(model.graph.initializer, key=lambda i: np.prod(i.dims))  # the biggest weight matrix
     array = onnx.numpy_helper.to_array(weight).copy()
     array.flat[::7] += 0.05
     weight.CopyFrom(onnx.numpy_helper.from_array(array, weight.name))
     onnx.save(model, str(tmp_path / "model.onnx"))
-    samples = make_samples(tiny_ref_model.config, TrackerConfig(), random=2, crops=2, seed=1)
-    figures = measure(ort_runner({"full": tmp_path / "model.onnx"}), ["full"], samples, torch_reference(tiny_ref_model, samples))
+    samples = make_samples(tiny_model.config, TrackerConfig(), random=2, crops=2, seed=1)
+    figures = measure(ort_runner({"full": tmp_path / "model.onnx"}), ["full"], samples, torch_reference(tiny_model, samples))
     with pytest.raises(ExportError, match=r"parity check failed for model.onnx: boxes .* > 0.0001"):
         check_parity("model.onnx", figures["full"], TOLERANCES[("onnx", "fp32")])
 
@@ -352,7 +336,8 @@ def test_measure_iou_fraction_counts_frames_that_drift() -> None:
     refs = [{"boxes": ref_boxes, "score": np.full(3, 0.5, np.float32)}]
     figures = measure(lambda graph, feeds: {"boxes": shifted, "score": np.full(3, 0.5, np.float32)}, ["full"], samples, refs)
     # Row 3 is a near-empty reference box and is not counted; row 2 drifts to IoU 0.6.
-    assert figures["full"] == pytest.approx({"boxes": 0.05, "score": 0.0, "iou_fraction": 0.5, "iou_frames": 2.0})
+    assert figures["full"] == pytest.approx({"boxes": 0.05, "score": 0.0, "crop_boxes": 0.05, "crop_score": 0.0, "nonfinite": 0.0,
+                                             "iou_fraction": 0.5, "iou_mean": 0.8, "iou_frames": 2.0})  # fmt: skip
     assert box_iou(ref_boxes[:2], shifted[:2]) == pytest.approx([1.0, 0.15 / 0.25])
 
 

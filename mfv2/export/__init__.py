@@ -35,7 +35,7 @@ from mfv2.errors import ConfigError
 from mfv2.fileio import atomic_dir
 
 if TYPE_CHECKING:
-    from mfv2.export.validate import Runner, Tolerance
+    from mfv2.export.validate import Runner
     from mfv2.models import MixFormerV2
 
 __all__ = ["export"]
@@ -62,6 +62,7 @@ def export(
     calibration: Sequence[np.ndarray | tuple[np.ndarray, Sequence[float]]] | None = None,
     seed: int = 0,
     overwrite: bool = False,
+    skip_failed: bool = False,
 ) -> Path:
     """Export a model to the directory ``output``.
 
@@ -85,13 +86,16 @@ def export(
             and int8 calibration; ``None`` uses a synthetic clip. A bare frame gets a centred box.
         seed: seed of random weights, random inputs and the synthetic clip.
         overwrite: replace an existing ``output``.
+        skip_failed: a low-precision variant (format and precision) that misses its parity gate is
+            left out and listed under ``rejected`` in the manifest, with its figures, instead of
+            failing the export. fp32 always fails the export: every other file derives from it.
 
     Returns:
         The export directory.
 
     Raises:
         ConfigError: a bad option, checkpoint or output path.
-        ExportError: tracing, simplification, checking or parity failed.
+        ExportError: tracing, simplification, checking or parity failed (nothing is written).
     """
     from mfv2.export.formats import SIMPLIFIERS, parse_precisions
     from mfv2.export.onnx import check_opset
@@ -108,7 +112,7 @@ def export(
     model, source = _load_model(model_or_checkpoint, variant, seed)
     with atomic_dir(out, overwrite=overwrite) as tmp:
         job = _Job(model, tmp, batch=batch, opset=opset, simplify=simplify, tracker=tracker.adapted_to(model.config) if tracker else TrackerConfig.for_model(model.config),
-                   frames=calibration, seed=seed)
+                   frames=calibration, seed=seed, skip_failed=skip_failed)
         for precision in onnx_precisions:
             job.onnx(precision)
         if "int8" in onnx_precisions:
@@ -176,14 +180,14 @@ class _Job:
 
     def __init__(
         self, model: MixFormerV2, tmp: Path, *, batch: int, opset: int, simplify: str, tracker: TrackerConfig,
-        frames: Sequence[Any] | None, seed: int,
+        frames: Sequence[Any] | None, seed: int, skip_failed: bool = False,
     ) -> None:
         from mfv2.export.manifest import Manifest
         from mfv2.export.onnx import graph_io
         from mfv2.export.validate import make_samples, torch_reference
 
         self.model, self.tmp, self.batch, self.opset, self.simplify = model, tmp, batch, opset, simplify
-        self.frames, self.seed = frames, seed
+        self.frames, self.seed, self.skip_failed = frames, seed, skip_failed
         self.io = graph_io(model.config, batch)
         self.samples = make_samples(model.config, tracker, batch=batch, random=_PARITY_RANDOM, crops=_PARITY_CROPS,
                                     frames=frames, seed=seed)
@@ -220,6 +224,7 @@ class _Job:
         import onnx
 
         from mfv2.errors import ExportError
+        from mfv2.export.isa import avx2_exact
         from mfv2.export.onnx import check_model, export_graph, op_counts
         from mfv2.export.quantize import INT8_SCHEMES, symmetric_qdq, to_fp16, to_int8
         from mfv2.export.simplify import simplify
@@ -248,7 +253,7 @@ class _Job:
                 "nodes": len(proto.graph.node),
                 "ops": dict(sorted(op_counts(proto).items())),
                 "tensorrt_issues": issues,
-                **({"quantization": INT8_SCHEMES["onnx"]} if precision == "int8" else {}),
+                **({"quantization": INT8_SCHEMES["onnx"], "avx2_exact": avx2_exact(proto)} if precision == "int8" else {}),
             }
         self._measure("onnx", precision, files, ort_runner(files), started)
 
@@ -256,9 +261,10 @@ class _Job:
         """The dynamically quantized int8 graphs for ONNX Runtime, held to the Q/DQ int8 files' tolerance."""
         import onnx
 
+        from mfv2.export.isa import avx2_exact
         from mfv2.export.onnx import check_model, op_counts
         from mfv2.export.quantize import INT8_SCHEMES, to_int8_dynamic
-        from mfv2.export.validate import TOLERANCES, ort_runner
+        from mfv2.export.validate import ort_runner
 
         files = self._files("int8", "onnx-dynamic")
         started = time.perf_counter()
@@ -270,8 +276,9 @@ class _Job:
                 "nodes": len(proto.graph.node),
                 "ops": dict(sorted(op_counts(proto).items())),
                 "quantization": INT8_SCHEMES["onnx-dynamic"],
+                "avx2_exact": avx2_exact(proto),
             }
-        self._measure("onnx-dynamic", "int8", files, ort_runner(files), started, TOLERANCES[("onnx", "int8")])
+        self._measure("onnx-dynamic", "int8", files, ort_runner(files), started)
 
     def openvino(self, precision: str) -> None:
         from mfv2.export.openvino import ov_runner, to_openvino
@@ -284,31 +291,54 @@ class _Job:
             self._extra[path.name] = {"bin": path.with_suffix(".bin").name}
         self._measure("openvino", precision, files, ov_runner(files), started)
 
-    def _measure(
-        self, format: str, precision: str, files: dict[str, Path], run: Runner, started: float, tol: Tolerance | None = None
-    ) -> None:
-        """Measure, record and gate parity; ``tol`` defaults to the ``TOLERANCES`` row of ``(format, precision)``."""
+    def _measure(self, format: str, precision: str, files: dict[str, Path], run: Runner, started: float) -> None:
+        """Measure, record and gate parity against the ``TOLERANCES`` row of ``(format, precision)``.
+
+        A low-precision variant that misses its gate is removed and listed in ``manifest.rejected``
+        when ``skip_failed`` is set; otherwise (and always for fp32) the export fails.
+        """
+        from mfv2.errors import ExportError
         from mfv2.export.manifest import Artifact
-        from mfv2.export.validate import TOLERANCES, check_parity, measure
+        from mfv2.export.validate import TOLERANCES, measure, parity_failures
 
         figures = measure(run, list(files), self.samples, self.refs)
-        tol = tol or TOLERANCES[(format, precision)]
+        tol = TOLERANCES[(format, precision)]
         seconds = time.perf_counter() - started
+        artifacts = []
         for graph, path in files.items():
             parity = {k: float(f"{v:.4g}") for k, v in figures[graph].items()}
             ins, outs = self.io[graph]
-            artifact = Artifact(
+            artifacts.append(Artifact(
                 file=path.name, graph=graph, precision=precision, format=format, inputs=ins, outputs=outs,
                 parity=parity,
                 extra={"tolerance": dataclasses.asdict(tol), "export_seconds": round(seconds, 2), **self._extra.get(path.name, {})},
-            )
-            self.manifest.add(artifact)
+            ))  # fmt: skip
             size = path.stat().st_size + (path.with_suffix(".bin").stat().st_size if format == "openvino" else 0)
-            iou = f"{parity['iou_fraction']:.2f}" if "iou_fraction" in parity else "n/a (degenerate reference boxes)"
-            log.info("%s: %.1f MB, %.1f s, max error boxes %.2g, score %.2g, IoU>=0.9 %s",
-                     path.name, size / 1e6, seconds, parity["boxes"], parity["score"], iou)
-        for graph, path in files.items():
-            check_parity(path.name, figures[graph], tol)
+            iou = f"{parity['iou_mean']:.3f}" if "iou_mean" in parity else "n/a (degenerate reference boxes)"
+            log.info("%s: %.1f MB, %.1f s, max error boxes %.2g (real crops %.2g), score %.2g, mean IoU %s",
+                     path.name, size / 1e6, seconds, parity["boxes"], parity["crop_boxes"], parity["score"], iou)
+        failures = {a.file: parity_failures(figures[a.graph], tol) for a in artifacts}
+        for a in artifacts:  # exact on one instruction set is not enough: the export may run on another
+            if a.extra.get("avx2_exact") is False:
+                failures[a.file].append("int8 weights past [-64, 64] saturate AVX2's int16 pair sums (mfv2.export.isa)")
+        failed = {f: bad for f, bad in failures.items() if bad}
+        if not failed:
+            for a in artifacts:
+                self.manifest.add(a)
+            return
+        text = "; ".join(f"{f}: {', '.join(bad)}" for f, bad in failed.items())
+        if precision == "fp32" or not self.skip_failed:
+            hint = "" if precision == "fp32" else " (pass --skip-failed / skip_failed=True to write the export without it)"
+            raise ExportError(f"parity check failed for {text}{hint}")
+        log.warning("%s %s left out of the export, parity gate missed: %s", format, precision, text)
+        for a in artifacts:
+            (self.tmp / a.file).unlink(missing_ok=True)
+            if format == "openvino":
+                (self.tmp / a.file).with_suffix(".bin").unlink(missing_ok=True)
+            self.manifest.rejected.append({
+                "format": format, "precision": precision, "graph": a.graph, "file": a.file,
+                "failed": failures[a.file] or ["left out with the rest of its variant"], "parity": a.parity, "tolerance": a.extra["tolerance"],
+            })  # fmt: skip
 
     def finish(self, source: dict[str, Any]) -> None:
         """Write the metadata into every file, hash the files and save ``manifest.json``."""

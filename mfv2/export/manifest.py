@@ -12,6 +12,7 @@ import functools
 import hashlib
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from importlib import metadata
@@ -78,6 +79,9 @@ class Manifest:
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[float, ...] = IMAGENET_STD
     artifacts: list[Artifact] = field(default_factory=list)
+    # Low-precision variants that missed their parity gate and were not written (``skip_failed``):
+    # {"format", "precision", "graph", "file", "failed": [figures outside the limits], "parity", "tolerance"}.
+    rejected: list[dict[str, Any]] = field(default_factory=list)
     source: dict[str, Any] = field(default_factory=dict)  # checkpoint path, sha256, format
     toolkit: dict[str, str] = field(default_factory=dict)  # mfv2/torch/onnx versions at export
     score: str = "probability"
@@ -118,6 +122,13 @@ class Manifest:
             a for a in self.artifacts if (a.graph, a.precision, a.format) != (artifact.graph, artifact.precision, artifact.format)
         ]
         self.artifacts.append(artifact)
+
+    def rejection(self, precision: str, formats: Sequence[str]) -> str | None:
+        """Why the ``precision`` variant of any of ``formats`` was rejected at export, or None."""
+        for r in self.rejected:
+            if r["precision"] == precision and r["format"] in formats:
+                return f"{r['file']} failed its parity gate at export ({'; '.join(r['failed'])})"
+        return None
 
     def precisions(self, format: str = "onnx") -> list[str]:
         return sorted({a.precision for a in self.artifacts if a.format == format})

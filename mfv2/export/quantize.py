@@ -7,7 +7,8 @@ are deprecated, and removed in TensorRT 11), so the precision lives in the file:
   distribution, score), which stay fp32 where fp16 would overflow or flatten the bin distribution;
   inputs and outputs stay fp32 so callers feed the same arrays to every precision.
 * int8: ``onnxruntime.quantization.quantize_static`` in Q/DQ format on the weight MatMul/Gemm nodes
-  only: symmetric per-channel int8 weights, asymmetric uint8 activations (MinMax). Attention score
+  only: symmetric per-channel int8 weights in a 7-bit range (see below), asymmetric uint8
+  activations (MinMax). Attention score
   products, LayerNorm, Softmax, GELU, the patch embedding and the heads stay float. uint8
   activations are what ONNX Runtime's x86 kernels are fast at (measured on MixFormerV2-S's decoder:
   u8s8 0.53x the fp32 latency, s8s8 1.24x); TensorRT needs zero zero-points, so
@@ -18,6 +19,15 @@ are deprecated, and removed in TensorRT 11), so the precision lives in the file:
   DynamicQuantizeMatMul). No calibration, so no range fitted to the calibration crops clips or
   coarsens an activation: on MixFormerV2-S about half the Q/DQ file's box error, at the same speed
   (1-3 % less CPU time, one thread).
+
+Weights use 7 of their 8 bits (``reduce_range``) so the files are exact on every x86 CPU. ONNX Runtime
+multiplies uint8 activations by int8 weights with VPDPBUSD where AVX-512 VNNI exists (exact int32
+sums) but with VPMADDUBSW on AVX2-only CPUs, which adds two u8 x s8 products into a *saturating*
+int16: 2 x 255 x 127 = 64,770 overflows 32,767. Random-input parity samples of the demo model hit
+that in 0.16 % of the pair sums and moved its boxes by 0.092 on AVX2 against 0.006 with VNNI
+(issue #16; ``benchmarks/gates/avx2_u8s8.py`` reproduces it). With weights in [-64, 63] a pair sum
+stays below 2 x 255 x 64 = 32,640, so both instruction paths compute the same integers, at the same
+speed; the cost is one bit of weight resolution, measured in ``benchmarks/gates/``.
 """
 
 from __future__ import annotations
@@ -44,6 +54,7 @@ __all__ = [
     "to_int8",
     "to_int8_dynamic",
     "INT8_SCHEMES",
+    "REDUCE_RANGE",
     "symmetric_qdq",
     "quantizable_nodes",
     "head_nodes",
@@ -65,11 +76,13 @@ FP16_OP_BLOCK_LIST: tuple[str, ...] = (
 
 # How each int8 ONNX format quantizes, for the manifest (``extra["quantization"]``).
 INT8_SCHEMES: dict[str, dict[str, str]] = {
-    "onnx": {"scheme": "static Q/DQ", "weights": "int8 symmetric per-channel",
+    "onnx": {"scheme": "static Q/DQ", "weights": "int8 symmetric per-channel, 7-bit range (reduce_range)",
              "activations": "uint8 asymmetric, MinMax-calibrated at export"},
-    "onnx-dynamic": {"scheme": "dynamic", "weights": "int8 symmetric per-channel",
+    "onnx-dynamic": {"scheme": "dynamic", "weights": "int8 symmetric per-channel, 7-bit range (reduce_range)",
                      "activations": "uint8 asymmetric, range measured per call"},
 }
+# Weights in [-64, 63]: u8 x s8 pair sums fit AVX2's saturating int16 (VPMADDUBSW), see the module doc.
+REDUCE_RANGE: bool = True
 
 
 @contextlib.contextmanager
@@ -233,6 +246,7 @@ def to_int8(
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             calibrate_method=CalibrationMethod.MinMax,
+            reduce_range=REDUCE_RANGE,
             extra_options={"WeightSymmetric": True},
         )
     log.debug("int8: %s, %d MatMul/Gemm quantized", Path(dst).name, len(nodes))
@@ -265,6 +279,7 @@ def to_int8_dynamic(src: str | os.PathLike[str], dst: str | os.PathLike[str]) ->
             nodes_to_quantize=nodes,
             per_channel=True,
             weight_type=QuantType.QInt8,
+            reduce_range=REDUCE_RANGE,
             extra_options={"MatMulConstBOnly": True},
         )
     log.debug("int8 dynamic: %s, %d MatMul quantized", Path(dst).name, len(nodes))

@@ -4,16 +4,17 @@ Every artifact is measured the same way: its graphs run on the same samples as t
 reference, and the maximum absolute differences of ``boxes`` and ``score`` (and ``kv`` for the
 template encoder) go into the manifest. The split pair is measured end to end (encoder -> decoder)
 against the full reference and against the same format's full graph. ``iou_fraction`` is the
-share of real crops whose box keeps IoU >= 0.9 with the fp32 PyTorch box (model level).
-An artifact outside its :data:`TOLERANCES` row fails the export.
+share of real crops whose box keeps IoU >= 0.9 with the fp32 PyTorch box (model level), ``iou_mean``
+their mean IoU. An artifact outside its :data:`TOLERANCES` row fails its gate.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -36,6 +37,7 @@ __all__ = [
     "ort_runner",
     "measure",
     "check_parity",
+    "parity_failures",
     "box_iou",
 ]
 
@@ -47,28 +49,41 @@ MIN_BOX_SIDE = 0.02
 
 @dataclass(frozen=True)
 class Tolerance:
-    """Limits of one (format, precision): max-abs ``boxes``/``score`` error and minimum ``iou_fraction``.
+    """Limits of one (format, precision).
 
-    With ``kv`` set (fp32) every figure is gated: the encoder's keys/values, the decoder fed with the
-    reference keys/values and the split chain against the full graph. Low precision is judged on its
-    outputs only.
+    ``boxes``/``score`` bound the max-abs error of the gated ``samples``; ``iou_fraction`` and
+    ``iou_mean`` bound the share of real crops whose box keeps IoU >= 0.9 with the fp32 PyTorch box
+    and their mean IoU. fp32 (``kv`` set) is gated on every sample and figure: the encoder's
+    keys/values, the decoder fed with the reference keys/values, the split chain against the full
+    graph. Low precision is gated on the real crops only (``samples="crops"``): standard-normal inputs
+    are not images, drive activations far outside what a tracker feeds, and so measure the
+    instruction set's rounding more than the tracker (issue #16); their errors are still recorded.
+    Any non-finite output fails every precision.
     """
 
     boxes: float
     score: float
     iou_fraction: float
+    iou_mean: float = 0.0
     kv: float | None = None
+    samples: Literal["all", "crops"] = "all"
 
 
 # Box coordinates are normalised to the search crop (1.0 = its side), scores are probabilities.
 # fp16 keeps LayerNorm/Softmax and the heads in fp32; int8 quantizes weight MatMul/Gemm only.
+# The low-precision limits come from benchmarks/gates/ (tiny, demo, S, B over seeds and clips): each is
+# set a stated margin outside the worst healthy figure measured there (the README of that folder).
+_FP32 = Tolerance(boxes=1e-4, score=1e-4, iou_fraction=1.0, kv=1e-4)
+_FP16 = Tolerance(boxes=1e-2, score=1e-2, iou_fraction=0.9, iou_mean=0.95, samples="crops")
+_INT8 = Tolerance(boxes=0.05, score=0.05, iou_fraction=0.6, iou_mean=0.85, samples="crops")
 TOLERANCES: dict[tuple[str, str], Tolerance] = {
-    ("onnx", "fp32"): Tolerance(boxes=1e-4, score=1e-4, iou_fraction=1.0, kv=1e-4),
-    ("onnx", "fp16"): Tolerance(boxes=1e-2, score=1e-2, iou_fraction=0.9),
-    ("onnx", "int8"): Tolerance(boxes=0.05, score=0.05, iou_fraction=0.6),
-    ("openvino", "fp32"): Tolerance(boxes=1e-4, score=1e-4, iou_fraction=1.0, kv=1e-4),
-    ("openvino", "fp16"): Tolerance(boxes=1e-2, score=1e-2, iou_fraction=0.9),
-    ("openvino", "int8"): Tolerance(boxes=0.05, score=0.05, iou_fraction=0.6),
+    ("onnx", "fp32"): _FP32,
+    ("onnx", "fp16"): _FP16,
+    ("onnx", "int8"): _INT8,
+    ("onnx-dynamic", "int8"): _INT8,
+    ("openvino", "fp32"): _FP32,
+    ("openvino", "fp16"): _FP16,
+    ("openvino", "int8"): _INT8,
 }
 
 
@@ -234,8 +249,20 @@ def _valid_ious(boxes: np.ndarray, ref: np.ndarray) -> np.ndarray:
 
 
 def _maxabs(a: np.ndarray, b: np.ndarray) -> float:
+    """Max-abs difference; NaN when either side holds a NaN (so a NaN can never look like 0)."""
     d = np.abs(np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64))
     return float(d.max()) if d.size else 0.0
+
+
+def _nonfinite(*arrays: np.ndarray) -> int:
+    return int(sum(np.size(x) - np.count_nonzero(np.isfinite(x)) for x in arrays))
+
+
+def _worse(old: float | None, value: float) -> float:
+    """The larger of two errors, NaN winning (``max(0.0, nan)`` is 0.0 in Python)."""
+    if old is None:
+        return value
+    return math.nan if math.isnan(old) or math.isnan(value) else max(old, value)
 
 
 def measure(
@@ -250,21 +277,30 @@ def measure(
         refs: fp32 PyTorch outputs, as from :func:`torch_reference`.
 
     Returns:
-        ``graph -> {figure: value}``; figures are max-abs errors and ``iou_fraction``.
+        ``graph -> {figure: value}``: max-abs errors over every sample (``boxes``, ``score``, ...)
+        and over the real crops only (``crop_boxes``, ``crop_score``), ``iou_fraction`` and
+        ``iou_mean`` over the crops, ``iou_frames`` (crops counted) and ``nonfinite`` (non-finite
+        output values seen).
     """
-    acc: dict[str, dict[str, float]] = {g: {} for g in graphs}
+    acc: dict[str, dict[str, float]] = {g: {"nonfinite": 0.0} for g in graphs}
     ious: dict[str, list[np.ndarray]] = {"full": [], "split": []}
-
-    def worst(graph: str, key: str, value: float) -> None:
-        acc[graph][key] = max(acc[graph].get(key, 0.0), value)
-
     split = "template_encoder" in graphs and "search_decoder" in graphs
+    split_graphs = ("template_encoder", "search_decoder") if split else ()
+
+    def record(targets: Sequence[str], kind: str, figures: dict[str, float], bad: int) -> None:
+        for g in targets:
+            acc[g]["nonfinite"] += bad
+            for key, value in figures.items():
+                acc[g][key] = _worse(acc[g].get(key), value)
+                if kind == "crop" and key in ("boxes", "score"):
+                    acc[g][f"crop_{key}"] = _worse(acc[g].get(f"crop_{key}"), value)
+
     for s, ref in zip(samples, refs):
         full = None
         if "full" in graphs:
             full = run("full", s.feeds)
-            worst("full", "boxes", _maxabs(full["boxes"], ref["boxes"]))
-            worst("full", "score", _maxabs(full["score"], ref["score"]))
+            record(["full"], s.kind, {"boxes": _maxabs(full["boxes"], ref["boxes"]), "score": _maxabs(full["score"], ref["score"])},
+                   _nonfinite(full["boxes"], full["score"]))  # fmt: skip
             if s.kind == "crop":
                 ious["full"].append(_valid_ious(full["boxes"], ref["boxes"]))
         if not split:
@@ -282,27 +318,36 @@ def measure(
         if full is not None:
             figures["chain_vs_full_boxes"] = _maxabs(chain["boxes"], full["boxes"])
             figures["chain_vs_full_score"] = _maxabs(chain["score"], full["score"])
-        for g in ("template_encoder", "search_decoder"):
-            for key, value in figures.items():
-                worst(g, key, value)
+        record(split_graphs, s.kind, figures, _nonfinite(kv, fed["boxes"], fed["score"], chain["boxes"], chain["score"]))
         if s.kind == "crop":
             ious["split"].append(_valid_ious(chain["boxes"], ref["boxes"]))
     for g in graphs:
         values = np.concatenate(ious["full" if g == "full" else "split"] or [np.zeros(0)])
         if values.size:
             acc[g]["iou_fraction"] = float(np.mean(values >= IOU_THRESHOLD))
+            acc[g]["iou_mean"] = float(np.mean(values))
         acc[g]["iou_frames"] = float(values.size)
     return acc
 
 
-def check_parity(name: str, figures: dict[str, float], tol: Tolerance) -> None:
-    """Raise :class:`ExportError` naming every figure of artifact ``name`` outside ``tol`` (NaN fails)."""
-    limits: dict[str, float] = {"boxes": tol.boxes, "score": tol.score}
+def parity_failures(figures: dict[str, float], tol: Tolerance) -> list[str]:
+    """Every figure outside ``tol``, as ``"name value > limit"`` strings (NaN is outside every limit)."""
+    prefix = "" if tol.samples == "all" else "crop_"
+    limits: dict[str, float] = {f"{prefix}boxes": tol.boxes, f"{prefix}score": tol.score}
     if tol.kv is not None:
         limits.update(kv=tol.kv, decoder_boxes=tol.boxes, decoder_score=tol.score)
         limits.update(chain_vs_full_boxes=tol.boxes, chain_vs_full_score=tol.score)
     bad = [f"{k} {figures[k]:.3g} > {v:g}" for k, v in limits.items() if k in figures and not figures[k] <= v]
-    if "iou_fraction" in figures and not figures["iou_fraction"] >= tol.iou_fraction:
-        bad.append(f"iou_fraction {figures['iou_fraction']:.3f} < {tol.iou_fraction:g}")
+    if figures.get("nonfinite", 0.0):
+        bad.insert(0, f"{figures['nonfinite']:.0f} non-finite output values")
+    for key in ("iou_fraction", "iou_mean"):
+        if key in figures and not figures[key] >= getattr(tol, key):
+            bad.append(f"{key} {figures[key]:.3f} < {getattr(tol, key):g}")
+    return bad
+
+
+def check_parity(name: str, figures: dict[str, float], tol: Tolerance) -> None:
+    """Raise :class:`ExportError` naming every figure of artifact ``name`` outside ``tol``."""
+    bad = parity_failures(figures, tol)
     if bad:
         raise ExportError(f"parity check failed for {name}: {'; '.join(bad)}")
