@@ -102,6 +102,16 @@ class _Touch:
         return (open, (str(self.marker), "w"))
 
 
+class _System:
+    """Pickles to ``os.system('touch marker')``, the form of issue #18."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch '{self.marker}'",))
+
+
 class _MagicAfterTouch:
     """Pickles to ``(open(marker), MAGIC_NUMBER)[1]``: runs the payload, then yields torch's legacy magic number."""
 
@@ -117,6 +127,11 @@ class _MagicAfterTouch:
 def _stock_pickle(path: Path, marker: Path, sd) -> None:
     with open(path, "wb") as f:
         pickle.dump({"net": sd, "settings": _Touch(marker)}, f)
+
+
+def _stock_pickle_os_system(path: Path, marker: Path, sd) -> None:
+    with open(path, "wb") as f:
+        pickle.dump(_System(marker), f)
 
 
 def _legacy_with_payload(path: Path, marker: Path, sd) -> None:
@@ -161,6 +176,7 @@ def _tar_archive(path: Path, marker: Path, sd) -> None:
 # form -> (writer, loads with the weights intact?)
 CRAFTED = {
     "stock-pickle": (_stock_pickle, False),
+    "stock-pickle-os-system": (_stock_pickle_os_system, False),
     "torch-legacy": (_legacy_with_payload, True),
     "torch-legacy-header": (_legacy_header_payload, False),
     "torch-zip": (_zip_payload_only, False),
@@ -185,7 +201,9 @@ def test_crafted_checkpoint_runs_no_code(form, tmp_path, sd, tiny_model):
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("form", ["stock-pickle", "torch-legacy-header", "zip-training-checkpoint", "pth-tar-archive"])
+@pytest.mark.parametrize(
+    "form", ["stock-pickle", "stock-pickle-os-system", "torch-legacy-header", "zip-training-checkpoint", "pth-tar-archive"]
+)
 def test_crafted_payloads_are_real(form, tmp_path, sd):
     """Guards the test above: each crafted file does run its payload under a naive ``torch.load``."""
     write, _ = CRAFTED[form]
@@ -213,15 +231,11 @@ def test_torchscript_archive_is_refused(tmp_path):
         read_checkpoint(path)
 
 
-def _crafted_stock(tmp_path: Path, sd) -> tuple[Path, Path]:
-    marker, path = tmp_path / "pwned", tmp_path / "evil.pth.tar"
-    _stock_pickle(path, marker, sd)
-    return path, marker
-
-
+@pytest.mark.parametrize("form", ["stock-pickle-os-system", "torch-legacy-header"])
 @pytest.mark.parametrize("entry", ["convert", "export", "track-torch", "distill-teacher"])
-def test_every_checkpoint_entry_point_refuses_a_crafted_file(entry, tmp_path, sd, frames_dir, capsys):
-    path, marker = _crafted_stock(tmp_path, sd)
+def test_every_checkpoint_entry_point_refuses_a_crafted_file(entry, form, tmp_path, sd, frames_dir, capsys):
+    marker, path = tmp_path / "pwned", tmp_path / "evil.pth.tar"
+    CRAFTED[form][0](path, marker, sd)
     if entry == "distill-teacher":
         from mfv2.models.mixvit import load_mixvit_state
 
@@ -725,3 +739,39 @@ def test_telemetry_loaded_before_mfv2_is_silenced(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO), "HOME": str(tmp_path)}
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
     assert "CONSENT False None" in result.stdout, result.stdout + result.stderr[-2000:]
+
+
+# ------------------------------------------------------------------------------------ source scan
+
+
+def _calls(tree):
+    import ast
+
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            f = node.func
+            name = f.id if isinstance(f, ast.Name) else f"{getattr(f.value, 'id', '?')}.{f.attr}" if isinstance(f, ast.Attribute) else "?"
+            yield name, node
+
+
+def test_no_unsafe_loader_or_shell_anywhere_in_the_package():
+    """The restricted unpickler is the only pickle loader; no eval/exec, shell=True or unsafe YAML."""
+    import ast
+
+    found = []
+    for path in sorted((REPO / "mfv2").rglob("*.py")):
+        rel = path.relative_to(REPO).as_posix()
+        for name, call in _calls(ast.parse(path.read_text(), rel)):
+            kw = {k.arg: k.value for k in call.keywords}
+            unsafe = (
+                name in ("eval", "exec", "pickle.load", "pickle.loads", "marshal.loads", "dill.load", "joblib.load")
+                or name == "pickle.Unpickler"
+                or (name == "yaml.load" and "Loader" not in kw)
+                or ("shell" in kw and not (isinstance(kw["shell"], ast.Constant) and kw["shell"].value is False))
+                or (name == "torch.load" and not (isinstance(kw.get("weights_only"), ast.Constant) and kw["weights_only"].value)
+                    and not (rel == "mfv2/models/checkpoint.py" and "pickle_module" in kw))
+                or (name == "torch.jit.load" or name == "jit.load")
+            )
+            if unsafe:
+                found.append(f"{rel}:{call.lineno} {name}")
+    assert found == []
