@@ -81,7 +81,17 @@ def test_vot_config_prints_a_section_and_rejects_bad_input(tmp_path, capsys):
     assert out.startswith("[s]\n") and "protocol = traxpython" in out and "--threads 2" in out
     assert main(["vot-config", "--protocol", "python"]) == 0
     assert "command = mfv2.integrations.vot:VOTTracker" in capsys.readouterr().out
-    for bad in (["--model", str(tmp_path / "missing")], ["--backend", "nope"], ["--threads", "0"]):
+    ini = tmp_path / "ws" / "trackers.ini"
+    for name in ("a", "b"):
+        assert main(["vot-config", "--name", name, "--output", str(ini)]) == 0
+        assert f"added tracker [{name}]" in capsys.readouterr().out
+    import configparser
+
+    parser = configparser.ConfigParser()
+    parser.read(ini)
+    assert parser.sections() == ["a", "b"] and parser["b"]["command"] == "mfv2.integrations.vot"
+    for bad in (["--model", str(tmp_path / "missing")], ["--backend", "nope"], ["--threads", "0"],
+                ["--name", "a", "--output", str(ini)], ["--output", str(tmp_path)], ["--name", "x y"]):
         assert main(["vot-config", *bad]) == 2
         err = capsys.readouterr().err
         assert err.startswith("mfv2: error: ") and len(err.strip().splitlines()) == 1

@@ -27,7 +27,9 @@ from typing import Any
 
 import numpy as np
 
-from mfv2.benchmarks.datasets import Dataset, TrackingSequence, open_dataset, read_boxes, read_times, write_result
+from mfv2.benchmarks.datasets import (
+    Dataset, TrackingSequence, open_dataset, read_boxes, read_got10k_result, read_times, write_result,
+)  # fmt: skip
 from mfv2.benchmarks.metrics import (
     IOU_THRESHOLDS,
     PIXEL_THRESHOLDS,
@@ -317,6 +319,20 @@ def run_parallel(
     return todo
 
 
+def _result_runs(d: Path, seq: TrackingSequence) -> list[np.ndarray] | None:
+    """The complete results of ``seq`` in ``d``: ``<seq>.txt``, else every repetition of the GOT-10k
+    toolkit's layout ``<seq>/<seq>_00r.txt``; None when there is none of full length."""
+    if finished(d, seq):
+        return [read_boxes(d / f"{seq.name}.txt")]
+    if not (d / seq.name / f"{seq.name}_001.txt").is_file():
+        return None
+    try:
+        runs = read_got10k_result(d, seq.name)
+    except ConfigError:
+        return None
+    return runs if all(r.shape[0] == len(seq) for r in runs) else None
+
+
 def _has_ground_truth(seq: TrackingSequence) -> bool:
     return len(seq) > 1 and bool(np.isfinite(seq.gt[1:]).all(axis=1).any())
 
@@ -326,6 +342,9 @@ def evaluate_results(
     names: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Score the result files of ``results_dir`` against ``dataset`` (or its sequences in ``names``).
+
+    Each sequence's result is ``<seq>.txt``, or the GOT-10k toolkit's ``<seq>/<seq>_001.txt`` (its
+    repetitions all count towards AO/SR; the first one is scored by the OPE metrics).
 
     Returns:
         A JSON-ready dict: ``auc``, ``precision``, ``norm_precision``, ``op50``, ``op75`` (percent),
@@ -346,18 +365,19 @@ def evaluate_results(
             f"{dataset.root} has ground truth for the first frame only; the result files in {results_dir} are "
             "for the dataset's evaluation server"
         )
-    missing = [s.name for s in seqs if not finished(results_dir, s)]
+    d = Path(results_dir)
+    runs = {s.name: _result_runs(d, s) for s in seqs}
+    missing = [n for n, r in runs.items() if r is None]
     if missing:
         raise ConfigError(f"{len(missing)} sequences have no complete result in {results_dir} (e.g. {missing[0]}); "
                           "run 'mfv2 eval' without --no-run to track them")  # fmt: skip
-    d = Path(results_dir)
-    preds = {s.name: read_boxes(d / f"{s.name}.txt") for s in seqs}
+    preds = {n: r[0] for n, r in runs.items() if r is not None}
     ope = evaluate_sequences(preds, {s.name: s.gt for s in seqs}, {s.name: s.visible for s in seqs},
                              iou=IOU_CONVENTION.get(kind, "inclusive"), exclude_invalid=exclude_invalid)  # type: ignore[arg-type]
     summary = ope.to_dict()
     total_frames, total_time = 0, 0.0
     for s in seqs:
-        tpath = d / f"{s.name}_time.txt"
+        tpath = d / f"{s.name}_time.txt" if (d / f"{s.name}.txt").is_file() else d / s.name / f"{s.name}_time.txt"
         per = summary["per_sequence"][s.name]
         if tpath.is_file():
             t = read_times(tpath).reshape(len(s), -1)[:, 0]
@@ -371,7 +391,8 @@ def evaluate_results(
     if kind == "got10k":
         covers = {s.name: s.cover for s in seqs if s.cover is not None}
         bounds = {s.name: s.image_size for s in seqs if s.image_size is not None}
-        got = evaluate_got10k(preds, {s.name: s.gt for s in seqs}, covers or None, bounds=bounds or None)
+        got = evaluate_got10k({n: r for n, r in runs.items() if r is not None}, {s.name: s.gt for s in seqs},
+                              covers or None, bounds=bounds or None)
         summary.update(ao=got.ao, sr50=got.sr50, sr75=got.sr75)
         for name, v in got.per_sequence.items():
             summary["per_sequence"][name].update(ao=v["ao"], sr50=v["sr50"], sr75=v["sr75"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 HELP = "print a VOT-toolkit trackers.ini section for a model (TraX or the toolkit's python protocol)"
-EXAMPLE = "mfv2 vot-config --model exports/S --backend openvino --threads 2 >> vot-workspace/trackers.ini"
+EXAMPLE = "mfv2 vot-config --model exports/S --backend openvino --threads 2 --output vot-workspace/trackers.ini"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -22,6 +22,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="traxpython: a TraX process (default); python: the toolkit imports the tracker itself")
     p.add_argument("--python", help="interpreter of the TraX process (default: this one, where mfv2 is installed)")
     p.add_argument("--timeout", type=int, default=120, help="seconds the toolkit waits for a reply (default 120)")
+    p.add_argument("--output", metavar="INI", help="append the section to this trackers.ini (created if absent) "
+                   "instead of printing it")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -54,6 +56,24 @@ def run(args: argparse.Namespace) -> int:
     name = args.name or re.sub(r"[^A-Za-z0-9_-]", "_", f"mfv2_{model}_{args.backend}_{args.precision}")
     label = f"mfv2 {model} ({args.backend} {args.precision})"
     package_root = str(Path(mfv2.__file__).resolve().parent.parent)
-    print(trackers_ini(name, protocol=args.protocol, options=options, python=args.python or sys.executable,
-                       paths=[package_root], timeout=args.timeout, label=label), end="")
+    section = trackers_ini(name, protocol=args.protocol, options=options, python=args.python or sys.executable,
+                           paths=[package_root], timeout=args.timeout, label=label)
+    if args.output is None:
+        print(section, end="")
+        return 0
+    import configparser
+
+    from mfv2.fileio import atomic_write_text, check_output_file
+
+    ini = check_output_file(args.output, create_parent=True)
+    old = ini.read_text() if ini.is_file() else ""
+    parser = configparser.ConfigParser()
+    try:
+        parser.read_string(old)
+    except configparser.Error as e:
+        raise ConfigError(f"{ini} is not a trackers.ini file: {str(e).splitlines()[0]}") from e
+    if parser.has_section(name):
+        raise ConfigError(f"{ini} already has a tracker [{name}]; choose another --name")
+    sep = "" if not old or old.endswith("\n\n") else ("\n" if old.endswith("\n") else "\n\n")
+    print(f"added tracker [{name}] to {atomic_write_text(ini, old + sep + section)}")
     return 0
