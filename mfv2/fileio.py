@@ -286,13 +286,13 @@ def atomic_dir(out: str | os.PathLike[str], *, overwrite: bool) -> Iterator[Path
         if not overwrite and any(target.iterdir()):
             raise ConfigError(f"{target} exists and is not empty; pass overwrite=True (--overwrite) or pick a new path")
     tmp = _hidden(target, ".tmp")
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp.mkdir()
-    except OSError as e:
-        raise output_error(target, e) from e
-    with cleanup_on_terminate():
+    with cleanup_on_terminate():  # installed before the folder exists, so no SIGTERM can strand it
         try:
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                tmp.mkdir()
+            except OSError as e:
+                raise output_error(target, e) from e
             yield tmp
             _swap_in(tmp, target)
         except OSError as e:
