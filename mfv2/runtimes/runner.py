@@ -272,17 +272,23 @@ def cached_export(
         )
     from mfv2.export import export
 
-    target.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=target))
+    from mfv2.fileio import cleanup_on_terminate, output_error
+
     try:
-        log.info("exporting %s into the cache %s (once per checkpoint)", src, out)
-        export(src, tmp / "export", variant=variant, precisions=precisions, overwrite=True)
-        shutil.rmtree(out, ignore_errors=True)  # an unfinished export, or one without this precision
+        target.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise output_error(target, e) from e
+    with cleanup_on_terminate():  # SIGTERM removes the unfinished export as Ctrl-C does
+        tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=target))
         try:
-            os.replace(tmp / "export", out)
-        except OSError:
-            if not usable():  # else another process finished the same export first
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+            log.info("exporting %s into the cache %s (once per checkpoint)", src, out)
+            export(src, tmp / "export", variant=variant, precisions=precisions, overwrite=True)
+            shutil.rmtree(out, ignore_errors=True)  # an unfinished export, or one without this precision
+            try:
+                os.replace(tmp / "export", out)
+            except OSError:
+                if not usable():  # else another process finished the same export first
+                    raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     return out
