@@ -71,6 +71,18 @@ def toolkit_python() -> Path:
         return python
 
 
+def demo_export_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The shipped demo model exported for ONNX Runtime, once per test session (the toolkit side has no torch)."""
+    pytest.importorskip("onnx")
+    from mfv2.assets import demo_checkpoint
+    from mfv2.runtimes import cached_export
+
+    ckpt = demo_checkpoint()
+    if ckpt is None:
+        pytest.skip("the demo model is not installed (mfv2/assets/mixformerv2_demo_s.pt)")
+    return cached_export(ckpt, cache_dir=tmp_path_factory.getbasetemp() / "mfv2-cache" / "exports")
+
+
 def toolkit_env(*paths: Path) -> dict[str, str]:
     """Environment for a toolkit process: mfv2 from this checkout (plus ``paths``) on PYTHONPATH, no
     persistent analysis cache (the VOT toolkit keys it by names only), one thread per runtime."""

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import numpy as np
 import pytest
 
+from _toolkit_env import demo_export_dir
 from mfv2.benchmarks.evaluate import parse_shard, shard_names, worker_threads
 from mfv2.cli import main
 from mfv2.errors import ConfigError
@@ -17,16 +19,8 @@ FIGURES = ("auc", "precision", "norm_precision", "op50", "op75", "sequences", "f
 
 @pytest.fixture(scope="module")
 def demo_export(tmp_path_factory):
-    """The shipped demo model exported once for ONNX Runtime (shared with the toolkit tests' cache)."""
-    pytest.importorskip("onnxruntime")
-    pytest.importorskip("onnx")
-    from mfv2.assets import demo_checkpoint
-    from mfv2.runtimes import cached_export
-
-    ckpt = demo_checkpoint()
-    if ckpt is None:
-        pytest.skip("the demo model is not installed (mfv2/assets/mixformerv2_demo_s.pt)")
-    return cached_export(ckpt, cache_dir=tmp_path_factory.getbasetemp() / "mfv2-cache" / "exports")
+    """The shipped demo model exported once per session for ONNX Runtime (shared with the toolkit tests)."""
+    return demo_export_dir(tmp_path_factory)
 
 
 def test_shards_are_disjoint_cover_the_list_and_parse():
@@ -58,7 +52,7 @@ def _figures(path):
     return {k: body.get(k) for k in FIGURES}, body
 
 
-def test_sharded_and_parallel_runs_equal_one_run(tmp_path, demo_export, capsys):
+def test_sharded_and_parallel_runs_equal_one_run(tmp_path, demo_export, capsys, caplog):
     """Three ways to the same report on a GOT-10k-layout set (so AO/SR are in it too): one process,
     two workers, and two shards merged by --no-run; every result file is identical."""
     root = write_layout(tmp_path / "data", "got10k", num_sequences=5, num_frames=16, seed=1, height=120,
@@ -66,7 +60,9 @@ def test_sharded_and_parallel_runs_equal_one_run(tmp_path, demo_export, capsys):
     common = ["eval", str(root), "--backend", "onnxruntime", "--model", str(demo_export), "--no-progress"]
     single, parallel, sharded = tmp_path / "single", tmp_path / "parallel", tmp_path / "sharded"
     assert main([*common, "--threads", "1", "--results", str(single), "--json", str(tmp_path / "single.json")]) == 0
+    caplog.set_level(logging.INFO, logger="mfv2.benchmarks.evaluate")
     assert main([*common, "--workers", "2", "--results", str(parallel), "--json", str(tmp_path / "par.json")]) == 0
+    assert f"tracking 5 sequences in 2 processes, {worker_threads(2)} runtime thread(s) each" in caplog.text
     assert "tracked 5 of 5 sequences" in capsys.readouterr().out
     for i in (1, 2):
         assert main([*common, "--threads", "1", "--shard", f"{i}/2", "--results", str(sharded),

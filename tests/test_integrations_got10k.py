@@ -13,7 +13,7 @@ import json
 import numpy as np
 import pytest
 
-from _toolkit_env import run_toolkit, toolkit_env, toolkit_python
+from _toolkit_env import demo_export_dir, run_toolkit, toolkit_env, toolkit_python
 from mfv2.benchmarks.datasets import open_dataset, read_boxes, read_got10k_result, write_boxes, write_got10k_result
 from mfv2.benchmarks.metrics import evaluate_got10k, evaluate_sequences
 from mfv2.cli import main
@@ -206,13 +206,7 @@ def test_got10k_ao_and_sr50_against_the_toolkits_got10k_report(tmp_path, toolkit
 
 @pytest.mark.slow
 def test_mfv2_runs_as_a_got10k_toolkit_tracker(tmp_path, toolkit, tmp_path_factory):
-    pytest.importorskip("onnx")
-    from mfv2.assets import demo_checkpoint
-    from mfv2.runtimes import cached_export
-
-    if demo_checkpoint() is None:
-        pytest.skip("the demo model is not installed")
-    model = cached_export(demo_checkpoint(), cache_dir=tmp_path_factory.getbasetemp() / "mfv2-cache" / "exports")
+    model = demo_export_dir(tmp_path_factory)
     root = write_layout(tmp_path / "GOT-10k", "got10k", num_sequences=2, num_frames=20, seed=5, width=320, height=240)
     theirs = _last_json(run_toolkit(toolkit, ["-c", TRACK, str(root), str(tmp_path / "results"),
                                               str(tmp_path / "reports"), str(model)], cwd=tmp_path, env=toolkit_env()))

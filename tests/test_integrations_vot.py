@@ -10,7 +10,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from _toolkit_env import VOT_CLI, run_toolkit, toolkit_env, toolkit_python
+from _toolkit_env import VOT_CLI, demo_export_dir, run_toolkit, toolkit_env, toolkit_python
 from mfv2.benchmarks.datasets import open_dataset, read_boxes
 from mfv2.cli import main
 from mfv2.errors import ConfigError
@@ -47,14 +47,7 @@ print(json.dumps(out))
 
 @pytest.fixture(scope="module")
 def demo_export(tmp_path_factory):
-    pytest.importorskip("onnx")
-    from mfv2.assets import demo_checkpoint
-    from mfv2.runtimes import cached_export
-
-    ckpt = demo_checkpoint()
-    if ckpt is None:
-        pytest.skip("the demo model is not installed (mfv2/assets/mixformerv2_demo_s.pt)")
-    return cached_export(ckpt, cache_dir=tmp_path_factory.getbasetemp() / "mfv2-cache" / "exports")
+    return demo_export_dir(tmp_path_factory)
 
 
 def test_regions_and_overlaps_follow_the_toolkit_conventions():
@@ -133,6 +126,9 @@ def test_vot_evaluate_and_analysis_run_mfv2_and_agree_with_mfv2(tmp_path, demo_e
     log = run_toolkit(python, ["-c", VOT_CLI, "evaluate", "--workspace", str(ws), *trackers], cwd=ws, env=env)
     run_toolkit(python, ["-c", VOT_CLI, "analysis", "--workspace", str(ws), "--format", "json", "--name", "an",
                          *trackers], cwd=ws, env=env)
+    run_toolkit(python, ["-c", VOT_CLI, "report", "--workspace", str(ws), "--format", "html", "--name", "rep",
+                         *trackers], cwd=ws, env=env)
+    assert "mfv2" in (ws / "reports" / "rep" / "report.html").read_text()
     report = json.loads((ws / "analysis" / "an.json").read_text())
     order = list(report["trackers"])
     accuracy = {t: report["results"]["baseline"]["results"][0][order.index(t)][0] for t in trackers}

@@ -294,7 +294,8 @@ def run_parallel(
         return []
     context = multiprocessing.get_context("spawn")
     count = min(workers, len(todo))
-    logger.info("tracking %d sequences in %d processes, %s threads each", len(todo), count, spec.threads or "default")
+    logger.info("tracking %d sequences in %d processes, %s runtime thread(s) each", len(todo), count,
+                spec.threads or "default")
     bar = None
     if progress:
         from tqdm import tqdm
