@@ -208,7 +208,7 @@ def test_open_dataset_errors(tmp_path: Path) -> None:
         D.open_dataset(tmp_path / "empty", "lasott")
     with pytest.raises(ConfigError, match="no LaSOT sequence under"):
         D.open_dataset(tmp_path / "empty", "lasot")
-    assert set(D.dataset_kinds()) == {"lasot", "got10k", "trackingnet", "otb", "uav123",
+    assert set(D.dataset_kinds()) == {"lasot", "got10k", "trackingnet", "otb", "uav123", "vot",
                                       "synthetic"}
 
 
