@@ -83,18 +83,33 @@ def test_bench_markdown_and_plot(bench_run) -> None:
     assert (d / "b.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_bench_compare(bench_run, capsys) -> None:
+def test_bench_compare(bench_run) -> None:
+    """--compare matches rows by key and gives the latency change (on two result lists, no second bench)."""
+    import copy
+
+    from mfv2.benchmarks.report import compare_results, format_compare, load_report
+
     _, d = bench_run
-    capsys.readouterr()
-    code = main(["bench", "--variant", "tiny", "--quick", "--backends", "onnxruntime", "--precisions", "fp32",
-                 "--graphs", "split", "--threads", "1", "--mode", "model", "--iters", "5", "--cache", str(d / "cache"),
-                 "--compare", str(d / "b.json"), "--json", str(d / "c.json")])  # fmt: skip
-    assert code == 0
-    out = capsys.readouterr().out
-    assert f"Change against {d / 'b.json'}" in out
-    changes = json.loads((d / "c.json").read_text())["compare"]
-    assert len(changes) == 2 and all(c["old_median_ms"] is not None for c in changes)
-    assert all(c["change_pct"] == pytest.approx((c["new_median_ms"] / c["old_median_ms"] - 1) * 100) for c in changes)
+    old = load_report(d / "b.json")["results"]
+    new = copy.deepcopy(old)
+    ok = [r for r in new if r["status"] == "ok"]
+    for r in ok:
+        r["median_ms"] *= 0.5
+    new.append({**new[0], "threads": 7})  # a row the old report does not have
+    changes = compare_results(new, old)
+    assert len(changes) == len(new)
+    matched = [c for c in changes if c["old_median_ms"] is not None and c["new_median_ms"] is not None]
+    assert len(matched) == len(ok) and all(c["change_pct"] == pytest.approx(-50.0) for c in matched)
+    assert changes[-1]["old_median_ms"] is None and changes[-1]["change_pct"] is None
+    failed = [c for r, c in zip(new, changes) if r["status"] != "ok"]
+    assert failed and all(c["new_median_ms"] is None for c in failed)  # a failed row is never a change
+    assert "-50.0%" in format_compare(changes)
+
+
+def test_bench_compare_reads_the_old_report_before_the_run(tmp_path, capsys) -> None:
+    (tmp_path / "old.json").write_text("{not json")
+    assert main(["bench", "--variant", "tiny", "--quick", "--compare", str(tmp_path / "old.json"), "--cache", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.startswith("mfv2: error: ")
 
 
 def test_plan_rows_baseline_first_and_default_precisions() -> None:

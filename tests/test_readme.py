@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
 
 # Commands that cannot run in CI, and why; matched as substrings of the command line.
 SKIPPED = {
@@ -20,7 +21,9 @@ SKIPPED = {
 }
 # Commands run at a smaller size in CI: same subcommand and flags, less work.
 SHRINK = {
-    "mfv2 bench --variant S": ("--variant S", "--variant tiny --quick"),
+    # the matrix itself is tested in test_bench.py: here the command and its outputs, on two rows
+    "mfv2 bench --variant S": ("--variant S", "--variant tiny --quick --backends onnxruntime --precisions fp32 "
+                               "--graphs split --mode model --iters 5"),
     "mfv2 eval --synthetic 16": ("--synthetic 16", "--synthetic 2 --frames 12"),
 }
 
@@ -31,6 +34,25 @@ def readme_commands() -> list[str]:
     return [line for line in lines if line.startswith("mfv2 ")]
 
 
+def _section(title: str) -> str:
+    text = README.read_text()
+    start = text.index(f"## {title}\n")
+    end = text.find("\n## ", start + 1)
+    return text[start : end if end > 0 else None]
+
+
+def test_quickstart_is_make_demo_then_make_test_and_ci_runs_make_test():
+    blocks = re.findall(r"```bash\n(.*?)```", _section("Quickstart"), flags=re.S)
+    commands = [line.split("#")[0].strip() for block in blocks for line in block.splitlines() if line.split("#")[0].strip()]
+    assert commands == ["make demo", "make test"]
+    ci = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()
+          if line.strip() and not line.lstrip().startswith("#")]  # fmt: skip
+    assert ci[-1] == "make test" and not any("pytest" in line for line in ci)  # the same command, nothing else
+    make = (ROOT / "Makefile").read_text()
+    demo = re.search(r"^demo:.*\n((?:\t.*\n)+)", make, flags=re.M)
+    assert demo is not None and demo.group(1).strip() == "$(BIN)/mfv2 demo"  # what test_demo.py runs
+
+
 def test_readme_has_the_task_commands():
     commands = readme_commands()
     for sub in ("export", "track", "bench", "eval", "build-engine", "distill", "convert", "synth"):
@@ -39,13 +61,15 @@ def test_readme_has_the_task_commands():
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
-    """A folder holding the files the README's commands name: an official-layout S checkpoint."""
+    """A folder holding the files the README's commands name: an official-layout checkpoint under the
+    README's file name. It holds the tiny variant (detected from its tensors like S): the commands run
+    as written, at a size CI affords; S's official layout is tested in test_checkpoint.py."""
     torch = pytest.importorskip("torch")
     from mfv2.models import build_model
 
     d = tmp_path_factory.mktemp("readme")
     torch.manual_seed(0)
-    torch.save({"net": build_model("S").state_dict()}, d / "mixformerv2_small.pth.tar")
+    torch.save({"net": build_model("tiny").state_dict()}, d / "mixformerv2_small.pth.tar")
     return d
 
 

@@ -28,7 +28,7 @@ from mfv2.benchmarks.envinfo import capture_env, cpu_info, load_average
 from mfv2.benchmarks.flops import frame_flops, graph_flops
 from mfv2.benchmarks.probe import PEAK_PRECISIONS, peak_precision
 from mfv2.benchmarks.report import RESULT_FIELDS
-from mfv2.benchmarks.rows import Artifacts, prepare_artifacts, run_row
+from mfv2.benchmarks.rows import Artifacts, prepare_artifacts, rejected_status, run_row
 from mfv2.config import _DictMixin
 from mfv2.errors import ConfigError
 
@@ -219,6 +219,12 @@ def run_bench(config: BenchConfig, *, command: str = "") -> dict[str, Any]:
             a = arts[row["variant"]]
             if a.error and not (row["backend"] == "torch" and a.checkpoint):
                 raw[i].append({"status": a.error})
+                continue
+            rejected = None
+            if a.manifest is not None and row["backend"] != "torch":
+                rejected = rejected_status(a.manifest, row["backend"], row["precision"], row["graph"])
+            if rejected:
+                raw[i].append({"status": rejected})
                 continue
             spec = {**row, **a.spec(row["backend"]), "warmup": config.warmup, "iters": config.iters,
                     "duration": config.duration, "frames": config.frames}  # fmt: skip

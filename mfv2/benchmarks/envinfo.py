@@ -15,7 +15,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-__all__ = ["capture_env", "cpu_info", "gpu_names", "package_versions", "load_average", "INTERESTING_FLAGS"]
+__all__ = ["capture_env", "cpu_info", "cpu_isa", "gpu_names", "package_versions", "load_average", "INTERESTING_FLAGS"]
 
 # CPU flags that decide which kernels the runtimes pick.
 INTERESTING_FLAGS: tuple[str, ...] = (
@@ -63,6 +63,23 @@ def cpu_info(cpuinfo: str | os.PathLike[str] = "/proc/cpuinfo") -> dict[str, Any
         "physical_cores": len(cores) or None,
         "mhz": float(fields["cpu MHz"]) if "cpu MHz" in fields else None,
     }
+
+
+def cpu_isa(flags: list[str] | None = None) -> str:
+    """The instruction set the int8/bf16 kernels get here, in words: e.g. ``"x86_64 AVX-512 VNNI BF16"``
+    or ``"x86_64 AVX2 (no AVX-512)"``. The same host family exposes either, depending on the hypervisor."""
+    info = cpu_info()
+    have = set(info["flags"] if flags is None else flags)
+    if "avx512f" in have:
+        extra = [name for flag, name in (("avx512_vnni", "VNNI"), ("avx512_bf16", "BF16"), ("amx_int8", "AMX")) if flag in have]
+        isa = " ".join(["AVX-512", *extra]) if extra else "AVX-512 (no VNNI)"
+    elif "avx2" in have:
+        isa = "AVX2 + AVX-VNNI (no AVX-512)" if "avx_vnni" in have else "AVX2 (no AVX-512)"
+    elif "asimd" in have:
+        isa = "NEON" + (" + SVE" if "sve" in have else "")
+    else:
+        isa = "no AVX2"
+    return f"{info['arch']} {isa}"
 
 
 def _blocks(text: str) -> list[dict[str, str]]:
@@ -130,6 +147,7 @@ def capture_env(threads: list[int] | int | None = None) -> dict[str, Any]:
         "os": platform.platform(),
         "python": sys.version.split()[0],
         "cpu": cpu_info(),
+        "isa": cpu_isa(),
         "memory_gb": _memory_gb(),
         "gpus": gpu_names(),
         "threads": threads,

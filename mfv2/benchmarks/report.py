@@ -234,7 +234,7 @@ def _env_lines(env: Mapping[str, Any]) -> list[str]:
     return [
         f"- Machine: {cpu.get('model')} ({cpu.get('arch')}), {cpu.get('physical_cores')} physical cores, "
         f"{cpu.get('usable_cpus')} usable CPUs, {env.get('memory_gb')} GB RAM",
-        f"- CPU flags: {' '.join(cpu.get('flags', [])) or '-'}",
+        f"- Instruction set: {env.get('isa', '-')}; CPU flags: {' '.join(cpu.get('flags', [])) or '-'}",
         f"- GPU: {', '.join(env.get('gpus') or []) or 'none'}",
         f"- Threads: {env.get('threads')}; load average (1, 5, 15 min) at start {load}, at the end "
         f"{env.get('load_average_end')}",

@@ -26,8 +26,9 @@ from mfv2.errors import BackendUnavailableError, ConfigError, Mfv2Error
 
 if TYPE_CHECKING:
     from mfv2.benchmarks.bench import BenchConfig
+    from mfv2.export.manifest import Manifest
 
-__all__ = ["Artifacts", "prepare_artifacts", "run_row", "peak_rss_mb", "CLIP_SIZE"]
+__all__ = ["Artifacts", "prepare_artifacts", "rejected_status", "run_row", "peak_rss_mb", "CLIP_SIZE"]
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +47,7 @@ class Artifacts:
         export_dir: export directory for the file backends (None: they cannot run).
         error: why the export failed, shown as the status of every row that needs it.
         note: a sentence for the report.
+        manifest: the export directory's manifest (its ``rejected`` variants give their rows' status).
     """
 
     label: str
@@ -55,10 +57,25 @@ class Artifacts:
     export_dir: str | None = None
     error: str | None = None
     note: str = ""
+    manifest: Manifest | None = None
 
     def spec(self, backend: str) -> dict[str, Any]:
         """The ``artifact`` a row of ``backend`` loads."""
         return {"artifact": self.checkpoint if backend == "torch" else self.export_dir}
+
+
+def rejected_status(manifest: Manifest, backend: str, precision: str, graph: str) -> str | None:
+    """The row status of a path whose files were left out of the export because they missed their
+    parity gate (``export(skip_failed=True)``), or None when the backend has files to run."""
+    from mfv2.export.formats import SPLIT_GRAPHS
+    from mfv2.runtimes.base import BACKENDS
+
+    formats = getattr(BACKENDS.get(backend), "formats", ())
+    graphs = ("full",) if graph == "full" else SPLIT_GRAPHS
+    if any(manifest.find(g, precision, f) for f in formats for g in graphs):
+        return None
+    why = manifest.rejection(precision, formats)
+    return f"exported, validation failed: {why}" if why else None
 
 
 def _one_line(e: BaseException) -> str:
@@ -113,21 +130,11 @@ def _has_files(directory: Path, onnx: tuple[str, ...], ov: tuple[str, ...]) -> b
     )
 
 
-def _export(checkpoint: Path, out: Path, onnx: tuple[str, ...], ov: tuple[str, ...]) -> str | None:
-    """Export into ``out``; on failure retry fp32 only. Returns what failed, or None."""
+def _export(checkpoint: Path, out: Path, onnx: tuple[str, ...], ov: tuple[str, ...]) -> None:
+    """Export into ``out``; a low-precision variant that misses its gate is left out and its rows say why."""
     from mfv2.export import export
 
-    try:
-        export(checkpoint, out, precisions=onnx, openvino=ov, seed=_SEED, overwrite=True)
-        return None
-    except Exception as e:  # converters raise their own types; the rows must still show what failed
-        first = _one_line(e)
-        if onnx == ("fp32",) and ov in ((), ("fp32",)):
-            raise
-        logger.warning("export with %s/%s failed (%s); retrying fp32 only", onnx, ov, first)
-        export(checkpoint, out, precisions=("fp32",), openvino=tuple(p for p in ov if p == "fp32"), seed=_SEED,
-               overwrite=True)  # fmt: skip
-        return first
+    export(checkpoint, out, precisions=onnx, openvino=ov, seed=_SEED, overwrite=True, skip_failed=True)
 
 
 def prepare_artifacts(variant: str, needed: set[tuple[str, str]], config: BenchConfig) -> Artifacts:
@@ -143,7 +150,8 @@ def prepare_artifacts(variant: str, needed: set[tuple[str, str]], config: BenchC
         ckpt = config.checkpoint or manifest.source.get("checkpoint")
         ckpt = ckpt if ckpt and Path(ckpt).is_file() else None
         note = f"{variant}: exported model ({manifest.model.name}); torch rows use {ckpt or 'nothing (pass --checkpoint)'}"
-        return Artifacts(variant, manifest.model, manifest.tracker.update_interval, ckpt, str(variant), note=note)
+        return Artifacts(variant, manifest.model, manifest.tracker.update_interval, ckpt, str(variant), note=note,
+                         manifest=manifest)
     cfg = variant_config(variant)
     interval = TrackerConfig.for_model(cfg).update_interval
     root = _cache_root(config)
@@ -176,11 +184,10 @@ def prepare_artifacts(variant: str, needed: set[tuple[str, str]], config: BenchC
         if not _has_files(out, onnx, ov):
             logger.info("exporting %s (%s; openvino %s) into %s", variant, ",".join(onnx), ",".join(ov) or "-", out)
             t0 = time.perf_counter()
-            failed = _export(ckpt, out, onnx, ov)
+            _export(ckpt, out, onnx, ov)
             logger.info("export took %.0f s", time.perf_counter() - t0)
-            if failed:
-                arts.note += f"; low-precision export failed ({failed}), those rows show why"
         arts.export_dir = str(out)
+        arts.manifest = load_manifest(out)
     except Exception as e:  # as in _export: a failed export becomes the status of the rows that need it
         arts.error = f"export failed: {_one_line(e)}"
     return arts

@@ -96,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
     if old is not None:
         report["compare"] = compare_results(report["results"], old["results"])
     env = report["env"]
-    print(f"mfv2 bench on {env['cpu']['model']}, threads {env['threads']}, load average {env['load_average']}")
+    print(f"mfv2 bench on {env['cpu']['model']} ({env['isa']}), threads {env['threads']}, load average {env['load_average']}")
     print(format_table(report["results"]))
     for line in failure_lines(report["results"]):
         print(f"not run: {line}")
