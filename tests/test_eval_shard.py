@@ -71,7 +71,8 @@ def test_sharded_and_parallel_runs_equal_one_run(tmp_path, demo_export, capsys, 
     assert "tracked 3 of 3 sequences" in out and "tracked 2 of 2 sequences" in out
     shard1, body1 = _figures(tmp_path / "shard1.json")
     assert shard1["sequences"] == 3 and body1["run"]["shard"] == "1/2"
-    assert main(["eval", str(root), "--no-run", "--results", str(sharded), "--json", str(tmp_path / "merged.json")]) == 0
+    merged = tmp_path / "merged.json"
+    assert main(["eval", str(root), "--no-run", "--results", str(sharded), "--json", str(merged)]) == 0
 
     want, _ = _figures(tmp_path / "single.json")
     assert want["sequences"] == 5 and want["ao"] is not None

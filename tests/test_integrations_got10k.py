@@ -112,7 +112,8 @@ def _otb_fixture() -> dict[str, tuple[dict[str, np.ndarray], dict[str, np.ndarra
     target leaving the image. ``pinned``: ``hard`` as mfv2's rules make it: unusable predictions
     repeat the previous box; a ground-truth frame without positive size, or not visible, is not annotated."""
     rng = np.random.default_rng(0)
-    runs: dict[str, tuple[dict[str, np.ndarray], dict[str, np.ndarray]]] = {k: ({}, {}) for k in ("clean", "hard", "pinned")}
+    runs: dict[str, tuple[dict[str, np.ndarray], dict[str, np.ndarray]]] = {
+        k: ({}, {}) for k in ("clean", "hard", "pinned")}
     for k, n in enumerate((40, 55, 70)):
         seq, gt = f"s{k}", _walk(rng, n)
         pred = _noisy(rng, gt)
@@ -192,7 +193,8 @@ def test_got10k_ao_and_sr50_against_the_toolkits_got10k_report(tmp_path, toolkit
     for name in preds:
         t = theirs[name]["overall"]
         ao = "nan" if t["ao"] is None else f"{100 * t['ao']:.6f}"
-        print(f"{name}: mfv2 AO {ours[name].ao:.6f} SR0.5 {ours[name].sr50:.6f} | got10k AO {ao} SR0.5 {100 * t['sr']:.6f}")
+        print(f"{name}: mfv2 AO {ours[name].ao:.6f} SR0.5 {ours[name].sr50:.6f} | "
+              f"got10k AO {ao} SR0.5 {100 * t['sr']:.6f}")
     for name in ("clean", "nan_as_zero"):
         t = theirs[name]
         assert ours[name].ao == pytest.approx(100 * t["overall"]["ao"], abs=1e-6)

@@ -158,7 +158,8 @@ def test_vot_evaluate_and_analysis_run_mfv2_and_agree_with_mfv2(tmp_path, demo_e
     for s in ds.names:
         np.testing.assert_allclose(ours[s][1:], as_boxes["mfv2"][s][1:], atol=0.05)
     assert vot_accuracy(ours, gts, sizes) == pytest.approx(accuracy["mfv2"], abs=2e-3)
-    mean_iou = np.mean([v["mean_iou"] for v in json.loads((tmp_path / "eval.json").read_text())["per_sequence"].values()])
+    per_seq = json.loads((tmp_path / "eval.json").read_text())["per_sequence"]
+    mean_iou = np.mean([v["mean_iou"] for v in per_seq.values()])
     print(f"mfv2 on the toolkit's run: {vot_accuracy(as_boxes['mfv2'], gts, sizes):.6f}; mfv2 eval's files: "
           f"{vot_accuracy(ours, gts, sizes):.6f}; mfv2 eval mean IoU (continuous, visible frames, frame 0 "
           f"included, unweighted): {mean_iou:.6f}")

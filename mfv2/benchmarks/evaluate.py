@@ -154,7 +154,8 @@ def _todo(dataset: Dataset, out: Path, resume: bool, names: Sequence[str] | None
         raise ConfigError(f"no sequence {unknown[0]!r} in {dataset.root}")
     todo = [n for n in wanted if not (resume and finished(out, dataset[n]))]
     if len(todo) < len(wanted):
-        logger.info("resuming: %d of %d sequences already have results in %s", len(wanted) - len(todo), len(wanted), out)
+        logger.info("resuming: %d of %d sequences already have results in %s", len(wanted) - len(todo),
+                    len(wanted), out)
     return todo
 
 
@@ -224,6 +225,12 @@ class TrackerSpec:
     preset: str | None = None
     baseline: str | None = None
 
+    def preset_for(self, kind: str) -> str:
+        """The tracker settings used on a dataset ``kind``: ``preset``, else the dataset's own."""
+        if self.baseline:
+            return self.baseline
+        return self.preset or {"uav123": "uav", "vot": "vot20"}.get(kind, kind)
+
     def open(self, kind: str) -> tuple[Any, Callable[[], Any], str]:
         """Load the model once: ``(runner or None, make_tracker, preset)``; the caller closes the runner."""
         if self.baseline:
@@ -242,7 +249,7 @@ class TrackerSpec:
         runner = load_backend(self.backend, self.artifact, precision=self.precision, threads=self.threads,
                               graph=self.graph, **options)  # type: ignore[arg-type]
         try:
-            preset = self.preset or {"uav123": "uav", "vot": "vot20"}.get(kind, kind)
+            preset = self.preset_for(kind)
             config = TrackerConfig.preset(preset, runner.manifest.model)
         except BaseException:
             runner.close()

@@ -127,7 +127,10 @@ def run(args: argparse.Namespace) -> int:
         resume, progress = not args.no_resume, not args.no_progress
         if args.workers > 1:
             info.update(workers=args.workers, threads=threads)
-            ran = run_parallel(spec, dataset, results, workers=args.workers, resume=resume, progress=progress, names=names)
+            if not args.baseline:
+                info["preset"] = spec.preset_for(kind)
+            ran = run_parallel(spec, dataset, results, workers=args.workers, resume=resume, progress=progress,
+                               names=names)
         else:
             runner, make_tracker, preset = spec.open(kind)
             if runner is not None:

@@ -12,7 +12,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="export directory (default: the shipped demo model)")
     p.add_argument("--checkpoint", help="checkpoint instead of --model (non-torch backends export it on first use)")
     p.add_argument("--variant", help="architecture of --checkpoint (default: detect)")
-    p.add_argument("--backend", default="onnxruntime", help="torch, onnxruntime, openvino, tensorrt (default onnxruntime)")
+    p.add_argument("--backend", default="onnxruntime",
+                   help="torch, onnxruntime, openvino, tensorrt (default onnxruntime)")
     p.add_argument("--precision", default="fp32", help="fp32, fp16, bf16 or int8 (default fp32)")
     p.add_argument("--graph", default="auto", choices=("auto", "split", "full"), help="graph to run (default auto)")
     p.add_argument("--threads", type=int, help="runtime threads (default: the runtime's choice)")

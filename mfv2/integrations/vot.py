@@ -111,7 +111,8 @@ def _make_tracker(backend: str = "onnxruntime", model: str | None = None, checkp
         checkpoint = str(demo_model_for("vot", "give the model: --model EXPORT_DIR or --checkpoint CHECKPOINT"))
     options = {"variant": variant} if variant else {}
     return Tracker.create(backend, model=model, checkpoint=checkpoint, config=preset, precision=precision,
-                          threads=int(threads) if threads not in (None, "") else None, graph=graph,  # type: ignore[arg-type]
+                          threads=int(threads) if threads not in (None, "") else None,
+                          graph=graph,  # type: ignore[arg-type]
                           **options)
 
 
