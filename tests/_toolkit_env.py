@@ -55,7 +55,9 @@ def toolkit_python() -> Path:
         if stamp.is_file() and python.is_file():
             return python
         pip = [sys.executable, "-m", "pip", "--disable-pip-version-check"]
-        probe = subprocess.run([*pip, "index", "versions", "vot-toolkit"], capture_output=True, text=True, timeout=120)
+        # a bounded question first: pip's default retries would spend minutes on a blocked network
+        probe = subprocess.run([*pip, "index", "versions", "vot-toolkit", "--retries", "1", "--timeout", "10"],
+                               capture_output=True, text=True, timeout=120)
         if probe.returncode != 0 or "0.9.0" not in probe.stdout:
             pytest.skip("PyPI is unreachable: cannot build the VOT/GOT-10k toolkit environment "
                         f"({(probe.stderr.strip().splitlines() or ['no answer'])[-1]})")
