@@ -146,18 +146,23 @@ class VOTTracker:
         return tuple(float(v) for v in box), {"confidence": float(self.tracker.score)}  # type: ignore[return-value]
 
 
-def serve(tracker: Any) -> None:
-    """Answer one TraX session (the toolkit on stdin/stdout) with ``tracker`` (``init``/``update``/``score``).
-
-    Raises:
-        BackendUnavailableError: ``vot-trax`` is not installed.
-    """
+def _trax() -> Any:
     try:
         import trax
     except ImportError as e:
         from mfv2.errors import BackendUnavailableError
 
         raise BackendUnavailableError('the VOT integration needs vot-trax: pip install "mfv2[vot]"') from e
+    return trax
+
+
+def serve(tracker: Any) -> None:
+    """Answer one TraX session (the toolkit on stdin/stdout) with ``tracker`` (``init``/``update``/``score``).
+
+    Raises:
+        BackendUnavailableError: ``vot-trax`` is not installed.
+    """
+    trax = _trax()
     formats = [trax.Region.RECTANGLE, trax.Region.POLYGON, trax.Region.MASK]
     with trax.Server(formats, [trax.Image.PATH], tracker_name="mfv2", tracker_family="MixFormerV2") as server:
         while True:
@@ -275,6 +280,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args_list = shlex.split(os.environ[ENV_ARGS])
     args = get_parser().parse_args(args_list)
     try:
+        _trax()  # before loading a model
         if args.model is not None and not Path(args.model).exists():
             raise ConfigError(f"--model {args.model} does not exist")
         tracker = _make_tracker(args.backend, args.model, args.checkpoint, args.variant, args.precision,
