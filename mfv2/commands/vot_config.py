@@ -53,6 +53,13 @@ def run(args: argparse.Namespace) -> int:
         options += ["--threads", str(args.threads)]
     if args.timeout < 1:
         raise ConfigError(f"--timeout must be >= 1 second, got {args.timeout}")
+    if args.protocol == "traxpython" and args.python is None:
+        import importlib.util
+        import logging
+
+        if importlib.util.find_spec("trax") is None:
+            logging.getLogger(__name__).warning('vot-trax is not installed in %s; the TraX entry needs it: '
+                                                'pip install "mfv2[vot]"', sys.executable)
     model = Path(args.model or args.checkpoint or "demo").name.split(".")[0]
     name = args.name or re.sub(r"[^A-Za-z0-9_-]", "_", f"mfv2_{model}_{args.backend}_{args.precision}")
     label = f"mfv2 {model} ({args.backend} {args.precision})"
