@@ -47,14 +47,9 @@ def sd(tiny_model) -> dict[str, torch.Tensor]:
 
 
 @pytest.fixture(scope="module")
-def export_dir(tmp_path_factory) -> Path:
-    """The seed-0 tiny model exported once for this module (ONNX fp32, plus OpenVINO fp32 when installed)."""
-    pytest.importorskip("onnx")
-    pytest.importorskip("onnxruntime")
-    from mfv2.export import export
-
-    out = tmp_path_factory.mktemp("bad-input") / "tiny"
-    return export(None, out, variant="tiny", seed=0, simplify="none", openvino=("fp32",) if HAS_OPENVINO else ())
+def export_dir(tiny_export) -> Path:
+    """The session's seed-0 tiny export (conftest.py); tests that edit it work on ``export_copy``."""
+    return tiny_export
 
 
 @pytest.fixture()
@@ -633,7 +628,7 @@ def test_frames_smaller_than_the_clip_margin_keep_the_box_inside(size, torch_run
 
 
 def test_clip_box_is_the_official_one_on_normal_frames():
-    from mfv2.tracking.crop import clip_box
+    from mfv2.geometry.boxes import clip_box
 
     assert clip_box((-5, -5, 3, 3), 1, 1) == (0.0, 0.0, 1.0, 1.0)
     assert clip_box((600, 400, 80, 90), 480, 640) == (600.0, 400.0, 40.0, 80.0)

@@ -20,21 +20,10 @@ from mfv2.runtimes import base as runtimes_base
 HAS_OPENVINO = importlib.util.find_spec("openvino") is not None
 
 
-def tiny_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One export of the seed-0 tiny model per test session (ONNX fp32, plus OpenVINO IR when installed)."""
-    path = tmp_path_factory.getbasetemp() / "mfv2-tiny-export"
-    if not (path / "manifest.json").is_file():
-        pytest.importorskip("onnx")
-        pytest.importorskip("onnxruntime")
-        from mfv2.export import export
-
-        export(None, path, variant="tiny", seed=0, openvino=("fp32",) if HAS_OPENVINO else ())
-    return path
-
-
 @pytest.fixture(scope="module")
-def export_dir(tmp_path_factory):
-    return tiny_export(tmp_path_factory)
+def export_dir(tiny_export):
+    """The session's seed-0 tiny export (conftest.py): read-only, tests that edit one copy it."""
+    return tiny_export
 
 
 @pytest.fixture(scope="module")
@@ -217,7 +206,8 @@ def _edited_copy(src: Path, dst: Path, edit) -> Path:
 
 
 def test_graph_selection_and_missing_artifacts(export_dir, tmp_path):
-    only_full = _edited_copy(export_dir, tmp_path / "full", lambda d: d.update(artifacts=[a for a in d["artifacts"] if a["graph"] == "full"]))
+    only_full = _edited_copy(export_dir, tmp_path / "full", lambda d: d.update(
+        artifacts=[a for a in d["artifacts"] if a["graph"] == "full" and a["precision"] == "fp32"]))
     assert load_backend("onnxruntime", only_full).graph == "full"
     with pytest.raises(ConfigError, match="has no split graphs the onnxruntime backend can run at fp32"):
         load_backend("onnxruntime", only_full, graph="split")
