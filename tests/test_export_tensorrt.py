@@ -1,16 +1,20 @@
-"""TensorRT engine builder: op-set check, planning, builder calls (against a stand-in module), sidecar, compatibility.
+"""TensorRT engine builder: op-set check, planning, builder calls (against fake modules), sidecar, compatibility,
+and the int8 graph exported for TensorRT.
 
-TensorRT itself cannot run here (no GPU); the stand-in records the calls the TensorRT 10/11 Python API
-documents and returns a fake plan, so the builder's own logic is tested. Engines on a real GPU are
-unverified in CI.
+TensorRT itself cannot run here (no GPU); the fakes of ``tests/_tensorrt_fakes.py`` (their names checked
+against the real bindings in ``test_tensorrt_fakes.py``) record the calls and return a fake plan, so the
+builder's own logic is tested. Engines on a real GPU are unverified in CI.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import importlib.util
 import json
+import logging
 import shutil
+import sys
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -19,20 +23,23 @@ import pytest
 onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
-import mfv2.export.tensorrt as trt_mod  # noqa: E402
 from mfv2.config import TrackerConfig, variant_config  # noqa: E402
 from mfv2.errors import BackendUnavailableError, ConfigError, ExportError  # noqa: E402
 from mfv2.export.manifest import Artifact, Manifest, load_manifest  # noqa: E402
 from mfv2.export.quantize import symmetric_qdq  # noqa: E402
 from mfv2.export.tensorrt import (  # noqa: E402
+    TRT_INT8_SUFFIX,
     build_engine,
     build_engines,
     check_engine_compatible,
     plan_engines,
     read_sidecar,
     tensorrt_issues,
+    trt_logger,
 )
-from mfv2.models.checkpoint import file_sha256  # noqa: E402
+from mfv2.fileio import sha256  # noqa: E402
+from mfv2.runtimes.cuda_api import DeviceInfo  # noqa: E402
+from tests._tensorrt_fakes import FakeCudart, cudaError_t, fake_cuda_package, fake_tensorrt  # noqa: E402
 
 
 def _graph(nodes: list, opset: int = 17, initializers: list | None = None, domains: tuple[str, ...] = ()) -> Any:
@@ -101,155 +108,152 @@ def test_plan_engines_picks_the_typed_sources(tmp_path: Path) -> None:
         plan_engines(d, "fp8", ("full",))
 
 
-class _FakeTRT:
-    """Stand-in for the ``tensorrt`` module: the TensorRT 10 Python builder API, recording calls."""
+DEV = DeviceInfo(0, "Fake GPU", "8.6", 16384, "GPU-00010203-0405-0607-0809-0a0b0c0d0e0f", "12.9", "13.0")
 
-    def __init__(self, version: str = "10.13.0", bf16: bool = True, parse_ok: bool = True, plan: bytes = b"\x00PLAN\x01") -> None:
-        self.__version__ = version
-        self.calls: list[tuple] = []
-        self._plan, self._parse_ok = plan, parse_ok
-        self.Logger = type("Logger", (), {"WARNING": 2, "VERBOSE": 4, "__init__": lambda s, level: None})
-        self.NetworkDefinitionCreationFlag = SimpleNamespace(STRONGLY_TYPED=5)
-        self.MemoryPoolType = SimpleNamespace(WORKSPACE="workspace")
-        flags = {"TF32": "tf32"} | ({"BF16": "bf16"} if bf16 else {})
-        self.BuilderFlag = SimpleNamespace(**flags)
-        fake = self
 
-        class Cache:
-            def __init__(self, data: bytes) -> None:
-                self.data = data
+@pytest.fixture
+def cuda(monkeypatch: pytest.MonkeyPatch) -> FakeCudart:
+    """Fake cuda-python and tensorrt modules in ``sys.modules`` (``cuda.trt`` is the tensorrt one)."""
+    fake = FakeCudart(devices=(("Old GPU", 7, 5), ("Fake GPU", 8, 6)))
+    for name, module in fake_cuda_package(fake).items():
+        monkeypatch.setitem(sys.modules, name, module)
+    fake.trt = fake_tensorrt(fake)  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "tensorrt", fake.trt)  # type: ignore[attr-defined]
+    return fake
 
-            def serialize(self) -> bytes:
-                return self.data + b"+tuned"
 
-        class Config:
-            def set_memory_pool_limit(self, pool: str, size: int) -> None:
-                fake.calls.append(("pool", pool, size))
-
-            def clear_flag(self, flag: str) -> None:
-                fake.calls.append(("clear", flag))
-
-            def set_flag(self, flag: str) -> None:
-                fake.calls.append(("set", flag))
-
-            def create_timing_cache(self, data: bytes) -> Cache:
-                fake.calls.append(("cache", bytes(data)))
-                return Cache(bytes(data))
-
-            def set_timing_cache(self, cache: Cache, ignore_mismatch: bool) -> bool:
-                return True
-
-        class Builder:
-            def __init__(self, logger: Any) -> None:
-                pass
-
-            def create_network(self, flags: int) -> str:
-                fake.calls.append(("network", flags))
-                return "network"
-
-            def create_builder_config(self) -> Config:
-                return Config()
-
-            def build_serialized_network(self, network: str, config: Config) -> bytes:
-                return fake._plan
-
-        class OnnxParser:
-            num_errors = 1
-
-            def __init__(self, network: str, logger: Any) -> None:
-                pass
-
-            def parse_from_file(self, path: str) -> bool:
-                fake.calls.append(("parse", Path(path).name))
-                fake.parsed_issues = tensorrt_issues(onnx.load(path))
-                return fake._parse_ok
-
-            def get_error(self, i: int) -> str:
-                return "unsupported node Foo"
-
-        self.Builder, self.OnnxParser = Builder, OnnxParser
+def _trt() -> Any:
+    return fake_tensorrt(FakeCudart())
 
 
 def test_build_engine_writes_byte_pure_plan_and_sidecar(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(trt_mod, "gpu_info", lambda: {"gpu": "Fake GPU", "compute_capability": "8.6", "driver": "550"})
+    monkeypatch.setattr(shutil, "which", lambda name: None)  # no nvidia-smi: nothing but the driver field changes
     d = _export_dir(tmp_path, ("fp32", "fp16"))
-    fake = _FakeTRT()
+    fake = _trt()
     cache = tmp_path / "timing.cache"
     cache.write_bytes(b"old")
     [plan] = plan_engines(d, "fp16", ("full",))
-    sidecar = build_engine(plan, workspace_mb=512, timing_cache=cache, trt=fake)
+    sidecar = build_engine(plan, device=DEV, workspace_mb=512, timing_cache=cache, trt=fake)
     assert plan.engine.read_bytes() == b"\x00PLAN\x01"  # nothing before or after the plan
     assert cache.read_bytes() == b"old+tuned"
     assert ("network", 1 << 5) in fake.calls and ("pool", "workspace", 512 << 20) in fake.calls
-    assert ("parse", "model.fp16.onnx") in fake.calls and ("clear", "tf32") not in fake.calls
+    assert ("parse", str(d / "model.fp16.onnx")) in fake.calls and ("clear", "tf32") in fake.calls
     on_disk = read_sidecar(plan.engine)
     assert on_disk == sidecar
-    assert (on_disk["tensorrt"], on_disk["gpu"], on_disk["compute_capability"]) == ("10.13.0", "Fake GPU", "8.6")
-    assert on_disk["onnx_sha256"] == file_sha256(d / "model.fp16.onnx") and on_disk["precision"] == "fp16"
+    assert (on_disk["tensorrt"], on_disk["gpu"], on_disk["compute_capability"]) == ("10.13.3.9", "Fake GPU", "8.6")
+    assert (on_disk["gpu_uuid"], on_disk["gpu_memory_mb"], on_disk["cuda"], on_disk["driver"]) == (DEV.uuid, 16384, "12.9", "")
+    assert on_disk["onnx_sha256"] == sha256(d / "model.fp16.onnx") and on_disk["precision"] == "fp16" and on_disk["tf32"] is False
 
 
-def test_int8_engine_is_built_from_the_symmetric_qdq_graph(tmp_path: Path) -> None:
+def test_one_process_wide_logger_into_logging(caplog: pytest.LogCaptureFixture) -> None:
+    fake = _trt()
+    logger = trt_logger(fake)
+    assert trt_logger(fake) is logger and isinstance(logger, fake.ILogger) and fake.loggers == [logger]
+    with caplog.at_level(logging.DEBUG, "mfv2.tensorrt"):
+        logger.log(fake.ILogger.Severity.ERROR, "bad thing")
+        logger.log(fake.ILogger.Severity.VERBOSE, "detail")
+    assert [(r.levelno, r.getMessage()) for r in caplog.records] == [(logging.ERROR, "TensorRT: bad thing"),
+                                                                     (logging.DEBUG, "TensorRT: detail")]
+
+
+def test_int8_engine_prefers_the_graph_exported_for_tensorrt(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     d = _export_dir(tmp_path)
     onnx.save(_qdq_graph(np.array(128, np.uint8)), str(d / "model.int8.onnx"))
-    fake = _FakeTRT()
-    [plan] = plan_engines(d, "int8", ("full",))
-    sidecar = build_engine(plan, trt=fake)
-    assert ("parse", "model.int8.engine.source.onnx") in fake.calls and fake.parsed_issues == []
+    fake = _trt()
+    with caplog.at_level(logging.WARNING):
+        [plan] = plan_engines(d, "int8", ("full",))
+    assert any("a graph whose parity nobody measured" in r.getMessage() for r in caplog.records)
+    sidecar = build_engine(plan, device=DEV, trt=fake)
+    assert ("parse", str(d / "model.int8.engine.source.onnx")) in fake.calls
     assert not (d / "model.int8.engine.source.onnx").exists()
     assert sidecar["qdq"].startswith("uint8 activations re-expressed") and sidecar["onnx"] == "model.int8.onnx"
+    onnx.save(_qdq_graph(np.array(0, np.int8)), str(d / f"model{TRT_INT8_SUFFIX}"))
+    [plan] = plan_engines(d, "int8", ("full",))
+    fake = _trt()
+    sidecar = build_engine(plan, device=DEV, trt=fake)
+    assert ("parse", str(d / "model.int8-trt.onnx")) in fake.calls  # parsed as exported and measured
+    assert sidecar["onnx"] == "model.int8-trt.onnx" and sidecar["qdq"].startswith("as exported for TensorRT")
 
 
-def test_build_engine_fp32_turns_tf32_off_and_bf16_needs_weak_typing(tmp_path: Path) -> None:
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8", "bf16"])
+def test_tf32_is_off_for_every_precision(tmp_path: Path, precision: str) -> None:
+    d = _export_dir(tmp_path, ("fp32", "fp16"))
+    onnx.save(_qdq_graph(np.array(0, np.int8)), str(d / f"model{TRT_INT8_SUFFIX}"))
+    fake = _trt()
+    build_engine(plan_engines(d, precision, ("full",))[0], device=DEV, trt=fake)
+    assert ("clear", "tf32") in fake.calls and ("set", "tf32") not in fake.calls
+
+
+def test_bf16_needs_weak_typing_and_an_ampere_gpu(tmp_path: Path) -> None:
     d = _export_dir(tmp_path)
-    fake = _FakeTRT()
-    build_engine(plan_engines(d, "fp32", ("full",))[0], trt=fake)
-    assert ("clear", "tf32") in fake.calls
-    fake = _FakeTRT()
-    build_engine(plan_engines(d, "bf16", ("full",))[0], trt=fake)
+    fake = _trt()
+    build_engine(plan_engines(d, "bf16", ("full",))[0], device=DEV, trt=fake)
     assert ("network", 0) in fake.calls and ("set", "bf16") in fake.calls
-    with pytest.raises(ConfigError, match="TensorRT 11.0.0 builds bf16 only from a bf16-typed ONNX"):
-        build_engine(plan_engines(d, "bf16", ("full",))[0], trt=_FakeTRT("11.0.0", bf16=False))
+    fake11 = fake_tensorrt(FakeCudart(), "11.4.0.106", bf16=False)
+    with pytest.raises(ConfigError, match="TensorRT 11.4.0.106 builds bf16 only from a bf16-typed ONNX"):
+        build_engine(plan_engines(d, "bf16", ("full",))[0], device=DEV, trt=fake11)
+    turing = dataclasses.replace(DEV, name="Tesla T4", compute_capability="7.5")
+    with pytest.raises(ConfigError, match=r"bf16 needs an Ampere or newer GPU .* Tesla T4 is sm 7.5: build with --fp16"):
+        build_engine(plan_engines(d, "bf16", ("full",))[0], device=turing, trt=_trt())
 
 
 def test_build_engine_reports_parser_errors_and_failed_builds(tmp_path: Path) -> None:
     d = _export_dir(tmp_path)
     plan = plan_engines(d, "fp32", ("full",))[0]
+    fake = _trt()
+    fake.parse_ok = False
     with pytest.raises(ExportError, match="could not parse model.onnx: unsupported node Foo"):
-        build_engine(plan, trt=_FakeTRT(parse_ok=False))
+        build_engine(plan, device=DEV, trt=fake)
+    fake = _trt()
+    fake.plan = None
     with pytest.raises(ExportError, match="failed to build model.engine"):
-        build_engine(plan, trt=_FakeTRT(plan=None))
+        build_engine(plan, device=DEV, trt=fake)
     assert not plan.engine.exists()
 
 
-def test_build_engines_lists_engines_in_the_manifest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    d = _export_dir(tmp_path, ("fp32", "int8"))
-    monkeypatch.setattr(trt_mod, "gpu_info", lambda: {"gpu": "Fake GPU", "compute_capability": "8.9", "driver": "550"})
-    monkeypatch.setattr(trt_mod, "_import_trt", lambda: _FakeTRT())
-    engines = build_engines(d, "int8", graphs=("template_encoder", "search_decoder"))
+def test_build_engines_builds_on_the_chosen_cuda_device_without_nvidia_smi(
+    tmp_path: Path, cuda: FakeCudart, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    d = _export_dir(tmp_path, ("fp32",))
+    for stem in ("template_encoder", "search_decoder"):
+        onnx.save(_qdq_graph(np.array(0, np.int8)), str(d / f"{stem}{TRT_INT8_SUFFIX}"))
+    engines = build_engines(d, "int8", graphs=("template_encoder", "search_decoder"), device_id=1)
     assert [e.name for e in engines] == ["template_encoder.int8.engine", "search_decoder.int8.engine"]
+    assert [c[2] for c in cuda.trt.calls if c[0] == "builder logger"] == [1, 1]  # built with device 1 current
     m = load_manifest(d)
     a = m.find("search_decoder", "int8", "tensorrt")
-    assert a is not None and a.sha256 == file_sha256(d / a.file) and a.extra["compute_capability"] == "8.9"
+    assert a is not None and a.sha256 == sha256(d / a.file)
+    assert (a.extra["gpu"], a.extra["compute_capability"], a.extra["tf32"]) == ("Fake GPU", "8.6", False)
     assert m.find("full", "int8", "tensorrt") is None
+    with pytest.raises(ConfigError, match=r"bf16 needs an Ampere or newer GPU .* Old GPU is sm 7.5"):
+        build_engines(d, "bf16", device_id=0)
+    with pytest.raises(ConfigError, match="CUDA device 5 does not exist"):
+        build_engines(d, "fp32", device_id=5)
 
 
-def test_build_engines_without_gpu_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_build_engines_without_gpu_or_cuda_python_says_so(tmp_path: Path, cuda: FakeCudart, monkeypatch: pytest.MonkeyPatch) -> None:
     d = _export_dir(tmp_path)
-    monkeypatch.setattr(trt_mod, "gpu_info", lambda: None)
-    with pytest.raises(BackendUnavailableError, match="no NVIDIA GPU found"):
+    cuda.fail["cudaGetDeviceCount"] = cudaError_t.cudaErrorNoDevice
+    with pytest.raises(BackendUnavailableError, match=r"no CUDA device found \(cudaErrorNoDevice"):
         build_engines(d, "fp16")
     with pytest.raises(ConfigError, match="not an mfv2 export directory"):
         build_engines(tmp_path, "fp16")
+    for name in ("cuda", "cuda.bindings", "cuda.bindings.runtime"):
+        monkeypatch.setitem(sys.modules, name, None)  # not installed
+    with pytest.raises(BackendUnavailableError, match=r'needs cuda-python; install it with: pip install "mfv2\[tensorrt\]"'):
+        build_engines(d, "fp16")
 
 
-@pytest.mark.skipif(shutil.which("nvidia-smi") is not None, reason="this machine has an NVIDIA GPU")
-def test_cli_build_engine_without_gpu_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.skipif(importlib.util.find_spec("cuda") is not None, reason="cuda-python is installed here")
+def test_cli_build_engine_without_cuda_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from mfv2.cli import main
 
     d = _export_dir(tmp_path)
     assert main(["build-engine", str(d), "--fp16"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("mfv2: error: no NVIDIA GPU found") and "\n" not in err
+    assert err.startswith("mfv2: error: the TensorRT path needs cuda-python") and "\n" not in err
+    assert main(["build-engine", str(d), "--device", "-1"]) == 2
 
 
 def test_engine_compatibility_check_says_how_to_rebuild(tmp_path: Path) -> None:

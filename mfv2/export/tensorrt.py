@@ -1,24 +1,32 @@
-"""TensorRT engines from the exported ONNX graphs (TensorRT 10/11 Python API), and the checks around them.
+"""TensorRT engines from the exported ONNX graphs (TensorRT 10.12+ / 11 Python API), and the checks around them.
 
-Engines are built from graphs that carry their precision: ``*.onnx`` (fp32, TF32 off),
-``*.fp16.onnx`` (typed fp16) and ``*.int8.onnx`` (explicit Q/DQ; its uint8 activation quantizers,
-chosen for ONNX Runtime's CPU kernels, are re-expressed with zero zero-points as TensorRT requires),
-always as strongly typed networks:
-TensorRT 10.12 deprecated the weak-typing builder flags and TensorRT 11 removed them (the
-``STRONGLY_TYPED`` creation flag is required on 10.x and ignored on 11.x). bf16 has no typed graph
-yet, so it uses the deprecated ``BuilderFlag.BF16`` on the fp32 graph and is refused where that flag
-is gone.
+Engines are built from graphs that carry their precision, always as strongly typed networks
+(TensorRT 10.12 deprecated the weak-typing builder flags and TensorRT 11 removed them; the
+``STRONGLY_TYPED`` creation flag is required on 10.x and ignored on 11.x): ``*.onnx`` (fp32),
+``*.fp16.onnx`` (typed fp16) and ``*.int8-trt.onnx`` (the int8 graph exported for TensorRT:
+symmetric int8 Q/DQ on the weight GEMM inputs only, on an fp16 base, its parity measured at export
+on this very file; see :func:`mfv2.export.quantize.to_int8_tensorrt`). Exports without that file
+fall back to ``*.int8.onnx`` (ONNX Runtime's uint8 Q/DQ on an fp32 base) re-expressed with zero
+zero-points, with a warning that nobody measured that graph. TF32 is off for every precision, so the
+layers a low-precision graph keeps in fp32 stay fp32. bf16 has no typed graph yet: it uses the
+deprecated ``BuilderFlag.BF16`` on the fp32 graph, is refused below compute capability 8.0 and where
+that flag is gone.
 
-Each ``.engine`` holds the serialized plan and nothing else, so ``trtexec --loadEngine`` and C++
-loaders read it; the facts a loader needs to refuse a foreign plan (TensorRT and CUDA versions, GPU
-and compute capability, ONNX hash, precision) go to a sidecar ``<engine>.json``.
+The GPU is the CUDA device that builds the engine, read through cuda-python (name, compute
+capability, memory, UUID); ``nvidia-smi`` is optional and only adds the driver version. Each
+``.engine`` holds the serialized plan and nothing else, so ``trtexec --loadEngine`` and C++ loaders
+read it; the facts a loader needs to refuse a foreign plan (TensorRT and CUDA versions, GPU and
+compute capability, ONNX hash, precision) go to a sidecar ``<engine>.json``. TensorRT's messages go
+through one process-wide logger (:func:`trt_logger`) into :mod:`logging`.
 
 Unverified here: everything that runs TensorRT (this project's CI has no GPU). The op-set check,
-the planning, the sidecar and the compatibility check are plain Python and tested on CPU.
+the planning, the sidecar, the compatibility check and the builder calls (against a fake module
+whose names are checked against the real bindings) are tested on CPU.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -31,10 +39,12 @@ from typing import TYPE_CHECKING, Any
 
 from mfv2.errors import BackendUnavailableError, ConfigError, ExportError
 from mfv2.export.formats import GRAPH_STEMS, artifact_name
-from mfv2.fileio import atomic_write_bytes, atomic_write_text
+from mfv2.fileio import atomic_write_bytes, atomic_write_text, read_json, sha256
 
 if TYPE_CHECKING:
     import onnx
+
+    from mfv2.runtimes.cuda_api import DeviceInfo
 
 __all__ = [
     "TRT_OPS_SOURCE",
@@ -42,11 +52,14 @@ __all__ = [
     "TRT_SUPPORTED_OPS",
     "FORBIDDEN_OPS",
     "SIDECAR_FORMAT",
+    "TRT_INT8_SUFFIX",
     "EnginePlan",
     "tensorrt_issues",
     "plan_engines",
-    "gpu_info",
+    "nvidia_smi_driver",
     "environment",
+    "trt_logger",
+    "check_precision",
     "build_engine",
     "build_engines",
     "read_sidecar",
@@ -80,6 +93,8 @@ TRT_SUPPORTED_OPS: frozenset[str] = frozenset(
 # absent from older TensorRT releases and most NPU toolchains.
 FORBIDDEN_OPS: frozenset[str] = frozenset({"RoiAlign", "MaxRoiPool"})
 SIDECAR_FORMAT = "mfv2-engine"
+# The int8 graph exported for TensorRT (:func:`mfv2.export.quantize.to_int8_tensorrt`), beside ``*.int8.onnx``.
+TRT_INT8_SUFFIX = ".int8-trt.onnx"
 
 
 def tensorrt_issues(model: onnx.ModelProto) -> list[str]:
@@ -138,6 +153,12 @@ def plan_engines(export_dir: str | os.PathLike[str], precision: str, graphs: tup
             raise ConfigError(f"unknown graph {graph!r}; known: {', '.join(GRAPH_STEMS)}")
         source_precision = "fp32" if precision == "bf16" else precision
         onnx_path = d / artifact_name(graph, source_precision, "onnx")
+        targeted = d / (GRAPH_STEMS[graph] + TRT_INT8_SUFFIX)
+        if precision == "int8" and targeted.is_file():
+            onnx_path = targeted  # the int8 graph made for TensorRT, measured at export as it is parsed
+        elif precision == "int8" and onnx_path.is_file():
+            log.warning("%s has no %s: building from %s re-expressed symmetrically, a graph whose parity nobody "
+                        "measured; re-export with this mfv2 for the TensorRT int8 graph", d, targeted.name, onnx_path.name)
         if not onnx_path.is_file():
             raise ConfigError(
                 f"{d} has no {onnx_path.name}; export it first: mfv2 export ... --output {d} --precision fp32,{source_precision}"
@@ -157,41 +178,31 @@ def _run(cmd: list[str]) -> str | None:
         return None
 
 
-def gpu_info() -> dict[str, str] | None:
-    """Name, compute capability and driver of GPU 0 from ``nvidia-smi``; ``None`` without an NVIDIA GPU."""
-    out = _run(["nvidia-smi", "--query-gpu=name,compute_cap,driver_version", "--format=csv,noheader"])
-    if not out or not out.strip():
-        return None
-    name, cc, driver = (s.strip() for s in (out.strip().splitlines()[0].split(",") + ["", ""])[:3])
-    return {"gpu": name, "compute_capability": cc, "driver": driver}
+def nvidia_smi_driver(uuid: str) -> str:
+    """The driver version ``nvidia-smi`` reports for the GPU ``uuid``; ``""`` without nvidia-smi (Jetson, slim containers)."""
+    if not uuid:
+        return ""
+    out = _run(["nvidia-smi", f"--id={uuid}", "--query-gpu=driver_version", "--format=csv,noheader"])
+    return out.strip().splitlines()[0].strip() if out and out.strip() else ""
 
 
-def _cuda_version() -> str:
-    """CUDA runtime version through cuda-python or pycuda, else the driver's from ``nvidia-smi``."""
-    for module in ("cuda.bindings.runtime", "cuda.cudart"):
-        try:
-            runtime = __import__(module, fromlist=["cudaRuntimeGetVersion"])
-            err, v = runtime.cudaRuntimeGetVersion()
-            if int(err) == 0:
-                return f"{v // 1000}.{v % 1000 // 10}"
-        except (ImportError, AttributeError, TypeError, ValueError):
-            continue
-    try:
-        import pycuda.driver as drv
+def environment(trt: Any, device: DeviceInfo) -> dict[str, Any]:
+    """TensorRT, CUDA and GPU facts of the CUDA device in use, as recorded in and checked against a sidecar.
 
-        return ".".join(map(str, drv.get_version()))
-    except ImportError:
-        pass
-    out = _run(["nvidia-smi"]) or ""
-    marker = "CUDA Version:"
-    return out.split(marker)[1].split()[0] + " (driver)" if marker in out else "unknown"
-
-
-def environment(trt: Any = None) -> dict[str, str]:
-    """TensorRT, CUDA and GPU facts of this machine, as recorded in and checked against a sidecar."""
-    gpu = gpu_info() or {"gpu": "none", "compute_capability": "", "driver": ""}
-    version = getattr(trt, "__version__", "") if trt is not None else ""
-    return {"tensorrt": version, "cuda": _cuda_version(), **gpu}
+    The GPU comes from the CUDA runtime (the device that builds or runs the engine, after
+    ``CUDA_VISIBLE_DEVICES``); nvidia-smi only adds the driver version where it exists.
+    """
+    return {
+        "tensorrt": str(getattr(trt, "__version__", "")),
+        "cuda": device.cuda_runtime,
+        "cuda_driver": device.cuda_driver,
+        "gpu": device.name,
+        "compute_capability": device.compute_capability,
+        "gpu_memory_mb": device.memory_mb,
+        "gpu_uuid": device.uuid,
+        "device_id": device.device_id,
+        "driver": nvidia_smi_driver(device.uuid),
+    }
 
 
 def _import_trt() -> Any:
@@ -204,17 +215,58 @@ def _import_trt() -> Any:
     return trt
 
 
+@functools.cache
+def trt_logger(trt: Any) -> Any:
+    """The one TensorRT logger of this process, passing TensorRT's messages to :mod:`logging`.
+
+    TensorRT keeps a single global logger (the first one a builder or runtime receives), so every
+    builder and runtime mfv2 creates gets this instance. Messages go to the ``mfv2.tensorrt`` logger:
+    errors as ERROR, warnings as WARNING, info and verbose as DEBUG.
+    """
+    sev = trt.ILogger.Severity
+    levels = {sev.INTERNAL_ERROR: logging.CRITICAL, sev.ERROR: logging.ERROR, sev.WARNING: logging.WARNING,
+              sev.INFO: logging.DEBUG, sev.VERBOSE: logging.DEBUG}
+    sink = logging.getLogger("mfv2.tensorrt")
+
+    class _Logger(trt.ILogger):  # type: ignore[misc, name-defined]
+        def __init__(self) -> None:
+            trt.ILogger.__init__(self)
+
+        def log(self, severity: Any, msg: str) -> None:
+            level = levels.get(severity, logging.DEBUG)
+            if sink.isEnabledFor(level):
+                sink.log(level, "TensorRT: %s", msg)
+
+    return _Logger()
+
+
+def check_precision(precision: str, device: DeviceInfo) -> None:
+    """Refuse, before any work, a precision the GPU cannot run: bf16 needs compute capability 8.0 (Ampere) or later.
+
+    Raises:
+        ConfigError: naming the GPU and the precisions to use instead.
+    """
+    if precision == "bf16" and device.capability < (8, 0):
+        raise ConfigError(
+            f"bf16 needs an Ampere or newer GPU (compute capability 8.0+); {device.name} is sm {device.compute_capability}: "
+            "build with --fp16 instead"
+        )
+
+
 def build_engine(
     plan: EnginePlan,
     *,
+    device: DeviceInfo,
     workspace_mb: int | None = None,
     timing_cache: str | os.PathLike[str] | None = None,
     trt: Any = None,
 ) -> dict[str, Any]:
-    """Build one engine and write the byte-pure ``.engine`` and its sidecar JSON.
+    """Build one engine on ``device`` and write the byte-pure ``.engine`` and its sidecar JSON.
 
     Args:
         plan: what to build (see :func:`plan_engines`).
+        device: the CUDA device that builds (and will run) the engine, from
+            :func:`mfv2.runtimes.cuda_api.device_info`; it must be the current device.
         workspace_mb: builder workspace limit in MiB (TensorRT's default when ``None``).
         timing_cache: a timing-cache file to read (if present) and update, shared across builds.
         trt: the ``tensorrt`` module (imported when ``None``).
@@ -224,12 +276,12 @@ def build_engine(
 
     Raises:
         BackendUnavailableError: TensorRT is not installed.
-        ConfigError: bf16 was asked of a TensorRT without weak typing.
+        ConfigError: bf16 on a GPU before Ampere, or of a TensorRT without weak typing.
         ExportError: parsing or building failed.
     """
-    from mfv2.models.checkpoint import file_sha256
 
     trt = trt or _import_trt()
+    check_precision(plan.precision, device)
     parse_path = _symmetric_copy(plan) if plan.precision == "int8" else None
     try:
         serialized, cache, seconds = _build(trt, plan, parse_path or plan.onnx, workspace_mb, timing_cache)
@@ -239,20 +291,27 @@ def build_engine(
     atomic_write_bytes(plan.engine, memoryview(serialized))
     if timing_cache and cache is not None:
         atomic_write_bytes(timing_cache, memoryview(cache.serialize()))
+    if parse_path is not None:
+        qdq = "uint8 activations re-expressed as symmetric int8 (parity of this graph not measured; re-export for *.int8-trt.onnx)"
+    elif plan.onnx.name.endswith(TRT_INT8_SUFFIX):
+        qdq = "as exported for TensorRT (symmetric int8, fp16 base, parity measured at export)"
+    else:
+        qdq = "as exported"
     sidecar = {
         "format": SIDECAR_FORMAT,
         "version": 1,
         "engine": plan.engine.name,
-        "engine_sha256": file_sha256(plan.engine),
+        "engine_sha256": sha256(plan.engine),
         "graph": plan.graph,
         "precision": plan.precision,
         "strongly_typed": plan.strongly_typed,
+        "tf32": False,
         "onnx": plan.onnx.name,
-        "onnx_sha256": file_sha256(plan.onnx),
-        "qdq": "uint8 activations re-expressed as symmetric int8" if parse_path is not None else "as exported",
+        "onnx_sha256": sha256(plan.onnx),
+        "qdq": qdq,
         "workspace_mb": workspace_mb,
         "build_seconds": round(seconds, 2),
-        **environment(trt),
+        **environment(trt, device),
     }
     atomic_write_text(_sidecar_path(plan.engine), json.dumps(sidecar, indent=2) + "\n")
     log.info("built %s in %.1f s (%.1f MB)", plan.engine.name, seconds, plan.engine.stat().st_size / 1e6)
@@ -278,8 +337,7 @@ def _build(
     trt: Any, plan: EnginePlan, onnx_path: Path, workspace_mb: int | None, timing_cache: str | os.PathLike[str] | None
 ) -> tuple[Any, Any, float]:
     """Parse and build; returns the serialized plan, the timing cache (or None) and the build time."""
-    verbose = log.isEnabledFor(logging.DEBUG)
-    logger = trt.Logger(trt.Logger.VERBOSE if verbose else trt.Logger.WARNING)
+    logger = trt_logger(trt)
     builder = trt.Builder(logger)
     if not plan.strongly_typed and not hasattr(trt.BuilderFlag, "BF16"):
         raise ConfigError(
@@ -294,8 +352,9 @@ def _build(
     config = builder.create_builder_config()
     if workspace_mb:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mb) << 20)
-    if plan.precision == "fp32" and hasattr(trt.BuilderFlag, "TF32"):
-        config.clear_flag(trt.BuilderFlag.TF32)  # fp32 means fp32: TF32 matmuls drift (MixFormerV2#24)
+    # TF32 is on by default in TensorRT 10 and 11; whatever the precision, the layers kept in fp32
+    # (heads, LayerNorm, softmax, everything outside the int8 GEMMs) must run in fp32 (MixFormerV2#24).
+    config.clear_flag(trt.BuilderFlag.TF32)
     if plan.precision == "bf16":
         log.warning("bf16 uses the deprecated weak-typing flag BuilderFlag.BF16 (removed in TensorRT 11)")
         config.set_flag(trt.BuilderFlag.BF16)
@@ -325,10 +384,7 @@ def read_sidecar(engine: str | os.PathLike[str]) -> dict[str, Any]:
     rebuild = f"rebuild it with: mfv2 build-engine {Path(engine).parent}"
     if not path.is_file():
         raise ConfigError(f"{Path(engine).name} has no sidecar {path.name}, so its GPU and TensorRT are unknown; {rebuild}")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"{path} is not valid JSON ({e}); {rebuild}") from e
+    data = read_json(path, "engine sidecar", rebuild)
     if data.get("format") != SIDECAR_FORMAT:
         raise ConfigError(f"{path} is not an mfv2 engine sidecar; {rebuild}")
     return data
@@ -361,6 +417,7 @@ def build_engines(
     graphs: tuple[str, ...] | None = None,
     workspace_mb: int | None = None,
     timing_cache: str | os.PathLike[str] | None = None,
+    device_id: int = 0,
 ) -> list[Path]:
     """Build the engines of an export directory on this machine's GPU and list them in its manifest.
 
@@ -370,24 +427,24 @@ def build_engines(
         graphs: graphs to build; default every ONNX graph of the manifest.
         workspace_mb: builder workspace limit in MiB.
         timing_cache: timing-cache file to reuse and update.
+        device_id: the CUDA device to build on (and for), after ``CUDA_VISIBLE_DEVICES``.
 
     Raises:
-        BackendUnavailableError: no NVIDIA GPU, or TensorRT not installed.
-        ConfigError: not an export directory, a missing source graph, or a graph TensorRT cannot parse.
+        BackendUnavailableError: no CUDA device or driver, or TensorRT / cuda-python not installed.
+        ConfigError: not an export directory, a missing source graph, a graph TensorRT cannot parse,
+            or bf16 on a GPU before Ampere.
     """
     import onnx
 
     from mfv2.export.manifest import Artifact, load_manifest
     from mfv2.export.quantize import symmetric_qdq
-    from mfv2.models.checkpoint import file_sha256
+    from mfv2.runtimes.cuda_api import check, device_info, import_cudart
 
     d = Path(export_dir)
     manifest = load_manifest(d)
-    if gpu_info() is None:
-        raise BackendUnavailableError(
-            "no NVIDIA GPU found (nvidia-smi sees none): TensorRT engines are built on the GPU that runs them; "
-            f"copy {d} to that machine and run mfv2 build-engine there"
-        )
+    cudart = import_cudart()
+    device = device_info(device_id, cudart)  # no GPU, no driver: one line saying so; nvidia-smi is not needed
+    check_precision(precision, device)
     trt = _import_trt()
     wanted = graphs or tuple(g for g in GRAPH_STEMS if manifest.find(g, "fp32") is not None)
     plans = plan_engines(d, precision, wanted)
@@ -396,9 +453,11 @@ def build_engines(
         issues = tensorrt_issues(symmetric_qdq(model) if plan.precision == "int8" else model)
         if issues:
             raise ConfigError(f"{plan.onnx.name} cannot be built by TensorRT: {'; '.join(issues)}")
+    # TensorRT builds on the calling thread's current CUDA device.
+    check(cudart, cudart.cudaSetDevice(device.device_id), f"cudaSetDevice({device.device_id})")
     built = []
     for plan in plans:
-        sidecar = build_engine(plan, workspace_mb=workspace_mb, timing_cache=timing_cache, trt=trt)
+        sidecar = build_engine(plan, device=device, workspace_mb=workspace_mb, timing_cache=timing_cache, trt=trt)
         source = manifest.find(plan.graph, "fp32")
         manifest.add(
             Artifact(
@@ -408,8 +467,8 @@ def build_engines(
                 format="tensorrt",
                 inputs=dict(source.inputs) if source else {},
                 outputs=dict(source.outputs) if source else {},
-                sha256=file_sha256(plan.engine),
-                extra={k: sidecar[k] for k in ("onnx", "onnx_sha256", "tensorrt", "cuda", "gpu", "compute_capability")}
+                sha256=sha256(plan.engine),
+                extra={k: sidecar[k] for k in ("onnx", "onnx_sha256", "tensorrt", "cuda", "gpu", "compute_capability", "tf32")}
                 | {"sidecar": _sidecar_path(plan.engine).name, "parity": "not measured at build time"},
             )
         )

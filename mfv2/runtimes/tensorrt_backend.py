@@ -4,12 +4,18 @@ Every I/O tensor gets one pinned host buffer and one device buffer when the engi
 addresses are set on the execution context once (``set_tensor_address``), so a frame is: copy the
 search crop host -> device, ``execute_async_v3`` on the session's stream, copy the outputs back,
 synchronise once. A bound input (the template KV) is uploaded when bound and stays on the device.
-With ``cuda_graph=True`` the first inference is captured into a CUDA graph and replayed afterwards
-(addresses never change, so the graph stays valid across template updates).
 
-pycuda provides the CUDA calls, hidden behind :class:`CudaBuffer`; it shares the device's primary
-context with TensorRT. Not verified on a GPU by this project's CI (no GPU there): the unit tests drive
-the code with fake ``tensorrt``/``pycuda`` modules.
+With ``cuda_graph=True`` the first inference runs plainly (TensorRT finishes its lazy work there),
+then the same enqueue is captured into a CUDA graph (thread-local capture mode) that every later
+inference replays; addresses never change, so the graph stays valid across template updates. A
+capture that fails (an engine TensorRT cannot capture, a CUDA error) is ended, logged with one
+warning, and the session goes on with plain enqueues.
+
+CUDA calls go through cuda-python (:mod:`mfv2.runtimes.cuda_api`), on the device's primary context,
+which TensorRT shares. On close the stream is synchronised, the graph destroyed, TensorRT's context
+and engine released, then the buffers and the stream. Not verified on a GPU by this project's CI
+(none there): the unit tests drive the code with fake ``tensorrt`` and cuda-python modules whose
+names are checked against the real packages.
 """
 
 from __future__ import annotations
@@ -18,8 +24,7 @@ import copy
 import importlib.util
 import logging
 import os
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -28,135 +33,148 @@ import numpy as np
 from mfv2.errors import ConfigError, Mfv2Error
 from mfv2.export.manifest import Artifact, Manifest
 from mfv2.runtimes.base import BACKENDS, BaseSession, FileBackend
+from mfv2.runtimes.cuda_api import CudaError, CudaGraph, HostDeviceBuffer, Stream, capture_graph, check, import_cudart
 
-__all__ = ["TensorRtBackend", "TensorRtSession", "CudaBuffer"]
+__all__ = ["TensorRtBackend", "TensorRtSession"]
 
 log = logging.getLogger(__name__)
-
-
-class CudaBuffer:
-    """A page-locked host array paired with a device allocation of the same size."""
-
-    def __init__(self, cuda: Any, shape: tuple[int, ...], dtype: np.dtype) -> None:
-        self._cuda = cuda
-        self.host: np.ndarray = cuda.pagelocked_empty(shape, dtype)
-        self.device = cuda.mem_alloc(max(self.host.nbytes, 1))
-
-    @property
-    def ptr(self) -> int:
-        """Device address, as ``set_tensor_address`` wants it."""
-        return int(self.device)
-
-    def upload(self, array: np.ndarray, stream: Any) -> None:
-        """Copy ``array`` (cast to the buffer's dtype) to the device, asynchronously on ``stream``."""
-        if array.shape != self.host.shape:
-            raise Mfv2Error(f"TensorRT input of shape {array.shape} does not fit its buffer {self.host.shape}")
-        np.copyto(self.host, array, casting="same_kind")
-        self._cuda.memcpy_htod_async(self.device, self.host, stream)
-
-    def download(self, stream: Any) -> None:
-        """Queue the device -> host copy on ``stream`` (read :attr:`host` after synchronising)."""
-        self._cuda.memcpy_dtoh_async(self.host, self.device, stream)
-
-    def free(self) -> None:
-        self.device.free()
 
 
 class TensorRtSession(BaseSession):
     """One TensorRT engine with buffers allocated once, one stream, optional CUDA-graph replay."""
 
     def __init__(self, path: str | os.PathLike[str], *, device_id: int = 0, cuda_graph: bool = False) -> None:
-        import pycuda.driver as cuda
         import tensorrt as trt
 
-        self._cuda = cuda
-        cuda.init()
-        self._ctx = cuda.Device(device_id).retain_primary_context()  # the context TensorRT uses too
-        self._buffers: dict[str, CudaBuffer] = {}
-        self._graph_exec: Any = None
+        from mfv2.export.tensorrt import trt_logger
+
+        self._cudart = import_cudart()
+        self._device_id = device_id
+        self._name = Path(path).name
+        self._buffers: dict[str, HostDeviceBuffer] = {}
+        self._stream: Stream | None = None
+        self._graph: CudaGraph | None = None
         self._use_graph = cuda_graph
+        self._runtime: Any = None
+        self._engine: Any = None
+        self._context: Any = None
         try:
-            with self._active():
-                self._logger = trt.Logger(trt.Logger.WARNING)
-                self._runtime = trt.Runtime(self._logger)
-                self._engine = self._runtime.deserialize_cuda_engine(Path(path).read_bytes())
-                if self._engine is None:
-                    raise ConfigError(
-                        f"TensorRT {trt.__version__} cannot load {Path(path).name}: engines are tied to the TensorRT version "
-                        "and the GPU; rebuild it with 'mfv2 build-engine'"
-                    )
-                self._context = self._engine.create_execution_context()
-                names = [self._engine.get_tensor_name(i) for i in range(self._engine.num_io_tensors)]
-                inputs = [n for n in names if self._engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
-                shapes = {n: tuple(self._engine.get_tensor_shape(n)) for n in names}
-                dynamic = [n for n, s in shapes.items() if any(d < 0 for d in s)]
-                if dynamic:
-                    raise ConfigError(f"{Path(path).name} has dynamic shapes ({', '.join(dynamic)}); build the engine from the fixed-shape export")
-                for n in names:
-                    self._buffers[n] = CudaBuffer(cuda, shapes[n], np.dtype(trt.nptype(self._engine.get_tensor_dtype(n))))
-                    self._context.set_tensor_address(n, self._buffers[n].ptr)
-                self._stream = cuda.Stream()
+            self._select_device()
+            self._runtime = trt.Runtime(trt_logger(trt))
+            self._engine = self._runtime.deserialize_cuda_engine(Path(path).read_bytes())
+            if self._engine is None:
+                raise ConfigError(
+                    f"TensorRT {trt.__version__} cannot load {self._name}: engines are tied to the TensorRT version "
+                    "and the GPU; rebuild it with 'mfv2 build-engine'"
+                )
+            self._context = self._engine.create_execution_context()
+            if self._context is None:
+                raise Mfv2Error(f"TensorRT could not create an execution context for {self._name} (out of GPU memory?)")
+            names = [self._engine.get_tensor_name(i) for i in range(self._engine.num_io_tensors)]
+            inputs = [n for n in names if self._engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+            shapes = {n: tuple(self._engine.get_tensor_shape(n)) for n in names}
+            dynamic = [n for n, s in shapes.items() if any(d < 0 for d in s)]
+            if dynamic:
+                raise ConfigError(f"{self._name} has dynamic shapes ({', '.join(dynamic)}); build the engine from the fixed-shape export")
+            for n in names:
+                self._buffers[n] = HostDeviceBuffer(self._cudart, shapes[n], np.dtype(trt.nptype(self._engine.get_tensor_dtype(n))))
+                if not self._context.set_tensor_address(n, self._buffers[n].ptr):
+                    raise Mfv2Error(f"TensorRT refused the device address of {n} in {self._name}")
+            self._stream = Stream(self._cudart)
         except BaseException:
             self._release()
             raise
         super().__init__(inputs, [n for n in names if n not in inputs], f"cuda:{device_id}",
                          {n: shapes[n] for n in inputs})
 
-    @contextmanager
-    def _active(self) -> Iterator[None]:
-        self._ctx.push()
-        try:
-            yield
-        finally:
-            self._cuda.Context.pop()
+    def _select_device(self) -> None:
+        # The runtime API's current device is per thread: select it wherever the session is used.
+        check(self._cudart, self._cudart.cudaSetDevice(self._device_id), f"cudaSetDevice({self._device_id})")
+
+    @property
+    def stream(self) -> Stream:
+        if self._stream is None:
+            raise Mfv2Error(f"the TensorRT session of {self._name} is closed")
+        return self._stream
 
     def _bind(self, feeds: Mapping[str, np.ndarray]) -> None:
-        with self._active():
-            for name, array in feeds.items():
-                self._buffers[name].upload(np.asarray(array), self._stream)
-            self._stream.synchronize()
+        self._select_device()
+        for name, array in feeds.items():
+            self._buffers[name].upload(np.asarray(array), self.stream)
+        self.stream.synchronize()
+
+    def _enqueue(self) -> bool:
+        return bool(self._context.execute_async_v3(self.stream.handle))
 
     def _execute(self) -> None:
-        if not self._use_graph:
-            if not self._context.execute_async_v3(self._stream.handle):
-                raise Mfv2Error("TensorRT execute_async_v3 failed; see the TensorRT log above")
+        if self._graph is not None:
+            self._graph.launch(self.stream)
             return
-        if self._graph_exec is None:
-            # One plain run first lets TensorRT finish its lazy allocations, which capture cannot record.
-            if not self._context.execute_async_v3(self._stream.handle):
-                raise Mfv2Error("TensorRT execute_async_v3 failed; see the TensorRT log above")
-            self._stream.synchronize()
-            self._stream.begin_capture(self._cuda.capture_mode.THREAD_LOCAL)
-            self._context.execute_async_v3(self._stream.handle)
-            self._graph_exec = self._stream.end_capture().instantiate()
-            log.debug("tensorrt: captured a CUDA graph")
-        self._graph_exec.launch(self._stream)
+        if not self._enqueue():
+            raise Mfv2Error("TensorRT execute_async_v3 failed; see the TensorRT log above")
+        if not self._use_graph:
+            return
+        # The plain run above did this frame's work (and TensorRT's lazy allocations, which capture
+        # cannot record); capture the same enqueue for the next frames once it has finished.
+        self.stream.synchronize()
+        try:
+            self._graph = capture_graph(self._cudart, self.stream, self._enqueue)
+        except CudaError as e:
+            self._use_graph = False
+            log.warning("tensorrt: %s cannot be replayed as a CUDA graph (%s); running plain enqueues", self._name, e)
+        else:
+            log.debug("tensorrt: captured %s in a CUDA graph", self._name)
 
     def _run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        with self._active():
-            for name, array in feeds.items():
-                self._buffers[name].upload(np.asarray(array), self._stream)
-            self._execute()
-            for name in self.output_names:
-                self._buffers[name].download(self._stream)
-            self._stream.synchronize()
-            return {n: self._buffers[n].host.copy() for n in self.output_names}
+        self._select_device()
+        for name, array in feeds.items():
+            self._buffers[name].upload(np.asarray(array), self.stream)
+        self._execute()
+        for name in self.output_names:
+            self._buffers[name].download(self.stream)
+        self.stream.synchronize()
+        return {n: self._buffers[n].host.copy() for n in self.output_names}
 
     def _release(self) -> None:
-        """Free the device buffers and let go of the CUDA context (idempotent)."""
-        if self._ctx is None:
+        """Finish queued work, then free in dependency order: graph, TensorRT objects, buffers, stream (idempotent)."""
+        steps = [
+            ("synchronise", self._stream.synchronize if self._stream else None),
+            ("destroy the CUDA graph", self._graph.destroy if self._graph else None),
+        ]
+        for what, step in steps:
+            self._quietly(what, step)
+        self._graph = None
+        self._context = self._engine = self._runtime = None  # TensorRT frees them on the last reference
+        for buffer in self._buffers.values():
+            self._quietly("free a buffer", buffer.free)
+        self._buffers.clear()
+        if self._stream is not None:
+            self._quietly("destroy the stream", self._stream.destroy)
+            self._stream = None
+
+    @staticmethod
+    def _quietly(what: str, step: Any) -> None:
+        # Release goes on after a failed step, so one CUDA error does not leak everything after it.
+        if step is None:
             return
-        with self._active():
-            for buffer in self._buffers.values():
-                buffer.free()
-            self._buffers.clear()
-            self._graph_exec = self._context = self._engine = None
-        self._ctx.detach()
-        self._ctx = None
+        try:
+            step()
+        except CudaError as e:
+            log.warning("tensorrt: could not %s on close: %s", what, e)
 
     def close(self) -> None:
         self._release()
         super().close()
+
+
+def _cuda_python_found() -> bool:
+    for name in ("cuda.bindings.runtime", "cuda.cudart"):
+        try:
+            if importlib.util.find_spec(name) is not None:
+                return True
+        except ImportError:  # no ``cuda`` package at all
+            return False
+    return False
 
 
 @BACKENDS.register("tensorrt")
@@ -164,8 +182,8 @@ class TensorRtBackend(FileBackend):
     """TensorRT engines (``*.engine``) listed in an export directory's manifest.
 
     Options:
-        device_id: CUDA device ordinal (default 0).
-        cuda_graph: capture the first inference in a CUDA graph and replay it (default False).
+        device_id: CUDA device ordinal (default 0, after ``CUDA_VISIBLE_DEVICES``).
+        cuda_graph: replay each engine's enqueue as a CUDA graph after the first inference (default False).
     """
 
     name = "tensorrt"
@@ -182,7 +200,7 @@ class TensorRtBackend(FileBackend):
 
     @classmethod
     def is_available(cls) -> bool:
-        return all(importlib.util.find_spec(m) is not None for m in ("tensorrt", "pycuda"))
+        return importlib.util.find_spec("tensorrt") is not None and _cuda_python_found()
 
     def missing_hint(self, directory: Path) -> str:
         flag = "" if self.precision == "fp32" else f" --{self.precision}"
@@ -203,6 +221,7 @@ class TensorRtBackend(FileBackend):
         import tensorrt as trt
 
         from mfv2.export.tensorrt import check_engine_compatible, environment, read_sidecar
+        from mfv2.runtimes.cuda_api import device_info
 
-        check_engine_compatible(read_sidecar(path), environment(trt), path.parent)
+        check_engine_compatible(read_sidecar(path), environment(trt, device_info(self.device_id)), path.parent)
         return TensorRtSession(path, device_id=self.device_id, cuda_graph=self.cuda_graph)
