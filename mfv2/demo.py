@@ -104,7 +104,8 @@ def run_demo(
     """
     from mfv2.assets import demo_checkpoint
     from mfv2.benchmarks.flops import frame_flops
-    from mfv2.benchmarks.metrics import evaluate_sequences, iou_continuous
+    from mfv2.benchmarks.metrics import evaluate_sequences
+    from mfv2.geometry.boxes import iou_continuous
     from mfv2.benchmarks.envinfo import cpu_isa
     from mfv2.benchmarks.probe import measure_peak
     from mfv2.benchmarks.rows import rejected_status

@@ -1,4 +1,5 @@
-"""Atomic file and folder writes: build under a temporary name beside the target, then rename.
+"""Atomic file and folder writes (build under a temporary name beside the target, then rename), and
+the file helpers every part shares: :func:`sha256`, :func:`read_json`, :func:`cache_dir`.
 
 A reader sees the previous target or the finished new one, never a half-written file; a writer that
 fails leaves the previous target (or none) and no temporary files. Temporary names are hidden
@@ -17,6 +18,8 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
+import json
 import os
 import shutil
 import signal
@@ -25,6 +28,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import FrameType, TracebackType
+from typing import Any
 
 from mfv2.errors import ConfigError
 
@@ -39,6 +43,9 @@ __all__ = [
     "cleanup_on_terminate",
     "Terminated",
     "PendingFile",
+    "sha256",
+    "read_json",
+    "cache_dir",
 ]
 
 # OS errors that say something about the output target rather than about the program.
@@ -318,3 +325,49 @@ def _swap_in(tmp: Path, target: Path) -> None:
         os.replace(old, target)
         raise
     shutil.rmtree(old, ignore_errors=True)
+
+
+def sha256(path: str | os.PathLike[str]) -> str:
+    """Hex SHA-256 of a file's content, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def read_json(path: str | os.PathLike[str], what: str, fix: str) -> Any:
+    """The parsed content of a JSON file; a missing, unreadable or invalid one is a one-line ConfigError.
+
+    Args:
+        path: the file.
+        what: what the file is, for the message (``"benchmark report"``).
+        fix: what the user should do, appended after ``;`` (``"pass a file written by 'mfv2 bench --json'"``).
+
+    Raises:
+        ConfigError: ``path`` does not exist, is a folder, cannot be read, or is not valid JSON.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise ConfigError(f"{what} {p} does not exist; {fix}")
+    if p.is_dir():
+        raise ConfigError(f"{what} {p} is a folder, not a file; {fix}")
+    try:
+        text = p.read_text()
+    except OSError as e:
+        raise ConfigError(f"cannot read {what} {p}: {e.strerror or e}; {fix}") from e
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{what} {p} is not valid JSON (not UTF-8 text); {fix}") from e
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{what} {p} is not valid JSON ({e}); {fix}") from e
+
+
+def cache_dir(sub: str = "") -> Path:
+    """mfv2's cache folder, or its sub-folder ``sub``: ``$MFV2_CACHE`` if set, else ``~/.cache/mfv2``.
+
+    The folder is not created; writers create what they fill.
+    """
+    root = Path(os.environ.get("MFV2_CACHE") or Path.home() / ".cache" / "mfv2")
+    return root / sub if sub else root

@@ -23,15 +23,15 @@ from mfv2.export.tensorrt import plan_engines, tensorrt_issues  # noqa: E402
 from mfv2.export.validate import (  # noqa: E402
     TOLERANCES,
     Sample,
-    box_iou,
     check_parity,
     make_samples,
     measure,
     ort_runner,
     torch_reference,
 )
+from mfv2.fileio import sha256  # noqa: E402
+from mfv2.geometry.boxes import box_iou  # noqa: E402
 from mfv2.models import build_model, save_native  # noqa: E402
-from mfv2.models.checkpoint import file_sha256  # noqa: E402
 
 GRAPHS = ("full", "template_encoder", "search_decoder")
 from conftest import EXPORT_ONNX_PRECISIONS as ONNX_PRECISIONS  # noqa: E402
@@ -74,7 +74,7 @@ def test_manifest_describes_every_artifact(tiny_export: Path, tiny_model: torch.
     assert len(m.artifacts) == 3 * (len(ONNX_PRECISIONS) + 1 + len(OV_PRECISIONS))  # + the dynamic int8 files
     io = graph_io(m.model)
     for a in m.artifacts:
-        assert a.sha256 == file_sha256(tiny_export / a.file)
+        assert a.sha256 == sha256(tiny_export / a.file)
         assert (a.inputs, a.outputs) == io[a.graph]
         tol = TOLERANCES[("onnx" if a.format == "onnx-dynamic" else a.format, a.precision)]
         assert a.extra["tolerance"]["boxes"] == tol.boxes
@@ -285,7 +285,7 @@ def test_export_from_checkpoint_S(tmp_path: Path) -> None:
     ckpt = save_native(model.state_dict(), model.config, tmp_path / "s.pt")
     out = export(ckpt, tmp_path / "S")
     m = load_manifest(out)
-    assert m.model.name == "S" and m.source["sha256"] == file_sha256(ckpt) and m.source["format"] == "native"
+    assert m.model.name == "S" and m.source["sha256"] == sha256(ckpt) and m.source["format"] == "native"
     assert m.find("template_encoder").outputs["kv"] == [4, 2, 1, 12, 98, 64]
     for a in m.artifacts:
         assert a.parity["boxes"] <= 1e-4 and a.parity["score"] <= 1e-4
@@ -338,7 +338,7 @@ def test_measure_iou_fraction_counts_frames_that_drift() -> None:
     # Row 3 is a near-empty reference box and is not counted; row 2 drifts to IoU 0.6.
     assert figures["full"] == pytest.approx({"boxes": 0.05, "score": 0.0, "crop_boxes": 0.05, "crop_score": 0.0, "nonfinite": 0.0,
                                              "iou_fraction": 0.5, "iou_mean": 0.8, "iou_frames": 2.0})  # fmt: skip
-    assert box_iou(ref_boxes[:2], shifted[:2]) == pytest.approx([1.0, 0.15 / 0.25])
+    assert box_iou(ref_boxes[:2], shifted[:2], fmt="cxcywh") == pytest.approx([1.0, 0.15 / 0.25])
 
 
 def test_bad_options_fail_before_any_work(tmp_path: Path, tiny_model: torch.nn.Module) -> None:

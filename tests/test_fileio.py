@@ -1,14 +1,16 @@
-"""Atomic writes: the target appears only on success, failures leave the old target and no temporary files."""
+"""Atomic writes: the target appears only on success, failures leave the old target and no temporary files;
+and the shared file helpers sha256, read_json, cache_dir."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 
 import pytest
 
 from mfv2.benchmarks import report
 from mfv2.errors import ConfigError
-from mfv2.fileio import atomic_dir, atomic_path, atomic_write_bytes, atomic_write_text
+from mfv2.fileio import atomic_dir, atomic_path, atomic_write_bytes, atomic_write_text, cache_dir, read_json, sha256
 
 
 class Boom(Exception):
@@ -157,3 +159,39 @@ def test_atomic_dir_failed_swap_restores_the_old_folder(tmp_path, monkeypatch):
     assert len(calls) == 3  # aside, (failed) into place, back
     assert os.listdir(out) == ["old.txt"]
     assert os.listdir(tmp_path) == ["out"]
+
+
+def test_sha256_of_a_file_read_in_chunks(tmp_path):
+    data = os.urandom((1 << 20) + 123)  # more than one 1 MiB chunk
+    (tmp_path / "blob").write_bytes(data)
+    assert sha256(tmp_path / "blob") == hashlib.sha256(data).hexdigest()
+    (tmp_path / "empty").write_bytes(b"")
+    assert sha256(str(tmp_path / "empty")) == hashlib.sha256(b"").hexdigest()
+
+
+def test_read_json_errors_are_one_line_naming_the_file_and_the_fix(tmp_path):
+    good = tmp_path / "good.json"
+    good.write_text('{"a": [1, 2]}')
+    assert read_json(good, "report", "pass a report") == {"a": [1, 2]}
+    (tmp_path / "bad.json").write_text("{")
+    (tmp_path / "binary.json").write_bytes(b"\xff\xfe\x00")
+    (tmp_path / "folder.json").mkdir()
+    cases = {"missing.json": "does not exist", "bad.json": "is not valid JSON", "binary.json": "is not valid JSON",
+             "folder.json": "is a folder"}  # fmt: skip
+    for name, problem in cases.items():
+        with pytest.raises(ConfigError) as info:
+            read_json(tmp_path / name, "engine sidecar", "rebuild it with: mfv2 build-engine DIR")
+        message = str(info.value)
+        assert message.startswith(f"engine sidecar {tmp_path / name} {problem}"), message
+        assert message.endswith("; rebuild it with: mfv2 build-engine DIR") and "\n" not in message
+
+
+def test_cache_dir_from_the_environment_or_home(monkeypatch, tmp_path):
+    monkeypatch.setenv("MFV2_CACHE", str(tmp_path / "c"))
+    assert cache_dir() == tmp_path / "c" and cache_dir("bench") == tmp_path / "c" / "bench"
+    assert not (tmp_path / "c").exists()  # resolved, not created
+    monkeypatch.setenv("MFV2_CACHE", "")  # empty means unset
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert cache_dir("exports") == tmp_path / "home" / ".cache" / "mfv2" / "exports"
+    monkeypatch.delenv("MFV2_CACHE")
+    assert cache_dir() == tmp_path / "home" / ".cache" / "mfv2"

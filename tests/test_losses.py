@@ -8,7 +8,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from mfv2.geometry import boxes as geometry  # noqa: E402
 from mfv2.training.losses import (  # noqa: E402
+    box_iou,
     ciou_loss,
     cxcywh_to_xyxy,
     feature_mimic_loss,
@@ -28,6 +30,19 @@ def t(*rows):
 def test_box_conversions():
     assert torch.allclose(cxcywh_to_xyxy(t([0.5, 0.5, 0.2, 0.4])), t([0.4, 0.3, 0.6, 0.7]))
     assert torch.allclose(xywh_to_xyxy(t([0.1, 0.2, 0.3, 0.4])), t([0.1, 0.2, 0.4, 0.6]))
+
+
+def test_torch_boxes_follow_the_geometry_conventions():
+    """The differentiable conversions and IoU give mfv2.geometry.boxes' numbers (IoU up to the epsilon)."""
+    gen = torch.Generator().manual_seed(0)
+    cxcywh = torch.cat([torch.rand(64, 2, generator=gen), 0.05 + 0.5 * torch.rand(64, 2, generator=gen)], 1).double()
+    xywh = torch.cat([torch.rand(64, 2, generator=gen), 0.05 + 0.5 * torch.rand(64, 2, generator=gen)], 1).double()
+    assert torch.equal(cxcywh_to_xyxy(cxcywh), torch.from_numpy(geometry.cxcywh_to_xyxy(cxcywh.numpy())))
+    assert torch.equal(xywh_to_xyxy(xywh), torch.from_numpy(geometry.xywh_to_xyxy(xywh.numpy())))
+    iou, _ = box_iou(cxcywh_to_xyxy(cxcywh), xywh_to_xyxy(xywh))
+    want = geometry.box_iou(cxcywh.numpy(), geometry.convert_boxes(xywh.numpy(), "xywh", "cxcywh"), fmt="cxcywh")
+    assert (want > 0).sum() > 10
+    assert torch.allclose(iou, torch.from_numpy(want), rtol=0, atol=1e-5)
 
 
 def test_l1_is_mean_absolute_error():

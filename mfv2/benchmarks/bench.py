@@ -31,6 +31,7 @@ from mfv2.benchmarks.report import RESULT_FIELDS
 from mfv2.benchmarks.rows import Artifacts, prepare_artifacts, rejected_status, run_row
 from mfv2.config import _DictMixin
 from mfv2.errors import ConfigError
+from mfv2.geometry.boxes import iou_continuous
 
 __all__ = ["BenchConfig", "plan_rows", "run_bench", "default_precisions", "MODES"]
 
@@ -149,15 +150,6 @@ def _pool(parts: list[dict[str, Any]]) -> dict[str, Any]:
     return merged
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    x1, y1 = np.maximum(a[:, 0], b[:, 0]), np.maximum(a[:, 1], b[:, 1])
-    x2 = np.minimum(a[:, 0] + a[:, 2], b[:, 0] + b[:, 2])
-    y2 = np.minimum(a[:, 1] + a[:, 3], b[:, 1] + b[:, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    union = a[:, 2] * a[:, 3] + b[:, 2] * b[:, 3] - inter
-    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
-
-
 def _finish(row: dict[str, Any], result: dict[str, Any], base: dict[str, Any] | None, peaks: dict[str, Any],
             arts: Artifacts) -> dict[str, Any]:  # fmt: skip
     """Add the derived columns: speed-up, FLOPs, % of peak, agreement with the baseline."""
@@ -185,7 +177,7 @@ def _finish(row: dict[str, Any], result: dict[str, Any], base: dict[str, Any] | 
         if row["mode"] == "model":
             out["box_err"] = float(np.abs(a - b).max())
         elif a.shape == b.shape:
-            iou = _iou(a, b)
+            iou = np.nan_to_num(iou_continuous(a, b), nan=0.0)  # a NaN box is a miss
             out["fidelity"] = {"iou_ge_0.9": float((iou >= 0.9).mean()), "mean_iou": float(iou.mean())}
     return out
 

@@ -1,10 +1,11 @@
 """One-pass evaluation (OPE) accuracy metrics: IoU, centre errors, success/precision, GOT-10k AO.
 
 Boxes are ``(x, y, w, h)`` in pixels, raw as the datasets store them (no re-basing). Two IoU
-conventions are offered: *inclusive* pixels (OTB, LaSOT, UAV, pytracking: ``x2 = x + w - 1`` and
-``+1`` on each intersection side) and *continuous* (got10k, pysot: ``x2 = x + w``). The -1 and +1
-cancel, so both give the same IoU; they differ only by got10k's optional clipping to the image
-(and the same holds for the centre ``xy + (wh - 1) / 2`` in distances).
+conventions are offered (:mod:`mfv2.geometry.boxes`, re-exported here): *inclusive* pixels (OTB,
+LaSOT, UAV, pytracking: ``x2 = x + w - 1`` and ``+1`` on each intersection side) and *continuous*
+(got10k, pysot: ``x2 = x + w``). The -1 and +1 cancel, so both give the same IoU; they differ only
+by got10k's optional clipping to the image (and the same holds for the centre ``xy + (wh - 1) / 2``
+in distances).
 
 Scores follow pytracking: the first frame is set to the ground truth, zero-size or non-finite
 predictions repeat the previous one, success counts ``IoU > t`` (strict) over the 21 thresholds
@@ -37,11 +38,19 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal
+from typing import Any, Final
 
 import numpy as np
 
 from mfv2.errors import ConfigError, ShapeError
+from mfv2.geometry.boxes import (
+    PixelConvention,
+    as_box_pair,
+    as_boxes,
+    clip_boxes_got10k,
+    iou_continuous,
+    iou_inclusive,
+)
 
 __all__ = [
     "IOU_THRESHOLDS", "PIXEL_THRESHOLDS", "NORM_THRESHOLDS", "IouMode",
@@ -57,78 +66,7 @@ IOU_THRESHOLDS: Final[np.ndarray] = np.arange(21) / 20  # 0, 0.05, .., 1; [15] =
 PIXEL_THRESHOLDS: Final[np.ndarray] = np.arange(51, dtype=np.float64)  # 0..50 px
 NORM_THRESHOLDS: Final[np.ndarray] = np.arange(51) / 100  # 0, 0.01, .., 0.5; [20] == 0.2
 
-IouMode = Literal["inclusive", "continuous"]
-
-
-def _boxes(a: Any, what: str) -> np.ndarray:
-    arr = np.asarray(a, dtype=np.float64)
-    if arr.ndim == 1 and arr.shape[0] == 4:
-        arr = arr[None]
-    if arr.ndim != 2 or arr.shape[1] != 4:
-        raise ShapeError(f"{what}: expected (N, 4) xywh boxes, got shape {arr.shape}")
-    return arr
-
-
-def _pair(a: Any, b: Any) -> tuple[np.ndarray, np.ndarray]:
-    a, b = _boxes(a, "boxes1"), _boxes(b, "boxes2")
-    if a.shape != b.shape:
-        raise ShapeError(f"box arrays differ in length: {a.shape[0]} vs {b.shape[0]}")
-    return a, b
-
-
-def _iou(a: np.ndarray, b: np.ndarray, e: float) -> np.ndarray:
-    # A box covers x .. x+w-e; the overlap of each side is then +e (e = 1: inclusive pixels).
-    lo = np.maximum(a[:, :2], b[:, :2])
-    hi = np.minimum(a[:, :2] + a[:, 2:] - e, b[:, :2] + b[:, 2:] - e)
-    side = np.maximum(hi - lo + e, 0.0)
-    inter = side[:, 0] * side[:, 1]
-    union = a[:, 2] * a[:, 3] + b[:, 2] * b[:, 3] - inter
-    out = np.zeros_like(inter)
-    np.divide(inter, union, out=out, where=union > 0)
-    out[np.isnan(inter) | np.isnan(union)] = np.nan  # keep NaN inputs visible to callers
-    return np.clip(out, 0.0, 1.0)
-
-
-def iou_inclusive(boxes1: Any, boxes2: Any) -> np.ndarray:
-    """IoU with inclusive pixel boxes (OTB/LaSOT/pytracking): a box covers ``x .. x+w-1``.
-
-    Args:
-        boxes1, boxes2: ``(N, 4)`` xywh boxes in pixels.
-
-    Returns:
-        ``(N,)`` float64 in [0, 1]; NaN where an input is NaN, 0 where the union is empty.
-    """
-    return _iou(*_pair(boxes1, boxes2), 1.0)
-
-
-def clip_boxes_got10k(boxes: Any, bound: tuple[float, float]) -> np.ndarray:
-    """Clip xywh boxes to a ``(width, height)`` image the way the got10k toolkit does.
-
-    The corner is clamped into the image first, then the size so the box ends inside it; a box
-    hanging off the left or top is therefore shifted rather than cut, as in the toolkit.
-    """
-    out = _boxes(boxes, "boxes").copy()
-    size = np.asarray(bound, dtype=np.float64)
-    out[:, :2] = np.clip(out[:, :2], 0.0, size)
-    out[:, 2:] = np.clip(out[:, 2:], 0.0, size - out[:, :2])
-    return out
-
-
-def iou_continuous(boxes1: Any, boxes2: Any, *, bound: tuple[float, float] | None = None
-                   ) -> np.ndarray:
-    """IoU with continuous boxes (got10k/pysot): a box covers ``[x, x+w)``.
-
-    Args:
-        boxes1, boxes2: ``(N, 4)`` xywh boxes in pixels.
-        bound: optional image ``(width, height)`` both sets are clipped to first.
-
-    Returns:
-        ``(N,)`` float64 in [0, 1]; NaN where an input is NaN, 0 where the union is empty.
-    """
-    a, b = _pair(boxes1, boxes2)
-    if bound is not None:
-        a, b = clip_boxes_got10k(a, bound), clip_boxes_got10k(b, bound)
-    return _iou(a, b, 0.0)
+IouMode = PixelConvention
 
 
 def _centers(boxes: np.ndarray) -> np.ndarray:
@@ -137,7 +75,7 @@ def _centers(boxes: np.ndarray) -> np.ndarray:
 
 def center_error(pred: Any, gt: Any) -> np.ndarray:
     """Euclidean distance in pixels between box centres ``xy + (wh - 1) / 2``; ``(N,)`` float64."""
-    p, g = _pair(pred, gt)
+    p, g = as_box_pair(pred, gt)
     return np.linalg.norm(_centers(p) - _centers(g), axis=1)
 
 
@@ -146,7 +84,7 @@ def normalized_center_error(pred: Any, gt: Any) -> np.ndarray:
 
     Returns ``(N,)`` float64; ``inf``/NaN where the GT size is zero or NaN (callers mask those).
     """
-    p, g = _pair(pred, gt)
+    p, g = as_box_pair(pred, gt)
     with np.errstate(divide="ignore", invalid="ignore"):
         d = (_centers(p) - _centers(g)) / g[:, 2:]
     return np.linalg.norm(d, axis=1)
@@ -201,8 +139,8 @@ def sequence_errors(pred: Any, gt: Any, visible: Any | None = None, *, iou: IouM
     """
     if iou not in ("inclusive", "continuous"):
         raise ConfigError(f"unknown IoU convention {iou!r}; use 'inclusive' or 'continuous'")
-    p = _boxes(pred, "predictions").copy()
-    g = _boxes(gt, "ground truth")
+    p = as_boxes(pred, "predictions").copy()
+    g = as_boxes(gt, "ground truth")
     if p.shape[0] != g.shape[0]:
         raise ShapeError(f"{p.shape[0]} predicted boxes for {g.shape[0]} ground-truth frames")
     if p.shape[0] == 0:
@@ -418,7 +356,7 @@ def evaluate_got10k(preds: Mapping[str, Any], gts: Mapping[str, Any],
     pooled: list[np.ndarray] = []
     per_seq: dict[str, dict[str, float]] = {}
     for name, gt in gts.items():
-        g = _boxes(gt, f"{name}: ground truth")
+        g = as_boxes(gt, f"{name}: ground truth")
         if covers is not None and name in covers:
             keep = np.asarray(covers[name]).reshape(-1) > 0
             if keep.shape[0] != g.shape[0]:
@@ -432,7 +370,7 @@ def evaluate_got10k(preds: Mapping[str, Any], gts: Mapping[str, Any],
         bound = None if bounds is None else bounds.get(name)
         seq_ious = []
         for run in runs:
-            p = _boxes(run, f"{name}: predictions")
+            p = as_boxes(run, f"{name}: predictions")
             if p.shape[0] != g.shape[0]:
                 raise ShapeError(f"{name}: {p.shape[0]} predicted boxes for {g.shape[0]} frames")
             with np.errstate(invalid="ignore"):

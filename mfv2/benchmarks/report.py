@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from mfv2.errors import ConfigError
-from mfv2.fileio import atomic_write_bytes, atomic_write_text
+from mfv2.fileio import atomic_write_bytes, atomic_write_text, read_json
 
 __all__ = [
     "REPORT_FORMAT",
@@ -216,12 +216,7 @@ def load_report(path: str | os.PathLike[str]) -> dict[str, Any]:
         ConfigError: missing file, invalid JSON, or not an mfv2 benchmark report.
     """
     p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"{p} does not exist; pass a JSON file written by 'mfv2 bench --json'")
-    try:
-        data = json.loads(p.read_text())
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"{p} is not valid JSON ({e}); pass a file written by 'mfv2 bench --json'") from e
+    data = read_json(p, "benchmark report", "pass a JSON file written by 'mfv2 bench --json'")
     if not isinstance(data, dict) or data.get("format") != REPORT_FORMAT or not isinstance(data.get("results"), list):
         raise ConfigError(f"{p} is not an mfv2 benchmark report; pass a file written by 'mfv2 bench --json'")
     return data

@@ -7,7 +7,6 @@ backend, times it in model-only or tracker mode and reports its own peak residen
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import resource
@@ -23,6 +22,7 @@ import numpy as np
 from mfv2.benchmarks.latency import LatencyStats, summarize_stages, time_calls
 from mfv2.config import ModelConfig, TrackerConfig, variant_config
 from mfv2.errors import BackendUnavailableError, ConfigError, Mfv2Error
+from mfv2.fileio import cache_dir, sha256
 
 if TYPE_CHECKING:
     from mfv2.benchmarks.bench import BenchConfig
@@ -86,15 +86,7 @@ def _one_line(e: BaseException) -> str:
 def _cache_root(config: BenchConfig) -> Path:
     if config.cache_dir:
         return Path(config.cache_dir)
-    return Path(os.environ.get("MFV2_CACHE") or Path.home() / ".cache" / "mfv2") / "bench"
-
-
-def _short_hash(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:12]
+    return cache_dir("bench")
 
 
 def _random_checkpoint(cfg: ModelConfig, path: Path) -> Path:
@@ -179,7 +171,7 @@ def prepare_artifacts(variant: str, needed: set[tuple[str, str]], config: BenchC
     from mfv2 import __version__
     from mfv2.export.manifest import exporter_fingerprint
 
-    out = root / f"{variant}-{_short_hash(ckpt)}-{__version__}-{exporter_fingerprint()}"
+    out = root / f"{variant}-{sha256(ckpt)[:12]}-{__version__}-{exporter_fingerprint()}"
     try:
         if not _has_files(out, onnx, ov):
             logger.info("exporting %s (%s; openvino %s) into %s", variant, ",".join(onnx), ",".join(ov) or "-", out)

@@ -18,7 +18,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from mfv2.fileio import check_output_file
     from mfv2.models import build_model
-    from mfv2.models.checkpoint import file_sha256, save_native, save_official
+    from mfv2.fileio import sha256
+    from mfv2.models.checkpoint import save_native, save_official
 
     check_output_file(args.output)  # before reading anything: a folder or an unwritable target fails now
     model = build_model(args.variant, args.checkpoint)
@@ -26,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
     if args.official:
         path = save_official(sd, args.output)
     else:
-        meta = {"converted_from": str(args.checkpoint), "source_sha256": file_sha256(args.checkpoint)}
+        meta = {"converted_from": str(args.checkpoint), "source_sha256": sha256(args.checkpoint)}
         path = save_native(sd, model.config, args.output, meta)
     print(f"wrote {path} (MixFormerV2-{model.config.name}: {model.config.describe()})")
     return 0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 from typing import Any
 
@@ -44,11 +43,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def _synthetic_root(args: argparse.Namespace) -> Path:
     from mfv2.errors import ConfigError
+    from mfv2.fileio import cache_dir
     from mfv2.synthetic import write_benchmark
 
     if args.synthetic < 1:
         raise ConfigError(f"--synthetic needs a positive number of clips, got {args.synthetic}")
-    default = Path(os.environ.get("MFV2_CACHE") or Path.home() / ".cache" / "mfv2") / "synthetic"
+    default = cache_dir("synthetic")
     root = Path(args.dataset) if args.dataset else default / f"n{args.synthetic}-f{args.frames}-s0"
     if (root / "testing_set.txt").is_file():
         have = len((root / "testing_set.txt").read_text().split())

@@ -32,7 +32,7 @@ import numpy as np
 
 from mfv2.config import ModelConfig, TrackerConfig, variant_config
 from mfv2.errors import ConfigError
-from mfv2.fileio import atomic_dir
+from mfv2.fileio import atomic_dir, sha256
 
 if TYPE_CHECKING:
     from mfv2.export.validate import Runner
@@ -143,7 +143,6 @@ def _load_model(
     import torch
 
     from mfv2.models import MixFormerV2, build_model, read_checkpoint
-    from mfv2.models.checkpoint import file_sha256
 
     if isinstance(model_or_checkpoint, MixFormerV2):
         if variant is not None and variant_config(variant) != model_or_checkpoint.config:
@@ -159,7 +158,7 @@ def _load_model(
         path = Path(model_or_checkpoint)
         ckpt = read_checkpoint(path)  # a missing or unreadable file is a ConfigError
         model = build_model(variant, path)
-        source = {"checkpoint": str(path), "sha256": file_sha256(path), "format": ckpt.format}
+        source = {"checkpoint": str(path), "sha256": sha256(path), "format": ckpt.format}
     return model.eval().requires_grad_(False), source
 
 
@@ -345,7 +344,6 @@ class _Job:
         from mfv2.export.formats import FORMATS
         from mfv2.export.onnx import METADATA_KEY, artifact_metadata, write_metadata
         from mfv2.export.openvino import OV_METADATA_KEY, set_ov_metadata
-        from mfv2.models.checkpoint import file_sha256
 
         tools = [] if self.simplify == "none" else [self.simplify]
         if any(a.format == "openvino" for a in self.manifest.artifacts):
@@ -361,8 +359,8 @@ class _Job:
             else:
                 set_ov_metadata(path, props[METADATA_KEY])
                 artifact.extra["metadata"] = f"rt_info[{OV_METADATA_KEY!r}]"
-                artifact.extra["bin_sha256"] = file_sha256(path.with_suffix(".bin"))
-            artifact.sha256 = file_sha256(path)
+                artifact.extra["bin_sha256"] = sha256(path.with_suffix(".bin"))
+            artifact.sha256 = sha256(path)
         self.manifest.save(self.tmp)
 
 

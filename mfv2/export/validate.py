@@ -20,6 +20,7 @@ import numpy as np
 
 from mfv2.config import ModelConfig, TrackerConfig
 from mfv2.errors import ExportError, ShapeError
+from mfv2.geometry.boxes import box_iou
 
 if TYPE_CHECKING:
     from mfv2.models import MixFormerV2
@@ -38,7 +39,6 @@ __all__ = [
     "measure",
     "check_parity",
     "parity_failures",
-    "box_iou",
 ]
 
 IOU_THRESHOLD = 0.9
@@ -130,7 +130,7 @@ def _crops(cfg: ModelConfig, tracker: TrackerConfig, pairs: Sequence[tuple[np.nd
     search crop around the box of frame ``i - 1`` (the previous estimate).
     """
     from mfv2.export.manifest import IMAGENET_MEAN, IMAGENET_STD
-    from mfv2.tracking.crop import preprocess, sample_target
+    from mfv2.geometry.crop import preprocess, sample_target
 
     def crop(frame: np.ndarray, box: tuple, factor: float, size: int) -> np.ndarray:
         return preprocess(sample_target(frame, box, factor, size).image, IMAGENET_MEAN, IMAGENET_STD)
@@ -225,27 +225,10 @@ def ort_runner(files: dict[str, Path], threads: int = 0) -> Runner:
     return run
 
 
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of (N, 4) cxcywh boxes row by row; negative sizes count as empty, two empty equal boxes as 1."""
-    def corners(boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        cx, cy, w, h = boxes.T.astype(np.float64)
-        w, h = np.maximum(w, 0), np.maximum(h, 0)
-        return cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2
-
-    ax1, ay1, ax2, ay2 = corners(a)
-    bx1, by1, bx2, by2 = corners(b)
-    inter = np.clip(np.minimum(ax2, bx2) - np.maximum(ax1, bx1), 0, None) * np.clip(
-        np.minimum(ay2, by2) - np.maximum(ay1, by1), 0, None
-    )
-    union = (ax2 - ax1) * (ay2 - ay1) + (bx2 - bx1) * (by2 - by1) - inter
-    same = np.all(np.isclose(a, b, atol=1e-6), axis=1)
-    return np.where(union > 0, inter / np.where(union > 0, union, 1), same.astype(np.float64))
-
-
 def _valid_ious(boxes: np.ndarray, ref: np.ndarray) -> np.ndarray:
     """IoUs of the rows whose reference box is at least :data:`MIN_BOX_SIDE` wide and high."""
     keep = np.all(ref[:, 2:] >= MIN_BOX_SIDE, axis=1)
-    return box_iou(boxes[keep], ref[keep])
+    return np.nan_to_num(box_iou(boxes[keep], ref[keep], fmt="cxcywh"), nan=0.0)  # a NaN box is a miss
 
 
 def _maxabs(a: np.ndarray, b: np.ndarray) -> float:

@@ -187,14 +187,14 @@ def vot_overlaps(pred: Any, gt: Any, image_size: tuple[int, int]) -> np.ndarray:
     The toolkit rasterises regions: each of ``x, y, w, h`` is rounded to an integer (half to even),
     a box covers the pixels ``x .. x+w-1`` and only pixels inside the ``(width, height)`` image
     count. Rounding and clipping the boxes that way and taking
-    :func:`mfv2.benchmarks.metrics.iou_inclusive` gives the same numbers; two empty regions overlap 1,
+    :func:`mfv2.geometry.boxes.iou_inclusive` gives the same numbers; two empty regions overlap 1,
     as in the toolkit. NaN rows (special regions) overlap 0.
 
     Args:
         pred, gt: ``(N, 4)`` xywh boxes.
         image_size: ``(width, height)``.
     """
-    from mfv2.benchmarks.metrics import iou_inclusive
+    from mfv2.geometry.boxes import iou_inclusive
 
     width, height = image_size
 

@@ -16,7 +16,6 @@ archive to ``torch.jit.load``.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import pickle
@@ -40,7 +39,6 @@ __all__ = [
     "check_state_dict",
     "save_native",
     "save_official",
-    "file_sha256",
     "load_pickled",
     "NATIVE_FORMAT",
 ]
@@ -332,10 +330,3 @@ def save_official(state_dict: dict[str, torch.Tensor], path: str | os.PathLike[s
     return _atomic_save({"net": {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}}, path)
 
 
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()

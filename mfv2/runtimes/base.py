@@ -15,7 +15,6 @@ opts out (``verify_hashes=False``, ``mfv2 track --no-verify``) after editing gra
 from __future__ import annotations
 
 import functools
-import hashlib
 import importlib.util
 import logging
 import os
@@ -30,6 +29,7 @@ import numpy as np
 
 from mfv2.errors import BackendUnavailableError, ConfigError, Mfv2Error, ShapeError
 from mfv2.export.manifest import MANIFEST_NAME, Artifact, Manifest, load_manifest
+from mfv2.fileio import sha256
 from mfv2.registry import Registry
 
 __all__ = [
@@ -288,7 +288,7 @@ def verify_artifact(directory: str | os.PathLike[str], artifact: Artifact, *, ch
         if not recorded:
             log.debug("%s: no hash recorded in the manifest; not verified", file.name)
             continue
-        actual = _sha256(file.resolve(), *_stat_key(file))
+        actual = _cached_sha256(file.resolve(), *_stat_key(file))
         if actual != recorded.lower():
             raise ConfigError(
                 f"{file} does not match the SHA-256 recorded in {Path(directory) / MANIFEST_NAME} "
@@ -304,13 +304,9 @@ def _stat_key(path: Path) -> tuple[int, int, int]:
 
 
 @functools.lru_cache(maxsize=64)
-def _sha256(path: Path, size: int, mtime_ns: int, inode: int) -> str:
+def _cached_sha256(path: Path, size: int, mtime_ns: int, inode: int) -> str:
     """Hex SHA-256 of ``path``; cached per (path, size, mtime, inode) so reloading an export does not re-read it."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return sha256(path)
 
 
 def resolve_export(artifact: str | os.PathLike[str], graph: GraphMode, precision: str) -> tuple[Path, Manifest, GraphMode]:

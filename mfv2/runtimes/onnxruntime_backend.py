@@ -21,7 +21,7 @@ import numpy as np
 
 from mfv2.errors import BackendUnavailableError, ConfigError
 from mfv2.export.manifest import Artifact, Manifest
-from mfv2.fileio import atomic_path
+from mfv2.fileio import atomic_path, sha256
 from mfv2.runtimes.base import BACKENDS, BaseSession, FileBackend
 
 __all__ = ["OnnxRuntimeBackend", "OrtSession", "PROVIDERS"]
@@ -104,7 +104,7 @@ def _optimized_model(path: Path, providers: tuple[str, ...], cache_dir: str | os
     """
     import onnxruntime as ort
 
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    digest = sha256(path)[:16]
     tag = hashlib.sha256(f"{ort.__version__}|{','.join(providers)}|{platform.machine()}".encode()).hexdigest()[:8]
     cached = Path(cache_dir) / f"{path.stem}.{digest}.{tag}.onnx"
     if cached.is_file():

@@ -7,7 +7,6 @@ paths give the same boxes (the split one is a re-ordering of the same arithmetic
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import logging
 import os
@@ -22,6 +21,8 @@ import numpy as np
 
 from mfv2.errors import BackendUnavailableError, ConfigError, Mfv2Error, ShapeError
 from mfv2.export.manifest import MANIFEST_NAME, Manifest, exporter_fingerprint, load_manifest
+from mfv2.fileio import cache_dir as default_cache_dir
+from mfv2.fileio import sha256
 from mfv2.runtimes.base import SPLIT_GRAPHS, FileBackend, GraphMode, Session, get_backend
 
 __all__ = ["ModelRunner", "load_backend", "cached_export", "CHECKPOINT_SUFFIXES"]
@@ -229,10 +230,6 @@ def load_backend(
     return ModelRunner(sessions, manifest, backend=name, precision=precision)
 
 
-def _cache_root() -> Path:
-    return Path(os.environ.get("MFV2_CACHE") or Path.home() / ".cache" / "mfv2")
-
-
 def cached_export(
     checkpoint: str | os.PathLike[str],
     *,
@@ -249,12 +246,8 @@ def cached_export(
     from mfv2 import __version__
 
     src = Path(checkpoint)
-    h = hashlib.sha256()
-    with open(src, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    key = f"{h.hexdigest()[:16]}-{variant or 'auto'}-{__version__}-{exporter_fingerprint()}"
-    target = Path(cache_dir) if cache_dir is not None else _cache_root() / "exports"
+    key = f"{sha256(src)[:16]}-{variant or 'auto'}-{__version__}-{exporter_fingerprint()}"
+    target = Path(cache_dir) if cache_dir is not None else default_cache_dir("exports")
     out = target / key
     precisions = tuple(dict.fromkeys(("fp32", precision if precision in ("fp16", "int8") else "fp32")))
 

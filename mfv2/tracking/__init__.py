@@ -1,11 +1,14 @@
-"""The online tracker loop shared by every backend, its crop geometry, and video sources and sinks.
+"""The online tracker loop shared by every backend, and video sources and sinks.
+
+The crop geometry lives in :mod:`mfv2.geometry`; its names are re-exported here.
 
 Needs NumPy and OpenCV only (plus the chosen runtime); never torch unless the torch backend is used.
 """
 
 from __future__ import annotations
 
-from mfv2.tracking.crop import Crop, clip_box, crop_size, map_box_back, preprocess, sample_target
+from mfv2.geometry.boxes import clip_box
+from mfv2.geometry.crop import Crop, crop_size, map_box_back, preprocess, sample_target
 from mfv2.tracking.tracker import STAGES, Tracker
 from mfv2.tracking.video import FrameSource, VideoSink, draw_box
 

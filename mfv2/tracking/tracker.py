@@ -21,9 +21,10 @@ import numpy as np
 
 from mfv2.config import TrackerConfig
 from mfv2.errors import ConfigError, Mfv2Error, ShapeError
+from mfv2.geometry.boxes import Box, clip_box
+from mfv2.geometry.crop import map_box_back, preprocess, sample_target
 from mfv2.runtimes import ModelRunner, load_backend
 from mfv2.runtimes.base import GraphMode
-from mfv2.tracking.crop import Box, clip_box, map_box_back, preprocess, sample_target
 
 __all__ = ["Tracker", "STAGES", "as_bgr", "check_box"]
 
@@ -177,7 +178,7 @@ class Tracker:
             ``(ok, (x, y, w, h))``: ``ok`` is False when the score is below ``config.lost_threshold``
             or the network output was not finite (the box is then the previous one). The box always
             lies inside the frame; on frames smaller than ``config.clip_margin`` it spans the whole
-            frame along the short side (see :func:`~mfv2.tracking.crop.clip_box`).
+            frame along the short side (see :func:`~mfv2.geometry.clip_box`).
 
         Raises:
             Mfv2Error: before :meth:`init`. ShapeError: a frame of another size than the first one.

@@ -3,6 +3,9 @@
 Boxes are normalised to the search crop. Predictions arrive as ``(cx, cy, w, h)`` and may be inverted
 (the distribution head does not clamp); ground truth arrives as ``(x, y, w, h)``. The box losses work
 on corners ``(x1, y1, x2, y2)`` with the ground truth clamped to [0, 1], as the official actors do.
+The conversions and the IoU follow :mod:`mfv2.geometry.boxes` (same layouts, same formulas; the test
+compares them); they stay in torch here because training needs their gradients, and the IoU adds
+:data:`EPS` to the union so an empty one gives 0 without a division by zero.
 
 Differences from the official code (MixFormerV2 commit 1041438), on purpose:
 

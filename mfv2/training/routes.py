@@ -345,7 +345,7 @@ def _run_stages(
     route: Route, plan: list[PlannedStage], *, scale: float, stop_after: str | None, progress: bool | None, dist: Any
 ) -> list[dict[str, Any]]:
     """Train the stages that have no output yet; returns every stage's epoch rows."""
-    from mfv2.models.checkpoint import file_sha256
+    from mfv2.fileio import sha256
     from mfv2.training.checkpoints import LATEST, checkpoint_dir
     from mfv2.training.distributed import barrier
     from mfv2.training.trainer import Trainer
@@ -371,7 +371,7 @@ def _run_stages(
             resume = (checkpoint_dir(train_dir) / LATEST).is_file()
             Trainer(cfg, train_dir, resume=resume, progress=progress).fit()
             if dist.is_main:
-                teacher = None if stage.teacher is None else {"path": str(stage.teacher), "sha256": file_sha256(stage.teacher)}
+                teacher = None if stage.teacher is None else {"path": str(stage.teacher), "sha256": sha256(stage.teacher)}
                 meta = {"route": route.name, "stage": stage.name, "epochs": cfg.optim.epochs, "scale": scale,
                         "teacher": teacher}
                 _finish(stage, checkpoint_dir(train_dir) / LATEST, meta)

@@ -1,4 +1,4 @@
-"""Crop geometry against hand-computed cases and a line-by-line transcription of the official code."""
+"""mfv2.geometry.crop against hand-computed cases and a line-by-line transcription of the official code."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 
 from mfv2.errors import ShapeError
 from mfv2.export.manifest import IMAGENET_MEAN, IMAGENET_STD
-from mfv2.tracking.crop import clip_box, crop_size, map_box_back, preprocess, sample_target
+from mfv2.geometry.crop import crop_size, map_box_back, preprocess, sample_target
 
 
 def _frame(h: int = 100, w: int = 100) -> np.ndarray:
@@ -126,21 +126,6 @@ def test_map_box_back_then_crop_round_trip():
     pred = [(target[0] + target[2] / 2 - x1 - centre_offset[0]) / side, (target[1] + target[3] / 2 - y1 - centre_offset[1]) / side,
             target[2] / side, target[3] / side]
     assert map_box_back(pred, prev, crop.resize_factor, size) == pytest.approx(target)
-
-
-@pytest.mark.parametrize(
-    "box, want",
-    [
-        ((20, 30, 40, 50), (20, 30, 40, 50)),  # inside: unchanged
-        ((-5, 10, 20, 20), (0, 10, 15, 20)),  # left edge cut
-        ((95, 95, 20, 20), (90, 90, 10, 10)),  # corner beyond the margin, sides at least 10
-        ((50, 50, -4, -4), (50, 50, 10, 10)),  # negative size from an unclamped head
-        ((-30, -30, 20, 20), (0, 0, 10, 10)),  # fully outside top-left
-        ((0, 0, 300, 300), (0, 0, 100, 100)),  # larger than the frame
-    ],
-)
-def test_clip_box_margin_cases(box, want):
-    assert clip_box(box, 100, 100, margin=10) == pytest.approx(want)
 
 
 def test_preprocess_is_rgb_imagenet_normalised():

@@ -2,9 +2,9 @@
 
 ``sample_target`` cuts a square of side ``ceil(sqrt(w*h) * factor)`` around the box centre (corner by
 Python's ``round``), pads with zeros and resizes bilinearly; ``map_box_back`` takes a prediction in
-the resized crop back to frame pixels around the previous centre, and ``clip_box`` keeps the result
-inside the frame with a margin (shrunk to the frame on frames smaller than it). Every backend's
-tracker loop uses these same functions.
+the resized crop back to frame pixels around the previous centre, and
+:func:`~mfv2.geometry.boxes.clip_box` keeps the result inside the frame with a margin (shrunk to the
+frame on frames smaller than it). Every backend's tracker loop uses these same functions.
 
 The official padding has a quirk kept here for parity: when the window passes the right (bottom)
 edge, the last image column (row) is replaced by padding too.
@@ -20,10 +20,9 @@ import cv2
 import numpy as np
 
 from mfv2.errors import ShapeError
+from mfv2.geometry.boxes import Box
 
-__all__ = ["Crop", "crop_size", "sample_target", "map_box_back", "clip_box", "preprocess", "Box"]
-
-Box = tuple[float, float, float, float]
+__all__ = ["Crop", "crop_size", "sample_target", "map_box_back", "preprocess"]
 
 
 class Crop(NamedTuple):
@@ -94,23 +93,6 @@ def map_box_back(pred_cxcywh: Sequence[float], prev_box_xywh: Sequence[float], r
     cx += px + 0.5 * pw - half
     cy += py + 0.5 * ph - half
     return (cx - 0.5 * w, cy - 0.5 * h, w, h)
-
-
-def clip_box(box_xywh: Sequence[float], height: int, width: int, margin: float = 10) -> Box:
-    """Keep a box inside the frame: corners clamped with ``margin`` px to spare, sides at least ``margin``.
-
-    As the official tracker does, for frames at least ``margin`` pixels wide and high. On a frame
-    narrower (shorter) than the margin, the margin of that axis shrinks to the frame's side, so the
-    box then spans the whole width (height) instead of reaching outside the image (issue #18). The
-    result always lies inside ``[0, width] x [0, height]``.
-    """
-    x, y, w, h = (float(v) for v in box_xywh)
-    mx, my = min(float(margin), float(width)), min(float(margin), float(height))
-    x1 = min(max(0.0, x), width - mx)
-    x2 = min(max(mx, x + w), width)
-    y1 = min(max(0.0, y), height - my)
-    y2 = min(max(my, y + h), height)
-    return (x1, y1, max(mx, x2 - x1), max(my, y2 - y1))
 
 
 def preprocess(crop_bgr: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
