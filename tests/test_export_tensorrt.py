@@ -271,3 +271,38 @@ def test_engine_compatibility_check_says_how_to_rebuild(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not an mfv2 engine sidecar"):
         read_sidecar(engine)
 
+
+
+def test_int8_graph_for_tensorrt_is_symmetric_full_range_fp16_based_and_measured_as_parsed(tmp_path: Path) -> None:
+    """The graph build_engine parses unchanged: int8 zero points, 8-bit weights, no Q/DQ on GEMM outputs, fp16 base."""
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("torch")
+    from mfv2.export import export
+    from mfv2.export.quantize import to_int8_tensorrt
+
+    d = export(None, tmp_path / "exp", variant="tiny", seed=0)
+    rng = np.random.default_rng(0)
+    src = d / "search_decoder.onnx"
+    model = onnx.load(str(src))
+    feeds = [{i.name: rng.standard_normal([x.dim_value for x in i.type.tensor_type.shape.dim]).astype(np.float32)
+              for i in model.graph.input} for _ in range(9)]
+    dst = to_int8_tensorrt(src, d / f"search_decoder{TRT_INT8_SUFFIX}", feeds[:8])
+    q = onnx.load(str(dst))
+    assert tensorrt_issues(q) == [] and [o.version for o in q.opset_import if o.domain in ("", "ai.onnx")] == [19]
+    inits = {i.name: numpy_helper.to_array(i) for i in q.graph.initializer}
+    producer = {o: n for n in q.graph.node for o in n.output}
+    qs = [n for n in q.graph.node if n.op_type == "QuantizeLinear"]
+    assert qs and all(not inits[n.input[2]].any() and inits[n.input[2]].dtype == np.int8 for n in qs if len(n.input) > 2)
+    assert not [n.name for n in qs if n.input[0] in producer and producer[n.input[0]].op_type in ("MatMul", "Gemm")]
+    dqs = [n for n in q.graph.node if n.op_type == "DequantizeLinear"]
+    assert {inits[n.input[1]].dtype for n in dqs if n.input[1] in inits} == {np.dtype(np.float16)}  # fp16 base
+    weights = [inits[n.input[0]] for n in dqs if n.input[0] in inits]
+    assert weights and max(int(np.abs(w.astype(np.int32)).max()) for w in weights) == 127  # full 8-bit, not 7-bit
+    half_matmuls = [n for n in q.graph.node if n.op_type == "MatMul"]
+    assert half_matmuls
+    # Parity measured on this very file, as TensorRT will parse it.
+    ref = ort.InferenceSession(str(src), providers=["CPUExecutionProvider"]).run(None, feeds[8])
+    got = ort.InferenceSession(str(dst), providers=["CPUExecutionProvider"]).run(None, feeds[8])
+    for r, g in zip(ref, got):
+        assert g.dtype == np.float32 and np.isfinite(g).all()
+        np.testing.assert_allclose(g, r, atol=0.02)

@@ -25,7 +25,7 @@ multiplies uint8 activations by int8 weights with VPDPBUSD where AVX-512 VNNI ex
 sums) but with VPMADDUBSW on AVX2-only CPUs, which adds two u8 x s8 products into a *saturating*
 int16: 2 x 255 x 127 = 64,770 overflows 32,767. Random-input parity samples of the demo model hit
 that in 0.16 % of the pair sums and moved its boxes by 0.092 on AVX2 against 0.006 with VNNI
-(issue #16; ``benchmarks/gates/avx2_u8s8.py`` reproduces it). With weights in [-64, 63] a pair sum
+(issue #16; ``benchmarks/gates/measure.py`` reproduces it). With weights in [-64, 64] a pair sum
 stays below 2 x 255 x 64 = 32,640, so both instruction paths compute the same integers, at the same
 speed; the cost is one bit of weight resolution, measured in ``benchmarks/gates/``.
 """
@@ -81,7 +81,7 @@ INT8_SCHEMES: dict[str, dict[str, str]] = {
     "onnx-dynamic": {"scheme": "dynamic", "weights": "int8 symmetric per-channel, 7-bit range (reduce_range)",
                      "activations": "uint8 asymmetric, range measured per call"},
 }
-# Weights in [-64, 63]: u8 x s8 pair sums fit AVX2's saturating int16 (VPMADDUBSW), see the module doc.
+# Weights in [-64, 64]: u8 x s8 pair sums fit AVX2's saturating int16 (VPMADDUBSW), see the module doc.
 REDUCE_RANGE: bool = True
 
 
@@ -316,3 +316,82 @@ def symmetric_qdq(model: onnx.ModelProto) -> onnx.ModelProto:
         inits[zero_name].CopyFrom(numpy_helper.from_array(np.zeros_like(zero, dtype=np.int8), zero_name))
         done |= {scale_name, zero_name}
     return out
+
+
+# How the TensorRT int8 graph (``*.int8-trt.onnx``) quantizes, for the manifest (``extra["quantization"]``).
+INT8_TENSORRT_SCHEME: dict[str, str] = {
+    "scheme": "static Q/DQ for TensorRT",
+    "weights": "int8 symmetric per-channel, full 8-bit range",
+    "activations": "int8 symmetric (zero point 0), MinMax-calibrated at export, on weight MatMul/Gemm inputs only",
+    "base": "fp16 where the fp16 graph is fp16 (LayerNorm, softmax, reductions, heads fp32), fp16 Q/DQ scales, opset 19",
+}
+_TRT_INT8_OPSET = 19  # Q/DQ with fp16 scales (TensorRT reads them; opset 13 allowed fp32 scales only)
+
+
+def to_int8_tensorrt(
+    src: str | os.PathLike[str], dst: str | os.PathLike[str], calibration: Sequence[dict[str, np.ndarray]]
+) -> Path:
+    """Write the int8 graph TensorRT builds from: the fp32 ONNX ``src`` quantized for TensorRT's explicit Q/DQ.
+
+    Unlike :func:`to_int8` (uint8 activations and 7-bit weights, for ONNX Runtime's x86 kernels) this
+    follows NVIDIA's placement guidance for TensorRT: symmetric int8 activations and full-range int8
+    weights (TensorRT's int8 GEMMs accumulate exactly), Q/DQ only on the inputs of the weight
+    MatMul/Gemm nodes (never on their outputs, which TensorRT fuses with the bias and the next op),
+    and an fp16 base: what the fp16 graph runs in fp16 runs in fp16 here, with fp16 Q/DQ scales at
+    opset 19, so a strongly typed engine does not fall back to fp32 around the int8 GEMMs. The file is
+    what :func:`mfv2.export.tensorrt.build_engine` parses, unchanged, so the parity gate measured on
+    it (ONNX Runtime, CPU) is the parity of the graph TensorRT receives.
+
+    Args:
+        src: fp32 ONNX file (opset 17).
+        dst: output file (``*.int8-trt.onnx``).
+        calibration: input dicts of ``src`` (real tracker crops; ~32 or more).
+
+    Raises:
+        ExportError: if there is nothing to quantize, quantization or the conversions fail.
+    """
+    import onnx
+    from onnx import version_converter
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = onnx.load(str(src))
+    nodes = quantizable_nodes(model)
+    if not nodes:
+        raise ExportError(f"{Path(src).name} has no weight MatMul/Gemm to quantize")
+    has_heads = any(o.name in ("boxes", "score") for o in model.graph.output)
+    block_nodes = head_nodes(model) if has_heads else []
+    quantized = Path(dst).with_name(Path(dst).name + ".q.onnx")
+    try:
+        with _quantizing(src, dst, "TensorRT int8") as (prepared, tmp):
+            quant_pre_process(str(src), str(prepared), skip_optimization=True)
+            quantize_static(
+                str(prepared),
+                str(quantized),
+                FeedReader(calibration),
+                quant_format=QuantFormat.QDQ,
+                op_types_to_quantize=["MatMul", "Gemm"],
+                nodes_to_quantize=nodes,
+                per_channel=True,
+                activation_type=QuantType.QInt8,
+                weight_type=QuantType.QInt8,
+                calibrate_method=CalibrationMethod.MinMax,
+                reduce_range=False,
+                extra_options={
+                    "WeightSymmetric": True,
+                    "ActivationSymmetric": True,
+                    "OpTypesToExcludeOutputQuantization": ["MatMul", "Gemm"],
+                },
+            )
+            qdq = version_converter.convert_version(onnx.load(str(quantized)), _TRT_INT8_OPSET)
+            with quiet_logger("onnxruntime.transformers.float16"):
+                half = convert_float_to_float16(
+                    qdq, keep_io_types=True, op_block_list=list(FP16_OP_BLOCK_LIST), node_block_list=block_nodes
+                )
+            _toposort(half)
+            onnx.save(half, str(tmp))
+    finally:
+        quantized.unlink(missing_ok=True)
+    log.debug("TensorRT int8: %s, %d MatMul/Gemm quantized", Path(dst).name, len(nodes))
+    return Path(dst)
