@@ -49,6 +49,8 @@ class BenchConfig(_DictMixin):
     (:func:`default_precisions`); explicit lists run the full cross product and show what fails.
     ``iters`` and ``duration`` bound each model-only row (whichever comes first); ``frames`` is the
     tracker clip length. ``rounds`` > 1 runs the whole matrix again, interleaved, and pools samples.
+    ``device``, ``cuda_graphs`` and ``compile`` apply to the torch rows (options of the torch backend):
+    ``cuda_graphs=(False, True)`` runs each torch row eagerly and replayed from a CUDA graph.
     """
 
     variants: tuple[str, ...] = ("S",)
@@ -68,6 +70,9 @@ class BenchConfig(_DictMixin):
     timeout: float = 1800.0
     probe_duration: float = 0.5
     probe_sizes: tuple[int, ...] = (1024, 2048)
+    device: str = "cpu"
+    cuda_graphs: tuple[bool, ...] = (False,)
+    compile: str | None = None
 
     def __post_init__(self) -> None:
         bad = [m for m in self.modes if m not in MODES] + [g for g in self.graphs if g not in ("split", "full")]
@@ -110,15 +115,29 @@ def plan_rows(config: BenchConfig, variants: Sequence[str], flags: Sequence[str]
     for variant in variants:
         for mode in config.modes:
             for t in threads:
-                rows.append(dict(variant=variant, backend="torch", precision="fp32", graph="full", mode=mode, threads=t, baseline=True))
+                rows.append(dict(variant=variant, backend="torch", precision="fp32", graph="full", mode=mode, threads=t, baseline=True,
+                                 **_torch_keys(config, False)))  # fmt: skip
                 for backend, installed in _backends(config):
                     precisions = config.precisions or default_precisions(backend, flags)
-                    combos = [(p, g) for p in precisions for g in config.graphs if (backend, p, g) != BASELINE]
+                    graphed = config.cuda_graphs if backend == "torch" else (False,)
+                    combos = [(p, g, c) for p in precisions for g in config.graphs for c in graphed
+                              if (backend, p, g) != BASELINE or c]  # fmt: skip
                     if not installed and not config.backends:
                         combos = combos[:1]
-                    rows += [dict(variant=variant, backend=backend, precision=p, graph=g, mode=mode, threads=t, baseline=False)
-                             for p, g in combos]  # fmt: skip
+                    rows += [dict(variant=variant, backend=backend, precision=p, graph=g, mode=mode, threads=t, baseline=False,
+                                  **(_torch_keys(config, c) if backend == "torch" else {}))
+                             for p, g, c in combos]  # fmt: skip
     return rows
+
+
+def _torch_keys(config: BenchConfig, cuda_graph: bool) -> dict[str, Any]:
+    """The torch-backend options of a torch row; none on the CPU defaults, so CPU reports keep their rows."""
+    keys: dict[str, Any] = {"device": config.device} if config.device != "cpu" else {}
+    if config.cuda_graphs != (False,):
+        keys["cuda_graph"] = cuda_graph
+    if config.compile:
+        keys["compile"] = config.compile
+    return keys
 
 
 def _spawn(args: list[str], timeout: float) -> dict[str, Any]:
@@ -162,9 +181,10 @@ def _finish(row: dict[str, Any], result: dict[str, Any], base: dict[str, Any] | 
         flops = frame_flops(cfg, row["graph"], update_interval=arts.update_interval)
     out["gflops_per_frame"] = flops / 1e9
     ok = out.get("status") == "ok"
-    peak = (peaks.get(str(row["threads"])) or {}).get(peak_precision(row["precision"]), {}).get("gops")
+    on_cpu = row.get("device", "cpu") == "cpu"  # the probe measures the CPU's GEMM peak, not a GPU's
+    peak = (peaks.get(str(row["threads"])) or {}).get(peak_precision(row["precision"]), {}).get("gops") if on_cpu else None
     out["pct_peak"] = 100.0 * flops / 1e9 / (out["median_ms"] / 1000.0) / peak if ok and peak else None
-    peak_cpu = (peaks.get(str(row["threads"])) or {}).get(peak_precision(row["precision"]), {}).get("gops_cpu")
+    peak_cpu = (peaks.get(str(row["threads"])) or {}).get(peak_precision(row["precision"]), {}).get("gops_cpu") if on_cpu else None
     if ok and peak_cpu and out.get("cpu_ms"):
         out["pct_peak_cpu"] = 100.0 * flops / 1e9 / (out["cpu_ms"] / 1000.0) / peak_cpu
     base_ok = ok and base is not None and base.get("status") == "ok"

@@ -279,8 +279,12 @@ def run_row(spec: dict[str, Any]) -> dict[str, Any]:
 
         if spec.get("artifact") is None:
             raise ConfigError(f"no model file for the {spec['backend']} backend (torch rows of an export directory need --checkpoint)")
+        # torch options of a GPU row; a failed CUDA-graph capture fails the row rather than timing eager calls
+        options = {k: spec[k] for k in ("device", "cuda_graph", "compile") if spec.get(k) is not None}
+        if options.get("cuda_graph"):
+            options["cuda_graph_fallback"] = False
         runner = load_backend(spec["backend"], spec["artifact"], precision=spec["precision"], threads=spec["threads"],
-                              graph=spec["graph"])  # fmt: skip
+                              graph=spec["graph"], **options)  # fmt: skip
         try:
             if runner.graph != spec["graph"]:
                 raise ConfigError(f"asked for the {spec['graph']} graph, the backend loaded {runner.graph}")

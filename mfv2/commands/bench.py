@@ -35,6 +35,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true", help="a short smoke run: 30 calls, 40 frames, a short GEMM probe")
     p.add_argument("--cache", help="where random-weight exports are kept (default ~/.cache/mfv2/bench or $MFV2_CACHE)")
     p.add_argument("--timeout", type=float, default=1800.0, help="seconds before a row is stopped (default 1800)")
+    gpu = p.add_argument_group("torch rows on a GPU")
+    gpu.add_argument("--device", default="cpu", help="device of the torch rows: cpu (default), cuda or cuda:N")
+    gpu.add_argument("--cuda-graph", default="off", help="off, on or off,on: torch rows eager and/or replayed from a CUDA graph")
+    gpu.add_argument("--compile", help="torch.compile mode of the torch rows' per-frame step (default: none)")
     p.add_argument("--json", help="write the report as JSON")
     p.add_argument("--markdown", help="write the report as Markdown")
     p.add_argument("--plot", help="write a PNG bar chart")
@@ -54,6 +58,9 @@ def config_from_args(args: argparse.Namespace):  # noqa: ANN201  (BenchConfig, i
     bad = [p for p in precisions or () if p not in ("fp32", "fp16", "bf16", "int8")]
     if bad:
         raise ConfigError(f"unknown precision {', '.join(bad)}; use fp32, fp16, bf16 or int8")
+    graphs_on = {"off": False, "on": True}
+    if not _csv(args.cuda_graph) or any(c not in graphs_on for c in _csv(args.cuda_graph)):
+        raise ConfigError(f"--cuda-graph takes off, on or off,on, got {args.cuda_graph!r}")
     quick = dict(iters=30, duration=5.0, warmup=3, frames=40, probe_duration=0.1, probe_sizes=(256, 512)) if args.quick else {}
     values = dict(
         variants=_csv(args.variant),
@@ -67,6 +74,9 @@ def config_from_args(args: argparse.Namespace):  # noqa: ANN201  (BenchConfig, i
         rounds=args.rounds,
         cache_dir=args.cache,
         timeout=args.timeout,
+        device=args.device,
+        cuda_graphs=tuple(graphs_on[c] for c in _csv(args.cuda_graph)),
+        compile=args.compile,
         **quick,
     )
     if args.iters is not None:

@@ -3,70 +3,231 @@
 Its sessions have the tensor names of the exported graphs (``template``, ``online_template``,
 ``search``, ``kv`` -> ``boxes``, ``score``) and apply the sigmoid, so the runner and the tracker
 cannot tell it from an exported model. torch is imported on first use only.
+
+On a CUDA device (issue 25):
+
+* **fp16 / bf16** are module casts, not autocast: the network is cast once, while every LayerNorm
+  and both heads stay float32 islands (``keep_fp32``); autocast would re-cast every weight on every
+  call and pick ops by a per-device list, whereas the casts give the same numerics on CPU and GPU.
+  Attention's softmax runs inside ``scaled_dot_product_attention``, whose kernels accumulate it in fp32.
+* the template encoder's ``kv`` output is a :class:`DeviceArray`: the search decoder binds its tensor
+  as it is, so the keys/values never leave the device between ``encode_templates`` and
+  ``track_search`` (``np.asarray`` still reads it on the host).
+* ``cuda_graph=True`` replays the per-frame step (the search decoder, or the full graph with bound
+  templates) from a CUDA graph (:mod:`mfv2.runtimes.cuda_graphs`); ``compile=MODE`` wraps it in
+  ``torch.compile``; fp32 runs with TF32 off unless ``tf32=True`` (parity with the CPU to 1e-4).
 """
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import logging
-from collections.abc import Callable, Mapping, Sequence
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 
 from mfv2.config import ModelConfig, TrackerConfig
-from mfv2.errors import ConfigError
+from mfv2.errors import BackendUnavailableError, ConfigError
 from mfv2.export.manifest import MANIFEST_NAME, Manifest, load_manifest
 from mfv2.runtimes.base import BACKENDS, Backend, BaseSession, GraphMode, Session
 
-__all__ = ["TorchBackend", "TorchSession"]
+__all__ = ["TorchBackend", "TorchSession", "DeviceArray", "COMPILE_MODES"]
 
 log = logging.getLogger(__name__)
 
-_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+_DTYPES: Final = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+#: ``torch.compile`` modes; the last two replay CUDA graphs of their own.
+COMPILE_MODES: Final = ("default", "max-autotune-no-cudagraphs", "reduce-overhead", "max-autotune")
+_DEVICE_RE: Final = re.compile(r"cpu|cuda(:\d+)?")
+
+
+class DeviceArray:
+    """A tensor output left on its device, readable as NumPy.
+
+    The torch backend's template encoder returns ``kv`` as one: a :class:`TorchSession` given it
+    binds ``tensor`` itself (no copy, no host round trip); ``np.asarray(a)`` copies it to the host
+    as float32 for any other reader.
+
+    Attributes:
+        tensor: the torch tensor, on its device, in the session's dtype.
+    """
+
+    def __init__(self, tensor: Any) -> None:
+        self.tensor = tensor
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.tensor.shape)
+
+    @property
+    def ndim(self) -> int:
+        return int(self.tensor.dim())
+
+    @property
+    def dtype(self) -> np.dtype[Any]:
+        """The dtype :meth:`numpy` returns (float32), whatever the tensor's."""
+        return np.dtype(np.float32)
+
+    @property
+    def device(self) -> str:
+        return str(self.tensor.device)
+
+    def numpy(self) -> np.ndarray:
+        """A float32 host copy."""
+        return np.asarray(self.tensor.detach().float().cpu().numpy())
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        a = self.numpy()
+        return a if dtype is None else a.astype(dtype, copy=False)
+
+    def __len__(self) -> int:
+        return int(self.tensor.shape[0])
+
+    def __repr__(self) -> str:
+        return f"DeviceArray(shape={self.shape}, dtype={self.tensor.dtype}, device={self.device!r})"
+
+
+@contextlib.contextmanager
+def _tf32(allowed: bool) -> Iterator[None]:
+    """TF32 for float32 matmuls and convolutions on or off for one call, restored afterwards."""
+    import torch
+
+    flags: tuple[Any, ...] = (torch.backends.cuda.matmul, torch.backends.cudnn)
+    before = [f.allow_tf32 for f in flags]
+    for f in flags:
+        f.allow_tf32 = allowed
+    try:
+        yield
+    finally:
+        for f, was in zip(flags, before):
+            f.allow_tf32 = was
 
 
 class TorchSession(BaseSession):
-    """One graph of a PyTorch model; bound inputs stay on the device as tensors."""
+    """One graph of a PyTorch model; bound inputs stay on the device as tensors.
 
-    def __init__(self, fn: Callable[..., dict[str, Any]], input_names: Sequence[str], output_names: Sequence[str],
-                 device: str, dtype: Any) -> None:
+    Args:
+        fn: the graph, ``fn(**tensors) -> {name: tensor}``.
+        device, dtype: where and in what the inputs go (``dtype`` a torch dtype).
+        device_outputs: outputs returned as :class:`DeviceArray` (left on the device).
+        step: what runs ``fn`` per call (default ``fn`` itself); a
+            :class:`~mfv2.runtimes.cuda_graphs.GraphedStep` replays it from a CUDA graph.
+        tf32: allow TF32 in float32 matmuls/convolutions (CUDA only; default off).
+    """
+
+    def __init__(self, fn: Callable[..., Mapping[str, Any]], input_names: Sequence[str], output_names: Sequence[str],
+                 device: str, dtype: Any, *, device_outputs: Sequence[str] = (),
+                 step: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = None, tf32: bool = False) -> None:  # fmt: skip
         super().__init__(input_names, output_names, device)
         self._fn = fn
         self._dtype = dtype
+        self._device_outputs = frozenset(device_outputs)
+        self.step = step
+        self._tf32 = tf32
+        self._cuda = device.startswith("cuda")
         self._persistent: dict[str, Any] = {}  # bound inputs, as tensors on the device
 
-    def _tensor(self, x: np.ndarray, copy: bool) -> Any:
+    def _tensor(self, x: Any, copy: bool) -> Any:
         import torch
 
+        if isinstance(x, DeviceArray):  # the encoder's KV: taken as it is (it is never modified in place)
+            return x.tensor.to(self.device, self._dtype)
         if copy:
             return torch.tensor(np.asarray(x), device=self.device, dtype=self._dtype)
         return torch.from_numpy(np.ascontiguousarray(x)).to(self.device, self._dtype)
 
-    def _bind(self, feeds: Mapping[str, np.ndarray]) -> None:
+    def _bind(self, feeds: Mapping[str, Any]) -> None:
         self._persistent.update({k: self._tensor(v, copy=True) for k, v in feeds.items()})
 
-    def _run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def _call(self, args: Mapping[str, Any]) -> Mapping[str, Any]:
+        return self.step(args) if self.step is not None else self._fn(**args)
+
+    def _run(self, feeds: Mapping[str, Any]) -> dict[str, Any]:
         import torch
 
         args = {**self._persistent, **{k: self._tensor(v, copy=False) for k, v in feeds.items()}}
-        with torch.inference_mode():
-            out = self._fn(**args)
-        return {k: out[k].float().cpu().numpy() for k in self.output_names}
+        with torch.inference_mode(), _tf32(self._tf32) if self._cuda else contextlib.nullcontext():
+            out = self._call(args)
+            kept = {k: DeviceArray(out[k]) for k in self.output_names if k in self._device_outputs}
+            host = [k for k in self.output_names if k not in self._device_outputs]
+            # One device-to-host copy for every host output (each .cpu() is a synchronisation).
+            flat = [out[k].reshape(out[k].shape[0], -1).float() for k in host]
+            both = torch.cat(flat, dim=1).cpu().numpy() if flat else None
+        result: dict[str, Any] = dict(kept)
+        start = 0
+        for k, f in zip(host, flat):
+            width = f.shape[1]
+            assert both is not None
+            result[k] = both[:, start:start + width].reshape(tuple(out[k].shape)).copy()
+            start += width
+        return result
 
     def close(self) -> None:
         super().close()
         self._persistent.clear()
+        self.step = None
+
+
+def _float32_island(module: Any, *, restore: bool) -> Any:
+    """``module`` run in float32: the input is cast up and (``restore``) the output back to the input dtype."""
+    import torch
+    from torch import nn
+
+    class Float32(nn.Module):
+        def __init__(self, inner: nn.Module) -> None:
+            super().__init__()
+            self.inner = inner.float()
+
+        def forward(self, x: torch.Tensor) -> Any:
+            out = self.inner(x.float())
+            return out.to(x.dtype) if restore else out
+
+    return Float32(module)
+
+
+def _cast_model(model: Any, dtype: Any, *, keep_fp32: bool = True) -> Any:
+    """``model`` cast to ``dtype`` in place, with LayerNorms and the heads kept float32 (``keep_fp32``).
+
+    The LayerNorms take and return ``dtype`` (they compute in float32); the heads take the
+    prediction tokens in ``dtype`` and return float32 boxes, logits and score.
+    """
+    import torch
+    from torch import nn
+
+    model = model.to(dtype)
+    if not keep_fp32 or dtype == torch.float32:
+        return model
+    for parent in list(model.backbone.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, nn.LayerNorm):
+                setattr(parent, name, _float32_island(child, restore=True))
+    model.box_head = _float32_island(model.box_head, restore=False)
+    model.score_head = _float32_island(model.score_head, restore=False)
+    return model
 
 
 @BACKENDS.register("torch")
 class TorchBackend(Backend):
-    """Eager PyTorch.
+    """Eager PyTorch on the CPU or a CUDA GPU.
 
     Options:
-        device: ``"cpu"`` (default) or a CUDA device such as ``"cuda:0"``.
+        device: ``"cpu"`` (default), ``"cuda"`` or ``"cuda:N"``.
         variant: architecture for a checkpoint (default: detected) or for random weights.
         seed: seed of random weights when no checkpoint is given.
+        keep_fp32: under fp16/bf16, keep every LayerNorm and both heads in float32 (default True;
+            False casts everything, like ``model.half()``).
+        cuda_graph: replay the per-frame step from a CUDA graph (CUDA devices only).
+        cuda_graph_fallback: after a failed capture, warn once and run eagerly (default True);
+            False raises instead (benchmarks, so a failure is not timed as a graph).
+        graph_warmup: eager calls on a side stream before a capture (default 3).
+        compile: a ``torch.compile`` mode for the per-frame step (:data:`COMPILE_MODES`), or None.
+        compile_backend: the ``torch.compile`` backend (default ``"inductor"``).
+        tf32: allow TF32 in fp32 matmuls and convolutions on CUDA (default False: the fp32 path
+            matches the CPU to 1e-4; TF32 would not).
     """
 
     name = "torch"
@@ -75,33 +236,106 @@ class TorchBackend(Backend):
     precisions = ("fp32", "fp16", "bf16")
 
     def __init__(self, *, precision: str = "fp32", threads: int | None = None, device: str = "cpu",
-                 variant: str | None = None, seed: int = 0) -> None:
+                 variant: str | None = None, seed: int = 0, keep_fp32: bool = True, cuda_graph: bool = False,
+                 cuda_graph_fallback: bool = True, graph_warmup: int = 3, compile: str | None = None,
+                 compile_backend: str = "inductor", tf32: bool = False) -> None:  # fmt: skip
         super().__init__(precision=precision, threads=threads)
+        if not isinstance(device, str) or not _DEVICE_RE.fullmatch(device):
+            raise ConfigError(f"torch device must be cpu, cuda or cuda:N, got {device!r}")
+        if cuda_graph and device == "cpu":
+            raise ConfigError("cuda_graph replays CUDA graphs and needs a CUDA device; pass device 'cuda' or drop cuda_graph")
+        if compile is not None and compile not in COMPILE_MODES:
+            raise ConfigError(f"compile must be one of {', '.join(COMPILE_MODES)} (or None), got {compile!r}")
+        if cuda_graph and compile in ("reduce-overhead", "max-autotune"):
+            raise ConfigError(f"compile mode {compile!r} replays CUDA graphs itself; drop cuda_graph or use compile 'default'")
+        if graph_warmup < 1:
+            raise ConfigError(f"graph_warmup must be >= 1, got {graph_warmup}")
         self.device = device
         self.variant = variant
         self.seed = seed
+        self.keep_fp32 = keep_fp32
+        self.cuda_graph = cuda_graph
+        self.cuda_graph_fallback = cuda_graph_fallback
+        self.graph_warmup = graph_warmup
+        self.compile = compile
+        self.compile_backend = compile_backend
+        self.tf32 = tf32
+
+    def _check_device(self) -> None:
+        """Refuse a CUDA device this torch cannot use, in one line that says what to do."""
+        import torch
+
+        if not self.device.startswith("cuda"):
+            return
+        if torch.version.cuda is None:
+            raise BackendUnavailableError(
+                f"device {self.device!r} asked but this torch ({torch.__version__}) is a CPU-only build; "
+                "install a CUDA build of PyTorch (https://pytorch.org/get-started/locally/) or use device 'cpu'"
+            )
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                f"device {self.device!r} asked but torch sees no CUDA GPU (driver missing, or CUDA_VISIBLE_DEVICES "
+                "hides it); use device 'cpu'"
+            )
+        index = int(self.device.partition(":")[2] or torch.cuda.current_device())
+        if index >= torch.cuda.device_count():
+            raise ConfigError(f"device {self.device!r} asked but torch sees {torch.cuda.device_count()} CUDA GPU(s)")
+        if self.precision == "bf16" and not torch.cuda.is_bf16_supported():
+            name = torch.cuda.get_device_name(index)
+            raise ConfigError(f"{name} has no bf16 (it needs compute capability 8.0 or later); use precision fp16 or fp32")
 
     def load(self, artifact: Any, graph: GraphMode) -> tuple[Manifest, dict[str, Session]]:
         import torch
 
-        if self.device.startswith("cuda") and not torch.cuda.is_available():
-            raise ConfigError(f"device {self.device!r} asked but torch sees no CUDA GPU; use device 'cpu'")
+        from mfv2.models import MixFormerV2
+
+        self._check_device()
         if self.threads:
             torch.set_num_threads(self.threads)
         model, manifest = self._model(artifact)
         dtype = getattr(torch, _DTYPES[self.precision])
-        model = model.to(self.device, dtype).eval()
-        log.info("torch: MixFormerV2-%s on %s, %s, %s graph", model.config.name, self.device, self.precision,
-                 "full" if graph == "full" else "split")
+        if isinstance(artifact, MixFormerV2) and (dtype != torch.float32 or self.device != "cpu"):
+            model = copy.deepcopy(model)  # the caller's model stays as it was
+        model = _cast_model(model.to(self.device).eval(), dtype, keep_fp32=self.keep_fp32)
+        log.info("torch: MixFormerV2-%s on %s, %s%s, %s graph%s%s", model.config.name, self.device, self.precision,
+                 " (LayerNorm and heads fp32)" if self.keep_fp32 and self.precision != "fp32" else "",
+                 "full" if graph == "full" else "split", ", CUDA graph" if self.cuda_graph else "",
+                 f", torch.compile {self.compile}" if self.compile else "")  # fmt: skip
         if graph == "full":
-            full = TorchSession(lambda template, online_template, search: _outputs(model(template, online_template, search)),
-                                ["template", "online_template", "search"], ["boxes", "score"], self.device, dtype)
-            return manifest, {"full": full}
-        encoder = TorchSession(lambda template, online_template: {"kv": model.encode_templates(template, online_template)},
-                               ["template", "online_template"], ["kv"], self.device, dtype)
-        decoder = TorchSession(lambda search, kv: _outputs(model.track_search(search, kv)),
-                               ["search", "kv"], ["boxes", "score"], self.device, dtype)
+            def full(template: Any, online_template: Any, search: Any) -> dict[str, Any]:
+                return _outputs(model(template, online_template, search))
+
+            session = TorchSession(full, ["template", "online_template", "search"], ["boxes", "score"], self.device,
+                                   dtype, step=self._step(full, "full graph"), tf32=self.tf32)  # fmt: skip
+            return manifest, {"full": session}
+
+        def encode(template: Any, online_template: Any) -> dict[str, Any]:
+            return {"kv": model.encode_templates(template, online_template)}
+
+        def decode(search: Any, kv: Any) -> dict[str, Any]:
+            return _outputs(model.track_search(search, kv))
+
+        encoder = TorchSession(encode, ["template", "online_template"], ["kv"], self.device, dtype,
+                               device_outputs=["kv"], tf32=self.tf32)  # fmt: skip
+        decoder = TorchSession(decode, ["search", "kv"], ["boxes", "score"], self.device, dtype,
+                               step=self._step(decode, "search decoder"), tf32=self.tf32)  # fmt: skip
         return manifest, {"template_encoder": encoder, "search_decoder": decoder}
+
+    def _step(self, fn: Callable[..., Mapping[str, Any]], name: str) -> Callable[[Mapping[str, Any]], Mapping[str, Any]] | None:
+        """How the per-frame graph runs: compiled and/or replayed from a CUDA graph (None: plain calls)."""
+        if self.compile:
+            import torch
+
+            fn = torch.compile(fn, mode=self.compile, backend=self.compile_backend, dynamic=False)
+        if self.cuda_graph:
+            from mfv2.runtimes.cuda_graphs import GraphedStep, TorchCudaGraphOps
+
+            return GraphedStep(fn, TorchCudaGraphOps(self.device), warmup=self.graph_warmup,
+                               fallback=self.cuda_graph_fallback, name=name)  # fmt: skip
+        if self.compile:
+            compiled = fn
+            return lambda args: compiled(**args)
+        return None
 
     def _model(self, artifact: Any) -> tuple[Any, Manifest]:
         """The network and its manifest from a model, a checkpoint, an export directory or nothing."""
