@@ -420,6 +420,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--iters", type=int, default=300, help="timed calls per model-only bench row (default 300)")
     parser.add_argument("--no-tracker-bench", action="store_true", help="skip the tracker-mode bench rows")
     args = parser.parse_args(argv)
+    root = str(Path(__file__).resolve().parents[2])  # mfv2 from this source tree, here and in mfv2 bench's processes
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
     if not args.out:
         print("gpu_check: error: give the output folder as the first argument or in $OUT", file=sys.stderr)

@@ -18,4 +18,10 @@ export PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 python="${PYTHON:-python3}"
 status=0
 "$python" "$here/gpu_check.py" "$out" "$@" 2>&1 | tee "$out/log.txt" || status=$?
+# The TensorRT section (issue 26): only where TensorRT is importable, never in a dry run.
+if [[ " $* " != *" --dry-run "* && -f "$here/tensorrt_check.py" ]] && "$python" -c "import tensorrt" 2>/dev/null; then
+    trt=0
+    "$python" "$here/tensorrt_check.py" "$out/tensorrt" 2>&1 | tee "$out/tensorrt_log.txt" || trt=$?
+    if [[ $status -eq 0 ]]; then status=$trt; fi
+fi
 exit "$status"
