@@ -156,14 +156,13 @@ class TorchSession(BaseSession):
             host = [k for k in self.output_names if k not in self._device_outputs]
             # One device-to-host copy for every host output (each .cpu() is a synchronisation).
             flat = [out[k].reshape(out[k].shape[0], -1).float() for k in host]
-            both = torch.cat(flat, dim=1).cpu().numpy() if flat else None
+            both = torch.cat(flat, dim=1).cpu().numpy() if flat else np.zeros((0, 0), np.float32)
         result: dict[str, Any] = dict(kept)
         start = 0
         for k, f in zip(host, flat):
-            width = f.shape[1]
-            assert both is not None
-            result[k] = both[:, start:start + width].reshape(tuple(out[k].shape)).copy()
-            start += width
+            # (B, sum of widths) -> each output's own shape
+            result[k] = both[:, start:start + f.shape[1]].reshape(tuple(out[k].shape)).copy()
+            start += f.shape[1]
         return result
 
     def close(self) -> None:
