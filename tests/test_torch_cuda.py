@@ -322,11 +322,29 @@ def test_bench_cli_rejects_a_bad_cuda_graph_value(capsys, tmp_path) -> None:
 # ----------------------------------------------------------------------------- the GPU script
 
 
-def _script_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "OUT"}
-    env.update(PYTHON=sys.executable, MFV2_CACHE=env.get("MFV2_CACHE", ""))
-    if not env["MFV2_CACHE"]:
-        env.pop("MFV2_CACHE")
+# Packages the GPU machine does not have (it has torch, numpy, onnx, onnxruntime, OpenCV, PyYAML, tqdm):
+# hidden from the script's processes so that they look uninstalled, as there.
+_HIDE = """
+import sys
+from importlib.machinery import PathFinder
+HIDDEN = {hidden!r}
+class _Hiding(PathFinder):
+    @classmethod
+    def find_spec(cls, name, path=None, target=None):
+        return None if name.split(".")[0] in HIDDEN else PathFinder.find_spec(name, path, target)
+sys.meta_path[:] = [_Hiding if f is PathFinder else f for f in sys.meta_path]
+"""
+GPU_MACHINE_LACKS = ("openvino", "nncf", "onnxsim", "onnxslim", "matplotlib", "skimage", "tensorrt", "pycuda", "cuda",
+                     "trax", "vot", "pytest")  # fmt: skip
+
+
+def _script_env(tmp_path: Path) -> dict[str, str]:
+    """The environment of run.sh: this interpreter, and the packages the GPU machine lacks hidden."""
+    site = tmp_path / "site"
+    site.mkdir(parents=True)
+    (site / "sitecustomize.py").write_text(_HIDE.format(hidden=set(GPU_MACHINE_LACKS)))
+    env = {k: v for k, v in os.environ.items() if k not in ("OUT", "PYTHONPATH")}
+    env.update(PYTHON=sys.executable, PYTHONPATH=str(site))
     return env
 
 
@@ -334,11 +352,14 @@ def _script_env() -> dict[str, str]:
 def test_gpu_script_without_cuda_stops_at_once(tmp_path) -> None:
     out = tmp_path / "out"
     proc = subprocess.run(["bash", str(ROOT / "benchmarks/gpu/run.sh"), str(out)], capture_output=True, text=True,
-                          env=_script_env(), timeout=120)  # fmt: skip
+                          env=_script_env(tmp_path), timeout=120)  # fmt: skip
     assert proc.returncode == 2
     lines = [line for line in (proc.stdout + proc.stderr).splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("gpu_check: error: no CUDA device") and "--dry-run" in lines[0]
     assert sorted(p.name for p in out.iterdir()) == ["log.txt"]  # nothing measured, nothing written
+    probe = "import importlib.util as u; print([m for m in ('openvino', 'matplotlib', 'torch') if u.find_spec(m)])"
+    seen = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=_script_env(tmp_path / "again"))
+    assert seen.stdout.split() == ["['torch']"]  # the hiding the dry run relies on works
 
 
 @pytest.mark.slow
@@ -347,7 +368,7 @@ def test_gpu_script_dry_run_writes_every_promised_file(tmp_path) -> None:
 
     out = tmp_path / "out"
     proc = subprocess.run(["bash", str(ROOT / "benchmarks/gpu/run.sh"), str(out), "--dry-run"], capture_output=True,
-                          text=True, env=_script_env(), timeout=600)  # fmt: skip
+                          text=True, env=_script_env(tmp_path), timeout=600)  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-2000:]
     names = {p.name for p in out.iterdir()}
     assert {"env.json", "parity.json", "tracker.json", "bench.json", "bench_tiny_model.json", "bench_tiny_model.md",

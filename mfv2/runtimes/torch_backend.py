@@ -157,6 +157,10 @@ class TorchSession(BaseSession):
             # One device-to-host copy for every host output (each .cpu() is a synchronisation).
             flat = [out[k].reshape(out[k].shape[0], -1).float() for k in host]
             both = torch.cat(flat, dim=1).cpu().numpy() if flat else np.zeros((0, 0), np.float32)
+            if kept and not flat and self._cuda:
+                # Outputs left on the device: wait for them, so that a template update returns (and is
+                # timed) when its KV is ready rather than when its kernels are queued.
+                torch.cuda.current_stream(self.device).synchronize()
         result: dict[str, Any] = dict(kept)
         start = 0
         for k, f in zip(host, flat):
