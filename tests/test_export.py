@@ -57,6 +57,7 @@ def test_export_writes_every_file_and_nothing_else(tiny_export: Path) -> None:
     for graph in GRAPHS:
         expected |= {artifact_name(graph, p, "onnx") for p in ONNX_PRECISIONS}
         expected.add(artifact_name(graph, "int8", "onnx-dynamic"))
+        expected.add(artifact_name(graph, "int8", "onnx-tensorrt"))
         for p in OV_PRECISIONS:
             xml = artifact_name(graph, p, "openvino")
             expected |= {xml, xml[: -len(".xml")] + ".bin"}
@@ -71,12 +72,13 @@ def test_manifest_describes_every_artifact(tiny_export: Path, tiny_model: torch.
     assert (m.batch, m.opset, m.score) == (1, 17, "probability")
     assert m.source == {"checkpoint": None, "format": "random-init, seed 0", "seed": 0}
     assert {"mfv2", "torch", "onnx", "onnxruntime", "onnxsim", "openvino", "nncf"} <= set(m.toolkit)
-    assert len(m.artifacts) == 3 * (len(ONNX_PRECISIONS) + 1 + len(OV_PRECISIONS))  # + the dynamic int8 files
+    # + the dynamic int8 files (ONNX Runtime) and the TensorRT int8 files
+    assert len(m.artifacts) == 3 * (len(ONNX_PRECISIONS) + 2 + len(OV_PRECISIONS))
     io = graph_io(m.model)
     for a in m.artifacts:
         assert a.sha256 == sha256(tiny_export / a.file)
         assert (a.inputs, a.outputs) == io[a.graph]
-        tol = TOLERANCES[("onnx" if a.format == "onnx-dynamic" else a.format, a.precision)]
+        tol = TOLERANCES[(a.format, a.precision)]
         assert a.extra["tolerance"]["boxes"] == tol.boxes
         assert 0 <= a.parity["boxes"] <= tol.boxes and 0 <= a.parity["score"] <= tol.score
     z = torch.zeros(1, 3, m.model.template_size, m.model.template_size)
@@ -263,7 +265,8 @@ def test_onnxruntime_int8_runs_the_dynamic_graphs_and_falls_back_to_qdq(
     # TensorRT builds int8 engines from Q/DQ only; the GPU providers and 'mfv2 build-engine' take the Q/DQ files.
     assert OnnxRuntimeBackend(precision="int8", device="tensorrt").candidates() == [("int8", "onnx")]
     assert OnnxRuntimeBackend(precision="fp32").candidates() == [("fp32", "onnx")]
-    assert [p.onnx.name for p in plan_engines(tiny_export, "int8", GRAPHS)] == [artifact_name(g, "int8") for g in GRAPHS]
+    # int8 engines build from the TensorRT-targeted Q/DQ files (measured as TensorRT computes them)
+    assert [p.onnx.name for p in plan_engines(tiny_export, "int8", GRAPHS)] == [artifact_name(g, "int8", "onnx-tensorrt") for g in GRAPHS]
     assert any("MatMulInteger" in i for i in tensorrt_issues(onnx.load(str(tiny_export / "model.int8-dynamic.onnx"))))
 
 

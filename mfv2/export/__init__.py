@@ -117,6 +117,7 @@ def export(
             job.onnx(precision)
         if "int8" in onnx_precisions:
             job.onnx_dynamic()
+            job.onnx_tensorrt()
         for precision in ov_precisions:
             job.openvino(precision)
         job.finish(source)
@@ -278,6 +279,30 @@ class _Job:
                 "avx2_exact": avx2_exact(proto),
             }
         self._measure("onnx-dynamic", "int8", files, ort_runner(files), started)
+
+    def onnx_tensorrt(self) -> None:
+        """The int8 graphs TensorRT builds from (``*.int8-trt.onnx``), gated on the very file TensorRT parses."""
+        import onnx
+
+        from mfv2.export.onnx import check_model, op_counts
+        from mfv2.export.quantize import INT8_TENSORRT_SCHEME, to_int8_tensorrt
+        from mfv2.export.tensorrt import tensorrt_issues
+        from mfv2.export.validate import ort_runner
+
+        files = self._files("int8", "onnx-tensorrt")
+        started = time.perf_counter()
+        for graph, path in files.items():
+            to_int8_tensorrt(self._files("fp32", "onnx")[graph], path, self.calibration()[graph])
+            check_model(path)
+            proto = onnx.load(str(path))
+            self._extra[path.name] = {
+                "nodes": len(proto.graph.node),
+                "ops": dict(sorted(op_counts(proto).items())),
+                "tensorrt_issues": tensorrt_issues(proto),
+                "quantization": INT8_TENSORRT_SCHEME,
+            }
+        # TensorRT's int8 products are exact: measure the graph as written, not ONNX Runtime's fused kernels.
+        self._measure("onnx-tensorrt", "int8", files, ort_runner(files, simulate_qdq=True), started)
 
     def openvino(self, precision: str) -> None:
         from mfv2.export.openvino import ov_runner, to_openvino

@@ -48,6 +48,11 @@ FORMATS.add(
     "onnx-dynamic",
     ExportFormat("onnx-dynamic", ".onnx", False, ("int8",), "ONNX, dynamic int8 MatMuls (ONNX Runtime CPU)", "-dynamic"),
 )
+# The int8 graph TensorRT builds from (symmetric int8 on an fp16 base), see quantize.to_int8_tensorrt.
+FORMATS.add(
+    "onnx-tensorrt",
+    ExportFormat("onnx-tensorrt", ".onnx", False, ("int8",), "ONNX, int8 Q/DQ for TensorRT (fp16 base)", "-trt"),
+)
 FORMATS.add(
     "openvino", ExportFormat("openvino", ".xml", False, ("fp32", "fp16", "int8"), "OpenVINO IR (.xml + .bin)")
 )

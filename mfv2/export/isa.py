@@ -4,7 +4,7 @@ ONNX Runtime multiplies uint8 activations by int8 weights (``MatMulInteger`` and
 with ``VPDPBUSD`` where AVX-512 VNNI exists, which adds four u8 x s8 products into an int32 exactly.
 Without VNNI (AVX2, and AVX-512 without VNNI) it uses ``VPMADDUBSW``, which adds two adjacent
 products into a *saturating* int16 before widening: ``2 * 255 * 127 = 64,770`` does not fit in
-32,767. With weights in [-64, 63] a pair sum stays within ``2 * 255 * 64 = 32,640``, and both paths
+32,767. With weights in [-64, 64] a pair sum stays within ``2 * 255 * 64 = 32,640``, and both paths
 give the same integers.
 
 :func:`avx2_exact` checks that property on a quantized graph (the export gate records it);
@@ -26,7 +26,7 @@ __all__ = ["AVX2_PAIR_LIMIT", "avx2_exact", "saturating_matmul_integer", "run_as
 
 AVX2_PAIR_LIMIT = 32767  # int16 maximum: the largest pair sum VPMADDUBSW keeps exactly
 
-_ROWS = 256  # activation rows per chunk of the emulated product (bounds its (rows, K/2, N) temporary)
+_ROWS = 64  # activation rows per chunk of the emulated product (bounds its (rows, K/2, N) temporary)
 
 
 def _int8_weights(model: onnx.ModelProto) -> list[tuple[str, np.ndarray]]:
@@ -72,12 +72,14 @@ def saturating_matmul_integer(
     if k % 2:  # the kernels pad K with zeros
         ai = np.concatenate([ai, np.zeros((*ai.shape[:-1], 1), np.int64)], axis=-1)
         bi = np.concatenate([bi, np.zeros((1, bi.shape[1]), np.int64)], axis=0)
-    rows = ai.reshape(-1, ai.shape[-1])  # (..., M, K) -> (R, K)
+    rows = ai.reshape(-1, ai.shape[-1]).astype(np.int32)  # (..., M, K) -> (R, K); |pair| <= 64,770 fits int32
+    even, odd = bi[0::2].astype(np.int32), bi[1::2].astype(np.int32)
     raw = np.empty((rows.shape[0], bi.shape[1]), np.int64)
     for start in range(0, rows.shape[0], _ROWS):
         r = rows[start : start + _ROWS]
-        pairs = r[:, 0::2, None] * bi[None, 0::2] + r[:, 1::2, None] * bi[None, 1::2]  # (R, K/2, N)
-        raw[start : start + _ROWS] = np.clip(pairs, -AVX2_PAIR_LIMIT - 1, AVX2_PAIR_LIMIT).sum(axis=1)
+        pairs = r[:, 0::2, None] * even[None] + r[:, 1::2, None] * odd[None]  # (R, K/2, N)
+        np.clip(pairs, -AVX2_PAIR_LIMIT - 1, AVX2_PAIR_LIMIT, out=pairs)
+        raw[start : start + _ROWS] = pairs.sum(axis=1, dtype=np.int64)
     raw = raw.reshape(*ai.shape[:-1], bi.shape[1])
     # sum((a - az)(b - bz)) = sum(a b) - az sum(b) - bz sum(a) + K az bz
     out = raw - az * bi.sum(axis=0) - bz * ai.sum(axis=-1, keepdims=True) + k * az * bz

@@ -55,6 +55,8 @@ __all__ = [
     "to_int8_dynamic",
     "INT8_SCHEMES",
     "REDUCE_RANGE",
+    "INT8_TENSORRT_SCHEME",
+    "to_int8_tensorrt",
     "symmetric_qdq",
     "quantizable_nodes",
     "head_nodes",

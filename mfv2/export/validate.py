@@ -81,6 +81,7 @@ TOLERANCES: dict[tuple[str, str], Tolerance] = {
     ("onnx", "fp16"): _FP16,
     ("onnx", "int8"): _INT8,
     ("onnx-dynamic", "int8"): _INT8,
+    ("onnx-tensorrt", "int8"): _INT8,
     ("openvino", "fp32"): _FP32,
     ("openvino", "fp16"): _FP16,
     ("openvino", "int8"): _INT8,
@@ -209,13 +210,20 @@ def torch_reference(model: MixFormerV2, samples: Sequence[Sample]) -> list[dict[
     return refs
 
 
-def ort_runner(files: dict[str, Path], threads: int = 0) -> Runner:
-    """A :data:`Runner` over ONNX Runtime CPU sessions of ``graph -> file``."""
+def ort_runner(files: dict[str, Path], threads: int = 0, *, simulate_qdq: bool = False) -> Runner:
+    """A :data:`Runner` over ONNX Runtime CPU sessions of ``graph -> file``.
+
+    ``simulate_qdq`` keeps ONNX Runtime from fusing Q/DQ pairs into its integer kernels: each
+    DequantizeLinear runs as written and the products in float, which computes what an exact int8
+    engine (TensorRT) computes, on every x86 instruction set (the fused u8/s8 kernels saturate on AVX2).
+    """
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.log_severity_level = 3
+    if simulate_qdq:
+        opts.add_session_config_entry("session.disable_quant_qdq", "1")
     sessions = {g: ort.InferenceSession(str(p), opts, providers=["CPUExecutionProvider"]) for g, p in files.items()}
     names = {g: [o.name for o in s.get_outputs()] for g, s in sessions.items()}
 
