@@ -82,13 +82,12 @@ def _key(name: str) -> str:
 
 def cmd_train(work: Path, stage1: Path, names: list[str], nproc: int) -> None:
     """Train each route from the demo stage-1 model (``mfv2 distill --given stage1=...``, one process per core)."""
-    from mfv2.fileio import atomic_path, atomic_write_text
-    from mfv2.models.checkpoint import file_sha256
+    from mfv2.fileio import atomic_path, atomic_write_text, sha256
 
     given = {"stage1": stage1}
     with atomic_path(_model(work, "teacher")) as tmp:
         shutil.copyfile(stage1, tmp)
-    teacher = {"path": str(stage1.resolve()), "sha256": file_sha256(stage1)}
+    teacher = {"path": str(stage1.resolve()), "sha256": sha256(stage1)}
     atomic_write_text(work / "teacher.json", json.dumps(teacher, indent=2) + "\n")
     launcher = ([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
                 if nproc > 1 else [sys.executable])

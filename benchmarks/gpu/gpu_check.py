@@ -213,12 +213,10 @@ def parity(plan: Plan) -> dict[str, Any]:
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of (N, 4) xywh boxes."""
-    x1, y1 = np.maximum(a[:, 0], b[:, 0]), np.maximum(a[:, 1], b[:, 1])
-    x2, y2 = np.minimum(a[:, 0] + a[:, 2], b[:, 0] + b[:, 2]), np.minimum(a[:, 1] + a[:, 3], b[:, 1] + b[:, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    union = a[:, 2] * a[:, 3] + b[:, 2] * b[:, 3] - inter
-    return np.nan_to_num(np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0), nan=0.0)
+    """IoU of (N, 4) xywh boxes (mfv2's one IoU, continuous), a NaN box counting as a miss."""
+    from mfv2.geometry.boxes import iou_continuous
+
+    return np.nan_to_num(iou_continuous(a, b), nan=0.0)
 
 
 def tracker(plan: Plan) -> dict[str, Any]:
