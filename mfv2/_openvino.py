@@ -11,13 +11,15 @@ through this module (issue #18). Nothing is written to the user's home folder.
 
 from __future__ import annotations
 
+import functools
+
 import sys
 from types import ModuleType
 from typing import Any
 
 from mfv2.errors import BackendUnavailableError
 
-__all__ = ["import_openvino", "import_nncf", "disable_telemetry"]
+__all__ = ["import_openvino", "import_nncf", "disable_telemetry", "core"]
 
 _TELEMETRY = "openvino_telemetry"
 _SEND_METHODS = ("send_event", "send_error", "send_stack_trace", "start_session", "end_session", "send_opt_in_event")
@@ -72,3 +74,15 @@ def import_nncf() -> ModuleType:
     except ImportError as e:
         raise BackendUnavailableError('OpenVINO int8 needs NNCF; pip install "mfv2[openvino]"') from e
     return nncf
+
+
+@functools.cache
+def core() -> Any:
+    """The process's one ``openvino.Core``.
+
+    Each Core that touches the CPU device installs an alternate signal stack of its own and unmaps it
+    when dropped; two Cores dropped in creation order leave the thread's stack pointing at unmapped
+    memory, and the next Python-handled signal (Ctrl-C, SIGCHLD) then kills the process with a
+    SIGSEGV (benchmarks/segfault/). One Core, kept for the process, never drops its stack.
+    """
+    return import_openvino().Core()

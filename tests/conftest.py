@@ -1,8 +1,11 @@
-"""Shared fixtures: one torch thread per module, a tiny random model and the spec files of the official release."""
+"""Shared fixtures: a live alternate signal stack, one torch thread per module, the tiny model and its export, and
+the spec files of the official release."""
 
 from __future__ import annotations
 
+import ctypes
 import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
@@ -18,6 +21,41 @@ def read_key_list(name: str) -> list[tuple[str, tuple[int, ...]]]:
         key, shape = line.split(" ", 1)
         rows.append((key, tuple(int(s) for s in shape.strip("()").split(",") if s.strip())))
     return rows
+
+
+class _StackT(ctypes.Structure):
+    _fields_ = [("ss_sp", ctypes.c_void_p), ("ss_flags", ctypes.c_int), ("ss_size", ctypes.c_size_t)]
+
+
+_ALT_STACK: list = []  # the buffer _live_sigaltstack installs, kept for the life of the process
+
+
+def _live_sigaltstack() -> None:
+    """Make the main thread's alternate signal stack one that is alive (benchmarks/segfault/README.md).
+
+    OpenVINO's CPU plugin (each ``ov.Core``, NNCF's included) installs a stack of its own and can leave
+    the thread's pointing at memory it unmapped; every Python-level signal handler runs on it
+    (SA_ONSTACK), so the next SIGCHLD or SIGINT would kill the process without a traceback. A plugin
+    restores its saved stack only while its own is current, so one installed here stays in place.
+    """
+    if sys.platform != "linux":
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    current = _StackT()
+    libc.sigaltstack(None, ctypes.byref(current))
+    if not _ALT_STACK:
+        _ALT_STACK.append(ctypes.create_string_buffer(1 << 16))  # > any x86 frame, AMX tiles included
+    ours = _StackT(ctypes.addressof(_ALT_STACK[0]), 0, ctypes.sizeof(_ALT_STACK[0]))
+    if current.ss_sp != ours.ss_sp and libc.sigaltstack(ctypes.byref(ours), None) != 0:
+        raise OSError(ctypes.get_errno(), "sigaltstack")
+
+
+@pytest.fixture(autouse=True)
+def _sigaltstack_guard():
+    """A live alternate signal stack before and after every test: the suite runs in one process."""
+    _live_sigaltstack()
+    yield
+    _live_sigaltstack()
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -4,15 +4,14 @@ Run in one pytest process after the OpenVINO tests, the interpreter used to die 
 SIGSEGV (si_code SI_KERNEL, in poll under mp.spawn): OpenVINO's CPU plugin leaves the main thread's
 alternate signal stack pointing at memory it has unmapped (two ``ov.Core`` dropped in creation order),
 and the SIGCHLD of an exiting child, handled by the Python handler torch's DataLoader leaves installed,
-is delivered on that stack. ``_live_sigaltstack`` gives the thread a stack that stays alive; the cause,
-a reproduction and the versions are in benchmarks/segfault/README.md.
+is delivered on that stack. conftest.py's ``_sigaltstack_guard`` gives the thread a stack that stays
+alive around every test, so the suite runs in one process; the cause, a reproduction and the versions
+are in benchmarks/segfault/README.md.
 """
 
 from __future__ import annotations
 
-import ctypes
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -32,36 +31,6 @@ from mfv2.training import (  # noqa: E402
     load_train_config,
     param_groups,
 )
-
-
-class _StackT(ctypes.Structure):
-    _fields_ = [("ss_sp", ctypes.c_void_p), ("ss_flags", ctypes.c_int), ("ss_size", ctypes.c_size_t)]
-
-
-_ALT_STACK: list = []  # the buffer _live_sigaltstack installs, kept for the life of the process
-
-
-@pytest.fixture(autouse=True)
-def _live_sigaltstack():
-    """Before each test, make the main thread's alternate signal stack one that is alive.
-
-    Every Python-level signal handler (SIGINT's, the SIGCHLD handler of torch's DataLoader) is installed
-    with SA_ONSTACK. OpenVINO's CPU plugin swaps in its own stack per plugin instance and, when two are
-    destroyed in creation order, restores the first one after unmapping it; the kernel then cannot write
-    the signal frame and kills the process (or writes the frame into whatever was mapped there since).
-    Installing a stack owned here is safe for OpenVINO too: a plugin only restores its saved stack while
-    its own is the current one, so later it unmaps its stack and leaves this one in place.
-    """
-    if sys.platform == "linux":
-        libc = ctypes.CDLL(None, use_errno=True)
-        current = _StackT()
-        libc.sigaltstack(None, ctypes.byref(current))
-        if not _ALT_STACK:
-            _ALT_STACK.append(ctypes.create_string_buffer(1 << 16))  # > any x86 frame, AMX tiles included
-        ours = _StackT(ctypes.addressof(_ALT_STACK[0]), 0, ctypes.sizeof(_ALT_STACK[0]))
-        if current.ss_sp != ours.ss_sp and libc.sigaltstack(ctypes.byref(ours), None) != 0:
-            raise OSError(ctypes.get_errno(), "sigaltstack")
-    yield
 
 
 SYNTH = {"name": "synthetic", "num_sequences": 3, "num_frames": 30, "height": 96, "width": 128}

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from mfv2._openvino import core as shared_core
 from mfv2._openvino import import_nncf, import_openvino
 from mfv2.errors import ExportError
 from mfv2.export.quantize import quiet_logger
@@ -97,7 +98,7 @@ def set_ov_metadata(xml: str | os.PathLike[str], metadata: str) -> None:
     """Store the mfv2 metadata JSON in the IR's ``rt_info['mfv2']`` (rewrites the IR in place)."""
     ov = _ov()
     xml = Path(xml)
-    model = ov.Core().read_model(str(xml))
+    model = shared_core().read_model(str(xml))
     model.set_rt_info(metadata, [OV_METADATA_KEY])
     # The weights are already in their final type: saving must not compress them again.
     _save(ov, model, xml, compress_to_fp16=False)
@@ -105,11 +106,10 @@ def set_ov_metadata(xml: str | os.PathLike[str], metadata: str) -> None:
 
 def compile_ir(xml: str | os.PathLike[str], threads: int = 0, precision_hint: str = "f32") -> Any:
     """Compile an IR (or ONNX file) on the CPU with an explicit inference precision (f32 for parity)."""
-    ov = _ov()
     config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": precision_hint}
     if threads:
         config["INFERENCE_NUM_THREADS"] = threads
-    return ov.Core().compile_model(str(xml), "CPU", config)
+    return shared_core().compile_model(str(xml), "CPU", config)
 
 
 def ov_runner(files: dict[str, Path], threads: int = 0) -> Callable[[str, dict[str, np.ndarray]], dict[str, np.ndarray]]:

@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from mfv2._openvino import core as shared_core
 from mfv2._openvino import import_openvino
 from mfv2.errors import ConfigError
 from mfv2.export.manifest import Artifact, Manifest
@@ -38,11 +39,11 @@ class OpenVinoSession(BaseSession):
         ov = import_openvino()
 
         self._ov = ov
-        core = ov.Core()
-        if cache_dir is not None:
+        options = dict(config or {})
+        if cache_dir is not None:  # per model, not on the shared Core
             Path(cache_dir).mkdir(parents=True, exist_ok=True)
-            core.set_property({"CACHE_DIR": str(cache_dir)})
-        self._compiled = core.compile_model(str(path), device, dict(config or {}))
+            options["CACHE_DIR"] = str(cache_dir)
+        self._compiled = shared_core().compile_model(str(path), device, options)
         self._request = self._compiled.create_infer_request()
         names = {p.get_any_name(): p for p in self._compiled.inputs}
         super().__init__(list(names), [p.get_any_name() for p in self._compiled.outputs], device,
@@ -113,9 +114,7 @@ class OpenVinoBackend(FileBackend):
 
     def config(self) -> dict[str, Any]:
         """Compile options for ``compile_model``."""
-        ov = import_openvino()
-
-        devices = ov.Core().available_devices
+        devices = shared_core().available_devices
         if self.device.split(".")[0] not in devices and self.device not in ("AUTO", "MULTI", "HETERO"):
             raise ConfigError(f"OpenVINO device {self.device!r} not found; available: {', '.join(devices)}")
         config: dict[str, Any] = {"PERFORMANCE_HINT": self.hint}
