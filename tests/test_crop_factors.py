@@ -70,7 +70,7 @@ def test_presets_keep_the_recorded_factors_in_track_eval_and_export(tmp_path):
     import argparse
 
     torch = pytest.importorskip("torch")
-    from mfv2.commands.eval import _make_tracker_factory
+    from mfv2.commands.eval import _tracker_spec
     from mfv2.export import export
     from mfv2.export.manifest import load_manifest
     from mfv2.models import build_model, save_native
@@ -83,7 +83,7 @@ def test_presets_keep_the_recorded_factors_in_track_eval_and_export(tmp_path):
         assert tracker.config.search_factor == 3.0
     args = argparse.Namespace(model=None, checkpoint=str(ckpt), baseline=None, variant=None, backend="torch",
                               precision="fp32", threads=1, graph="auto", preset="got10k")
-    runner, make_tracker, preset = _make_tracker_factory(args, "lasot")
+    runner, make_tracker, preset = _tracker_spec(args, threads=1).open("lasot")
     try:
         config = make_tracker().config
         assert (preset, config.search_factor, config.update_interval) == ("got10k", 3.0, TrackerConfig.preset("got10k", TINY).update_interval)
