@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # The CPU build of torch that installs without a multi-GB CUDA download: every target keeps it.
 TORCH_PIN := $(shell grep -m1 '^torch==' constraints.txt)
 
-.PHONY: install demo test bench lock test-latest clean
+.PHONY: install demo test typecheck bench lock test-latest clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,10 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "no tests were collected" >&2; fi; exit $$rc
+
+# mypy over the package (configured in pyproject.toml); CI runs it before the suite.
+typecheck: $(STAMP)
+	$(BIN)/python -m mypy mfv2
 
 bench: $(STAMP)
 	$(BIN)/mfv2 bench
