@@ -143,7 +143,7 @@ def test_torch_backend_bad_sources(export_dir, tmp_path):
 def test_import_needs_no_torch_and_no_runtime():
     code = (
         "import sys, mfv2, mfv2.tracking, mfv2.runtimes; mfv2.Tracker; mfv2.load_backend; "
-        "print(sorted(m for m in ('torch', 'onnxruntime', 'openvino', 'tensorrt', 'pycuda') if m in sys.modules))"
+        "print(sorted(m for m in ('torch', 'onnxruntime', 'openvino', 'tensorrt', 'cuda') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
@@ -166,7 +166,8 @@ def test_available_backends_are_the_installed_ones():
     for name in ("torch", "onnxruntime", "openvino", "tensorrt"):
         installed = BACKENDS.get(name).is_available()
         assert (name in names) == installed
-    assert ("tensorrt" in names) == all(importlib.util.find_spec(m) is not None for m in ("tensorrt", "pycuda"))
+    # TensorRT needs its bindings and cuda-python (import name "cuda"), which replaced pycuda
+    assert ("tensorrt" in names) == all(importlib.util.find_spec(m) is not None for m in ("tensorrt", "cuda"))
 
 
 def test_missing_runtime_names_the_extra(monkeypatch, export_dir):

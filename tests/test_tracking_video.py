@@ -224,7 +224,7 @@ def test_track_model_that_is_not_an_export(clip, tmp_path, capsys):
     assert code == 2 and "not an mfv2 export directory" in err
 
 
-@pytest.mark.skipif(all(importlib.util.find_spec(m) is not None for m in ("tensorrt", "pycuda")),
+@pytest.mark.skipif(all(importlib.util.find_spec(m) is not None for m in ("tensorrt", "cuda")),
                     reason="TensorRT is installed here")
 def test_track_with_a_missing_runtime_names_the_extra(clip, tmp_path, capsys):
     _, folder, _, box = clip

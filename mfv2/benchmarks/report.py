@@ -45,7 +45,9 @@ RESULT_FIELDS: tuple[str, ...] = (
 )  # fmt: skip
 
 #: Fields that identify a row across runs (for ``--compare``).
-ROW_KEY: tuple[str, ...] = ("variant", "backend", "precision", "graph", "mode", "threads")
+# Torch GPU rows also carry ``device`` and ``cuda_graph`` (absent on CPU rows): rows that differ only there
+# are different paths, for --compare too.
+ROW_KEY: tuple[str, ...] = ("variant", "backend", "precision", "graph", "mode", "threads", "device", "cuda_graph")
 
 
 def _num(x: Any, fmt: str = ".2f") -> str:
@@ -69,7 +71,8 @@ def _fidelity_text(row: Mapping[str, Any]) -> str:
 def _columns(mode: str) -> list[tuple[str, Any]]:
     cols: list[tuple[str, Any]] = [
         ("Variant", lambda r: r["variant"]),
-        ("Backend", lambda r: r["backend"]),
+        ("Backend", lambda r: r["backend"] + (f" {r['device']}" if r.get("device") else "")
+         + (" +graphs" if r.get("cuda_graph") else "")),
         ("Prec", lambda r: r["precision"]),
         ("Graph", lambda r: r["graph"]),
         ("Thr", lambda r: str(r["threads"])),
@@ -175,7 +178,7 @@ def format_compare(changes: Iterable[Mapping[str, Any]], *, markdown: bool = Fal
     header = [*(k.capitalize() for k in ROW_KEY), "Old ms", "New ms", "Change", "Old speed-up", "New speed-up"]
     body = [
         [
-            *(str(c.get(k)) for k in ROW_KEY),
+            *("-" if c.get(k) is None else str(c.get(k)) for k in ROW_KEY),
             _num(c["old_median_ms"]),
             _num(c["new_median_ms"]),
             "-" if c["change_pct"] is None else f"{c['change_pct']:+.1f}%",
