@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 from mfv2.config import ModelConfig, TrackerConfig
 from mfv2.errors import ConfigError
-from mfv2.fileio import atomic_write_text
+from mfv2.fileio import atomic_write_text, read_json
 
 __all__ = [
     "Artifact",
@@ -144,11 +144,7 @@ def load_manifest(directory: str | os.PathLike[str]) -> Manifest:
     path = d / MANIFEST_NAME if d.is_dir() else d
     if not path.is_file():
         raise ConfigError(f"{d} is not an mfv2 export directory (no {MANIFEST_NAME}); create one with 'mfv2 export'")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"{path} is not valid JSON: {e}") from e
-    return Manifest.from_dict(data)
+    return Manifest.from_dict(read_json(path, "export manifest", "export the model again with 'mfv2 export'"))
 
 
 @functools.cache
