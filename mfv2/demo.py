@@ -109,14 +109,16 @@ def run_demo(
     from mfv2.benchmarks.envinfo import cpu_isa
     from mfv2.benchmarks.probe import measure_peak
     from mfv2.benchmarks.rows import rejected_status
+    from mfv2.fileio import check_output_dir
     from mfv2.export import export
     from mfv2.export.manifest import load_manifest
     from mfv2.runtimes import available_backends, load_backend
     from mfv2.synthetic import make_sequence
 
     out = Path(output)
-    if out.exists() and any(out.iterdir()):
+    if out.is_dir() and any(out.iterdir()):
         raise ConfigError(f"report folder {out} is not empty; pass another --output or remove it")
+    check_output_dir(out)  # a file in the way or an unwritable folder fails now, not after the export
     out.mkdir(parents=True, exist_ok=True)
     ckpt = checkpoint or demo_checkpoint()
     weights = f"checkpoint {ckpt}" if ckpt else "MixFormerV2-S architecture with seeded random weights (no trained model given)"

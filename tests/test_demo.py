@@ -55,6 +55,17 @@ def test_quick_demo_writes_the_report(tiny_checkpoint, tmp_path, capsys):
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary files left
 
 
+def test_demo_and_bench_check_their_outputs_before_any_work(tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    assert main(["demo", "--quick", "--output", str(tmp_path / "file")]) == 2
+    assert "it exists and is not a folder" in capsys.readouterr().err
+    (tmp_path / "dir.json").mkdir()
+    assert main(["bench", "--variant", "tiny", "--quick", "--json", str(tmp_path / "dir.json"), "--cache", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("mfv2: error: ") and "dir.json" in err and "\n" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dir.json", "file"]  # nothing was exported or benched
+
+
 def test_demo_refuses_a_non_empty_report_folder(tmp_path, capsys):
     (tmp_path / "keep.txt").write_text("x")
     assert main(["demo", "--quick", "--output", str(tmp_path)]) == 2

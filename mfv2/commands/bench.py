@@ -100,8 +100,13 @@ def run(args: argparse.Namespace) -> int:
         write_markdown,
     )
 
+    from mfv2.fileio import check_output_file
+
     config = config_from_args(args)
     old = load_report(args.compare) if args.compare else None  # fail on a bad file before the long run
+    for target in (args.json, args.markdown, args.plot):  # and on an unwritable output
+        if target:
+            check_output_file(target, create_parent=True)
     report = run_bench(config, command=shlex.join(["mfv2", *sys.argv[1:]]) if sys.argv[1:] else "mfv2 bench")
     if old is not None:
         report["compare"] = compare_results(report["results"], old["results"])
