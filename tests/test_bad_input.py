@@ -26,9 +26,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from mfv2.artifacts import MANIFEST_NAME  # noqa: E402
 from mfv2.cli import main  # noqa: E402
 from mfv2.errors import ConfigError, ShapeError  # noqa: E402
-from mfv2.export.manifest import MANIFEST_NAME  # noqa: E402
 from mfv2.fileio import check_output_dir, check_output_file  # noqa: E402
 from mfv2.models import build_model, read_checkpoint  # noqa: E402
 

@@ -12,11 +12,10 @@ torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
+from mfv2.artifacts import artifact_name, load_manifest  # noqa: E402
 from mfv2.config import TrackerConfig, variant_config  # noqa: E402
 from mfv2.errors import ConfigError, ExportError, ShapeError  # noqa: E402
 from mfv2.export import export  # noqa: E402
-from mfv2.export.formats import artifact_name  # noqa: E402
-from mfv2.export.manifest import load_manifest  # noqa: E402
 from mfv2.export.onnx import graph_io, manifest_from_onnx, read_metadata  # noqa: E402
 from mfv2.export.quantize import symmetric_qdq  # noqa: E402
 from mfv2.export.tensorrt import plan_engines, tensorrt_issues  # noqa: E402

@@ -12,9 +12,9 @@ pytest.importorskip("torch")
 pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
+from mfv2.artifacts import load_manifest  # noqa: E402
 from mfv2.cli import main  # noqa: E402
 from mfv2.config import TrackerConfig  # noqa: E402
-from mfv2.export.manifest import load_manifest  # noqa: E402
 
 
 def _error(capsys: pytest.CaptureFixture[str]) -> str:

@@ -1,4 +1,4 @@
-"""TensorRT engine builder: op-set check, planning, builder calls (against fake modules), sidecar, compatibility,
+"""TensorRT engine builder: op-set check, planning, builder calls (against fake modules), the sidecar it writes,
 and the int8 graph exported for TensorRT.
 
 TensorRT itself cannot run here (no GPU); the fakes of ``tests/_tensorrt_fakes.py`` (their names checked
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
-import json
 import logging
 import shutil
 import sys
@@ -23,17 +22,15 @@ import pytest
 onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
+from mfv2.artifacts import Artifact, Manifest, load_manifest, read_sidecar  # noqa: E402
 from mfv2.config import TrackerConfig, variant_config  # noqa: E402
 from mfv2.errors import BackendUnavailableError, ConfigError, ExportError  # noqa: E402
-from mfv2.export.manifest import Artifact, Manifest, load_manifest  # noqa: E402
 from mfv2.export.quantize import symmetric_qdq  # noqa: E402
 from mfv2.export.tensorrt import (  # noqa: E402
     TRT_INT8_SUFFIX,
     build_engine,
     build_engines,
-    check_engine_compatible,
     plan_engines,
-    read_sidecar,
     tensorrt_issues,
     trt_logger,
 )
@@ -254,23 +251,6 @@ def test_cli_build_engine_without_cuda_is_one_line(tmp_path: Path, capsys: pytes
     err = capsys.readouterr().err.strip()
     assert err.startswith("mfv2: error: the TensorRT path needs cuda-python") and "\n" not in err
     assert main(["build-engine", str(d), "--device", "-1"]) == 2
-
-
-def test_engine_compatibility_check_says_how_to_rebuild(tmp_path: Path) -> None:
-    sidecar = {"engine": "model.fp16.engine", "precision": "fp16", "tensorrt": "10.8.0", "gpu": "RTX A4000",
-               "compute_capability": "8.6"}
-    check_engine_compatible(sidecar, {"tensorrt": "10.8.0", "gpu": "RTX 3090", "compute_capability": "8.6"})
-    with pytest.raises(ConfigError, match=r"built with TensorRT 10.8.0 for RTX A4000 \(sm 8.6\), but this machine has "
-                       r"TensorRT 10.13.0 and L4 \(sm 8.9\); rebuild it here: mfv2 build-engine exports/S --fp16"):
-        check_engine_compatible(sidecar, {"tensorrt": "10.13.0", "gpu": "L4", "compute_capability": "8.9"}, "exports/S")
-    engine = tmp_path / "model.engine"
-    engine.write_bytes(b"plan")
-    with pytest.raises(ConfigError, match="has no sidecar model.engine.json"):
-        read_sidecar(engine)
-    (tmp_path / "model.engine.json").write_text(json.dumps({"format": "other"}))
-    with pytest.raises(ConfigError, match="not an mfv2 engine sidecar"):
-        read_sidecar(engine)
-
 
 
 def test_int8_graph_for_tensorrt_is_symmetric_full_range_fp16_based_and_measured_as_parsed(tmp_path: Path) -> None:

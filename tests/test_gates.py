@@ -17,12 +17,12 @@ torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
+from mfv2.artifacts import load_manifest  # noqa: E402
 from mfv2.config import TrackerConfig  # noqa: E402
 from mfv2.errors import ExportError  # noqa: E402
 from mfv2.export import export  # noqa: E402
 from mfv2.export import quantize  # noqa: E402
 from mfv2.export.isa import avx2_exact, run_as_avx2, saturating_matmul_integer  # noqa: E402
-from mfv2.export.manifest import load_manifest  # noqa: E402
 from mfv2.export.validate import (  # noqa: E402
     TOLERANCES,
     Sample,

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mfv2.artifacts import load_manifest
 from mfv2.errors import BackendUnavailableError, ConfigError, Mfv2Error, ShapeError, UnknownNameError
-from mfv2.export.manifest import load_manifest
 from mfv2.runtimes import BACKENDS, Backend, ModelRunner, available_backends, load_backend
 from mfv2.runtimes import base as runtimes_base
 

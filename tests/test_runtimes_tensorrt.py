@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mfv2.artifacts import Manifest
 from mfv2.config import VARIANTS, TrackerConfig
 from mfv2.errors import BackendUnavailableError, ConfigError, Mfv2Error
-from mfv2.export.manifest import Manifest
 from mfv2.runtimes import load_backend
 from tests._tensorrt_fakes import FakeCudart, cudaError_t, fake_cuda_package, fake_tensorrt
 
@@ -47,7 +47,7 @@ def cudart(monkeypatch: pytest.MonkeyPatch) -> FakeCudart:
 
 def write_engines(directory: Path, *, io=IO, sidecar=ENV, graphs=("template_encoder", "search_decoder"), capturable=True) -> Path:
     """An export directory holding a manifest and fake engines with sidecars, as 'mfv2 build-engine' leaves them."""
-    from mfv2.export.tensorrt import SIDECAR_FORMAT
+    from mfv2.artifacts import SIDECAR_FORMAT
 
     directory.mkdir()
     Manifest(model=CFG, tracker=TrackerConfig()).save(directory)

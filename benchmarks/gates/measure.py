@@ -24,12 +24,12 @@ from typing import Any
 
 import numpy as np
 
+from mfv2.artifacts import load_manifest
 from mfv2.assets import demo_checkpoint
 from mfv2.benchmarks.envinfo import cpu_isa
 from mfv2.export import _PARITY_CROPS, _PARITY_RANDOM, _load_model, export
 from mfv2.export import quantize
 from mfv2.export.isa import run_as_avx2
-from mfv2.export.manifest import load_manifest
 from mfv2.export.validate import MIN_BOX_SIDE, TOLERANCES, box_iou, make_samples, torch_reference
 
 # (label, checkpoint or None for seeded random weights, variant, seed)

@@ -48,7 +48,7 @@ def _trt_int8(directory: Path, variant_seed: int) -> dict[str, Any]:
     """Write ``*.int8-trt.onnx`` beside the export's fp32 graphs; the parity of each, measured as TensorRT parses it."""
     import onnxruntime as ort
 
-    from mfv2.export.manifest import load_manifest
+    from mfv2.artifacts import load_manifest
     from mfv2.export.quantize import to_int8_tensorrt
     from mfv2.export.tensorrt import TRT_INT8_SUFFIX
     from mfv2.export.validate import calibration_crops

@@ -26,7 +26,7 @@ from mfv2.fileio import cache_dir, sha256
 
 if TYPE_CHECKING:
     from mfv2.benchmarks.bench import BenchConfig
-    from mfv2.export.manifest import Manifest
+    from mfv2.artifacts import Manifest
 
 __all__ = ["Artifacts", "prepare_artifacts", "rejected_status", "run_row", "peak_rss_mb", "CLIP_SIZE"]
 
@@ -67,7 +67,7 @@ class Artifacts:
 def rejected_status(manifest: Manifest, backend: str, precision: str, graph: str) -> str | None:
     """The row status of a path whose files were left out of the export because they missed their
     parity gate (``export(skip_failed=True)``), or None when the backend has files to run."""
-    from mfv2.export.formats import SPLIT_GRAPHS
+    from mfv2.artifacts import SPLIT_GRAPHS
     from mfv2.runtimes.base import BACKENDS
 
     formats = getattr(BACKENDS.get(backend), "formats", ())
@@ -112,7 +112,7 @@ def _wanted_files(needed: Iterable[tuple[str, str]]) -> tuple[tuple[str, ...], t
 
 
 def _has_files(directory: Path, onnx: tuple[str, ...], ov: tuple[str, ...]) -> bool:
-    from mfv2.export.manifest import MANIFEST_NAME, load_manifest
+    from mfv2.artifacts import MANIFEST_NAME, load_manifest
 
     if not (directory / MANIFEST_NAME).is_file():
         return False
@@ -135,7 +135,7 @@ def prepare_artifacts(variant: str, needed: set[tuple[str, str]], config: BenchC
     ``variant`` is a variant name (random weights unless ``config.checkpoint``) or an export
     directory. Failures become :attr:`Artifacts.error` so the rows show them instead of vanishing.
     """
-    from mfv2.export.manifest import load_manifest
+    from mfv2.artifacts import load_manifest
 
     if Path(variant).is_dir():
         manifest = load_manifest(variant)
@@ -169,7 +169,7 @@ def prepare_artifacts(variant: str, needed: set[tuple[str, str]], config: BenchC
     if not any(b != "torch" for b, _ in needed):
         return arts
     from mfv2 import __version__
-    from mfv2.export.manifest import exporter_fingerprint
+    from mfv2.artifacts import exporter_fingerprint
 
     out = root / f"{variant}-{sha256(ckpt)[:12]}-{__version__}-{exporter_fingerprint()}"
     try:

@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     from mfv2.config import TrackerConfig
     from mfv2.errors import ConfigError
     from mfv2.export import export
-    from mfv2.export.manifest import load_manifest
+    from mfv2.artifacts import load_manifest
 
     if args.checkpoint is not None and not Path(args.checkpoint).is_file():
         raise ConfigError(f"checkpoint {args.checkpoint} does not exist; pass the path of a .pth.tar or mfv2 .pt file")

@@ -10,7 +10,7 @@ int8 ONNX comes in two forms from one flag: static Q/DQ files (``*.int8.onnx``, 
 int8 engines from) and dynamically quantized ones (``*.int8-dynamic.onnx``, format ``onnx-dynamic``,
 what ONNX Runtime runs on CPUs); both pass the same int8 parity gate.
 
-Importing this package stays light (no torch, ONNX or runtimes), so backends can read manifests.
+Importing this package stays light (no torch, ONNX or runtimes); readers use :mod:`mfv2.artifacts`.
 """
 
 from __future__ import annotations
@@ -97,7 +97,7 @@ def export(
         ConfigError: a bad option, checkpoint or output path.
         ExportError: tracing, simplification, checking or parity failed (nothing is written).
     """
-    from mfv2.export.formats import SIMPLIFIERS, parse_precisions
+    from mfv2.artifacts import SIMPLIFIERS, parse_precisions
     from mfv2.export.onnx import check_opset
 
     if not isinstance(batch, int) or batch < 1:
@@ -182,7 +182,7 @@ class _Job:
         self, model: MixFormerV2, tmp: Path, *, batch: int, opset: int, simplify: str, tracker: TrackerConfig,
         frames: Sequence[Any] | None, seed: int, skip_failed: bool = False,
     ) -> None:
-        from mfv2.export.manifest import Manifest
+        from mfv2.artifacts import Manifest
         from mfv2.export.onnx import graph_io
         from mfv2.export.validate import make_samples, torch_reference
 
@@ -197,7 +197,7 @@ class _Job:
         self._calibration: dict[str, list[dict[str, np.ndarray]]] | None = None
 
     def _files(self, precision: str, format: str) -> dict[str, Path]:
-        from mfv2.export.formats import GRAPH_STEMS, artifact_name
+        from mfv2.artifacts import GRAPH_STEMS, artifact_name
 
         return {g: self.tmp / artifact_name(g, precision, format) for g in GRAPH_STEMS}
 
@@ -322,7 +322,7 @@ class _Job:
         when ``skip_failed`` is set; otherwise (and always for fp32) the export fails.
         """
         from mfv2.errors import ExportError
-        from mfv2.export.manifest import Artifact
+        from mfv2.artifacts import Artifact
         from mfv2.export.validate import TOLERANCES, measure, parity_failures
 
         figures = measure(run, list(files), self.samples, self.refs)
@@ -366,7 +366,7 @@ class _Job:
 
     def finish(self, source: dict[str, Any]) -> None:
         """Write the metadata into every file, hash the files and save ``manifest.json``."""
-        from mfv2.export.formats import FORMATS
+        from mfv2.artifacts import FORMATS
         from mfv2.export.onnx import METADATA_KEY, artifact_metadata, write_metadata
         from mfv2.export.openvino import OV_METADATA_KEY, set_ov_metadata
 

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     import onnx
     import torch
 
-    from mfv2.export.manifest import Artifact, Manifest
+    from mfv2.artifacts import Artifact, Manifest
     from mfv2.models import MixFormerV2
 
 __all__ = [
@@ -255,7 +255,7 @@ def manifest_from_onnx(path: str | os.PathLike[str]) -> Manifest:
     The result lists one artifact, this file. Raises :class:`ConfigError` for an ONNX file that
     ``mfv2 export`` did not write.
     """
-    from mfv2.export.manifest import Manifest
+    from mfv2.artifacts import Manifest
 
     props = read_metadata(path)
     if METADATA_KEY not in props:

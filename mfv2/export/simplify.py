@@ -13,8 +13,8 @@ import logging
 import os
 from pathlib import Path
 
+from mfv2.artifacts import SIMPLIFIERS
 from mfv2.errors import ConfigError, ExportError
-from mfv2.export.formats import SIMPLIFIERS
 from mfv2.fileio import atomic_path
 
 __all__ = ["simplify"]

@@ -16,8 +16,9 @@ The GPU is the CUDA device that builds the engine, read through cuda-python (nam
 capability, memory, UUID); ``nvidia-smi`` is optional and only adds the driver version. Each
 ``.engine`` holds the serialized plan and nothing else, so ``trtexec --loadEngine`` and C++ loaders
 read it; the facts a loader needs to refuse a foreign plan (TensorRT and CUDA versions, GPU and
-compute capability, ONNX hash, precision) go to a sidecar ``<engine>.json``. TensorRT's messages go
-through one process-wide logger (:func:`trt_logger`) into :mod:`logging`.
+compute capability, ONNX hash, precision) go to a sidecar ``<engine>.json`` (read and checked by
+:mod:`mfv2.artifacts.engine`). TensorRT's messages go through one process-wide logger
+(:func:`trt_logger`) into :mod:`logging`.
 
 Unverified here: everything that runs TensorRT (this project's CI has no GPU). The op-set check,
 the planning, the sidecar, the compatibility check and the builder calls (against a fake module
@@ -37,9 +38,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mfv2.artifacts import GRAPH_STEMS, SIDECAR_FORMAT, artifact_name, sidecar_path
 from mfv2.errors import BackendUnavailableError, ConfigError, ExportError
-from mfv2.export.formats import GRAPH_STEMS, artifact_name
-from mfv2.fileio import atomic_write_bytes, atomic_write_text, read_json, sha256
+from mfv2.fileio import atomic_write_bytes, atomic_write_text, sha256
 
 if TYPE_CHECKING:
     import onnx
@@ -51,7 +52,6 @@ __all__ = [
     "TRT_OPSET_RANGE",
     "TRT_SUPPORTED_OPS",
     "FORBIDDEN_OPS",
-    "SIDECAR_FORMAT",
     "TRT_INT8_SUFFIX",
     "EnginePlan",
     "tensorrt_issues",
@@ -62,8 +62,6 @@ __all__ = [
     "check_precision",
     "build_engine",
     "build_engines",
-    "read_sidecar",
-    "check_engine_compatible",
 ]
 
 log = logging.getLogger(__name__)
@@ -92,7 +90,6 @@ TRT_SUPPORTED_OPS: frozenset[str] = frozenset(
 # Supported by recent parsers but kept out of our graphs: RoI pooling is slow, fp32/fp16 only and
 # absent from older TensorRT releases and most NPU toolchains.
 FORBIDDEN_OPS: frozenset[str] = frozenset({"RoiAlign", "MaxRoiPool"})
-SIDECAR_FORMAT = "mfv2-engine"
 # The int8 graph exported for TensorRT (:func:`mfv2.export.quantize.to_int8_tensorrt`), beside ``*.int8.onnx``.
 TRT_INT8_SUFFIX = ".int8-trt.onnx"
 
@@ -313,7 +310,7 @@ def build_engine(
         "build_seconds": round(seconds, 2),
         **environment(trt, device),
     }
-    atomic_write_text(_sidecar_path(plan.engine), json.dumps(sidecar, indent=2) + "\n")
+    atomic_write_text(sidecar_path(plan.engine), json.dumps(sidecar, indent=2) + "\n")
     log.info("built %s in %.1f s (%.1f MB)", plan.engine.name, seconds, plan.engine.stat().st_size / 1e6)
     return sidecar
 
@@ -374,42 +371,6 @@ def _build(
     return serialized, cache, seconds
 
 
-def _sidecar_path(engine: Path) -> Path:
-    return engine.with_name(engine.name + ".json")
-
-
-def read_sidecar(engine: str | os.PathLike[str]) -> dict[str, Any]:
-    """The sidecar of ``engine``; a missing or foreign one is a :class:`ConfigError` that says how to rebuild."""
-    path = _sidecar_path(Path(engine))
-    rebuild = f"rebuild it with: mfv2 build-engine {Path(engine).parent}"
-    if not path.is_file():
-        raise ConfigError(f"{Path(engine).name} has no sidecar {path.name}, so its GPU and TensorRT are unknown; {rebuild}")
-    data = read_json(path, "engine sidecar", rebuild)
-    if data.get("format") != SIDECAR_FORMAT:
-        raise ConfigError(f"{path} is not an mfv2 engine sidecar; {rebuild}")
-    return data
-
-
-def check_engine_compatible(sidecar: dict[str, Any], env: dict[str, str], export_dir: str | os.PathLike[str] = "DIR") -> None:
-    """Refuse an engine built with another TensorRT version or for another compute capability.
-
-    Raises:
-        ConfigError: one line naming both sides and the command that rebuilds the engine here.
-    """
-    built = (sidecar.get("tensorrt"), sidecar.get("compute_capability"))
-    here = (env.get("tensorrt"), env.get("compute_capability"))
-    if built == here:
-        if sidecar.get("gpu") != env.get("gpu"):
-            log.warning("%s was built on %s, running on %s (same compute capability)", sidecar.get("engine"), sidecar.get("gpu"), env.get("gpu"))
-        return
-    flag = "" if sidecar.get("precision") == "fp32" else f" --{sidecar.get('precision')}"
-    raise ConfigError(
-        f"{sidecar.get('engine')} was built with TensorRT {built[0]} for {sidecar.get('gpu')} (sm {built[1]}), "
-        f"but this machine has TensorRT {here[0]} and {env.get('gpu')} (sm {here[1]}); "
-        f"rebuild it here: mfv2 build-engine {export_dir}{flag}"
-    )
-
-
 def build_engines(
     export_dir: str | os.PathLike[str],
     precision: str = "fp32",
@@ -436,7 +397,7 @@ def build_engines(
     """
     import onnx
 
-    from mfv2.export.manifest import Artifact, load_manifest
+    from mfv2.artifacts import Artifact, load_manifest
     from mfv2.export.quantize import symmetric_qdq
     from mfv2.runtimes.cuda_api import check, device_info, import_cudart
 
@@ -469,7 +430,7 @@ def build_engines(
                 outputs=dict(source.outputs) if source else {},
                 sha256=sha256(plan.engine),
                 extra={k: sidecar[k] for k in ("onnx", "onnx_sha256", "tensorrt", "cuda", "gpu", "compute_capability", "tf32")}
-                | {"sidecar": _sidecar_path(plan.engine).name, "parity": "not measured at build time"},
+                | {"sidecar": sidecar_path(plan.engine).name, "parity": "not measured at build time"},
             )
         )
         built.append(plan.engine)

@@ -130,7 +130,7 @@ def _crops(cfg: ModelConfig, tracker: TrackerConfig, pairs: Sequence[tuple[np.nd
     Template from the first frame; for frame ``i`` the online template from frame ``i - 1`` and the
     search crop around the box of frame ``i - 1`` (the previous estimate).
     """
-    from mfv2.export.manifest import IMAGENET_MEAN, IMAGENET_STD
+    from mfv2.artifacts import IMAGENET_MEAN, IMAGENET_STD
     from mfv2.geometry.crop import preprocess, sample_target
 
     def crop(frame: np.ndarray, box: tuple, factor: float, size: int) -> np.ndarray:

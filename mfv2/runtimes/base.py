@@ -27,8 +27,8 @@ from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
+from mfv2.artifacts import MANIFEST_NAME, Artifact, Manifest, load_manifest
 from mfv2.errors import BackendUnavailableError, ConfigError, Mfv2Error, ShapeError
-from mfv2.export.manifest import MANIFEST_NAME, Artifact, Manifest, load_manifest
 from mfv2.fileio import sha256
 from mfv2.registry import Registry
 

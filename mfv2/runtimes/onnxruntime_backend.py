@@ -19,8 +19,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from mfv2.artifacts import Artifact, Manifest
 from mfv2.errors import BackendUnavailableError, ConfigError
-from mfv2.export.manifest import Artifact, Manifest
 from mfv2.fileio import atomic_path, sha256
 from mfv2.runtimes.base import BACKENDS, BaseSession, FileBackend
 

@@ -19,8 +19,8 @@ import numpy as np
 
 from mfv2._openvino import core as shared_core
 from mfv2._openvino import import_openvino
+from mfv2.artifacts import Artifact, Manifest
 from mfv2.errors import ConfigError
-from mfv2.export.manifest import Artifact, Manifest
 from mfv2.runtimes.base import BACKENDS, BaseSession, FileBackend
 
 __all__ = ["OpenVinoBackend", "OpenVinoSession"]

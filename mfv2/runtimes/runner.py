@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from mfv2.artifacts import MANIFEST_NAME, Manifest, exporter_fingerprint, load_manifest
 from mfv2.errors import BackendUnavailableError, ConfigError, Mfv2Error, ShapeError
-from mfv2.export.manifest import MANIFEST_NAME, Manifest, exporter_fingerprint, load_manifest
 from mfv2.fileio import cache_dir as default_cache_dir
 from mfv2.fileio import sha256
 from mfv2.runtimes.base import SPLIT_GRAPHS, FileBackend, GraphMode, Session, get_backend
@@ -240,7 +240,7 @@ def cached_export(
     """Export ``checkpoint`` once into a cache keyed by its SHA-256 and reuse it afterwards.
 
     The cache lives in ``cache_dir``, else ``$MFV2_CACHE``, else ``~/.cache/mfv2`` (under ``exports/``);
-    its key also holds :func:`~mfv2.export.manifest.exporter_fingerprint`, so a changed exporter re-exports.
+    its key also holds :func:`~mfv2.artifacts.manifest.exporter_fingerprint`, so a changed exporter re-exports.
     Needs torch and onnx (``pip install "mfv2[onnx]"``).
     """
     from mfv2 import __version__

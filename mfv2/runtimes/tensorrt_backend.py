@@ -30,8 +30,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from mfv2.artifacts import GRAPH_STEMS, Artifact, Manifest, artifact_name, check_engine_compatible, read_sidecar
 from mfv2.errors import ConfigError, Mfv2Error
-from mfv2.export.manifest import Artifact, Manifest
 from mfv2.runtimes.base import BACKENDS, BaseSession, FileBackend
 from mfv2.runtimes.cuda_api import CudaError, CudaGraph, HostDeviceBuffer, Stream, capture_graph, check, import_cudart
 
@@ -208,8 +208,6 @@ class TensorRtBackend(FileBackend):
 
     def discover(self, directory: Path, manifest: Manifest) -> Manifest:
         """Add engines that 'mfv2 build-engine' wrote beside the manifest (``model.engine``, ...) but did not list."""
-        from mfv2.export.formats import GRAPH_STEMS, artifact_name
-
         found = copy.deepcopy(manifest)
         for graph in GRAPH_STEMS:
             name = artifact_name(graph, self.precision, "tensorrt")
@@ -220,7 +218,7 @@ class TensorRtBackend(FileBackend):
     def open(self, path: Path, artifact: Artifact, manifest: Manifest) -> TensorRtSession:
         import tensorrt as trt
 
-        from mfv2.export.tensorrt import check_engine_compatible, environment, read_sidecar
+        from mfv2.export.tensorrt import environment
         from mfv2.runtimes.cuda_api import device_info
 
         check_engine_compatible(read_sidecar(path), environment(trt, device_info(self.device_id)), path.parent)

@@ -30,9 +30,9 @@ from typing import Any, Final
 
 import numpy as np
 
+from mfv2.artifacts import MANIFEST_NAME, Manifest, load_manifest
 from mfv2.config import ModelConfig, TrackerConfig
 from mfv2.errors import BackendUnavailableError, ConfigError
-from mfv2.export.manifest import MANIFEST_NAME, Manifest, load_manifest
 from mfv2.runtimes.base import BACKENDS, Backend, BaseSession, GraphMode, Session
 
 __all__ = ["TorchBackend", "TorchSession", "DeviceArray", "COMPILE_MODES"]

@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
+from mfv2.artifacts import IMAGENET_MEAN, IMAGENET_STD
 from mfv2.errors import ShapeError
-from mfv2.export.manifest import IMAGENET_MEAN, IMAGENET_STD
 from mfv2.geometry.crop import crop_size, map_box_back, preprocess, sample_target
 
 

@@ -2,8 +2,8 @@
 
 An export directory holds ``manifest.json`` plus the graph files it lists. Each artifact is one file
 (ONNX, OpenVINO IR, TensorRT engine) of one graph (``full``, ``template_encoder``,
-``search_decoder``) at one precision, with the parity figures measured when it was written. This
-module needs neither torch nor any runtime.
+``search_decoder``) at one precision, with the parity figures measured when it was written. Export
+writes it; runtimes, the tracker and bench read it. This module needs neither torch nor any runtime.
 """
 
 from __future__ import annotations
@@ -26,12 +26,12 @@ __all__ = [
     "Artifact",
     "Manifest",
     "GraphName",
-    "Precision",
     "MANIFEST_NAME",
     "GRAPHS",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "load_manifest",
+    "exporter_fingerprint",
 ]
 
 MANIFEST_NAME = "manifest.json"
@@ -39,10 +39,11 @@ _FORMAT = "mfv2-export"
 _VERSION = 1
 
 GraphName = Literal["full", "template_encoder", "search_decoder"]
-Precision = Literal["fp32", "fp16", "bf16", "int8"]
 GRAPHS: tuple[str, ...] = ("full", "template_encoder", "search_decoder")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# Subpackages of mfv2 whose sources make up the exporter (see exporter_fingerprint).
+_EXPORTER_SOURCES = ("artifacts", "export", "models")
 
 
 @dataclass
@@ -149,15 +150,16 @@ def load_manifest(directory: str | os.PathLike[str]) -> Manifest:
 
 @functools.cache
 def exporter_fingerprint() -> str:
-    """12 hex digits that change with the exporter: its and the traced models' source files, and the
-    converter versions.
+    """12 hex digits that change with the exporter: the sources of ``mfv2/export``, ``mfv2/models`` (the
+    traced graphs) and ``mfv2/artifacts`` (the manifest and file names it writes), and the converter versions.
 
     Caches of exports (``cached_export``, ``mfv2 bench``) include it in their keys, so a changed
     quantizer, converter or model graph makes a fresh export instead of reusing a stale one.
     """
     h = hashlib.sha256()
-    package = Path(__file__).parent.parent
-    for path in sorted([*(package / "export").glob("*.py"), *(package / "models").glob("*.py")]):
+    package = Path(__file__).parent.parent  # mfv2/
+    sources = [path for sub in _EXPORTER_SOURCES for path in (package / sub).glob("*.py")]
+    for path in sorted(sources):
         h.update(f"{path.parent.name}/{path.name}".encode() + b"\0" + path.read_bytes())
     for dist in ("onnx", "onnxruntime", "onnxsim", "onnxslim", "openvino", "nncf", "torch"):
         try:

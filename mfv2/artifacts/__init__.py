@@ -1,0 +1,58 @@
+"""The contract between the producer of an export directory and its consumers.
+
+:mod:`mfv2.export` writes export directories; the runtimes, the tracker, bench and eval read them
+through this floor alone: ``manifest`` (what ``manifest.json`` holds and how it is read),
+``formats`` (the one format / precision / graph table and the file-naming rule) and ``engine`` (the
+TensorRT engine sidecar and its check against this machine). It imports nothing of mfv2 but
+``errors``, ``config``, ``fileio`` and ``registry``, and no torch, ONNX or runtime.
+"""
+
+from __future__ import annotations
+
+from mfv2.artifacts.engine import SIDECAR_FORMAT, check_engine_compatible, read_sidecar, sidecar_path
+from mfv2.artifacts.formats import (
+    FORMATS,
+    GRAPH_STEMS,
+    SIMPLIFIERS,
+    SPLIT_GRAPHS,
+    ExportFormat,
+    artifact_name,
+    parse_precisions,
+)
+from mfv2.artifacts.manifest import (
+    GRAPHS,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    MANIFEST_NAME,
+    Artifact,
+    GraphName,
+    Manifest,
+    exporter_fingerprint,
+    load_manifest,
+)
+
+__all__ = [
+    # manifest
+    "Artifact",
+    "Manifest",
+    "GraphName",
+    "MANIFEST_NAME",
+    "GRAPHS",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "load_manifest",
+    "exporter_fingerprint",
+    # formats
+    "ExportFormat",
+    "FORMATS",
+    "GRAPH_STEMS",
+    "SPLIT_GRAPHS",
+    "SIMPLIFIERS",
+    "artifact_name",
+    "parse_precisions",
+    # engine sidecar
+    "SIDECAR_FORMAT",
+    "sidecar_path",
+    "read_sidecar",
+    "check_engine_compatible",
+]
