@@ -12,6 +12,7 @@ through this module (issue #18). Nothing is written to the user's home folder.
 from __future__ import annotations
 
 import functools
+import importlib
 
 import sys
 from types import ModuleType
@@ -48,32 +49,23 @@ def disable_telemetry() -> None:
                 setattr(telemetry, name, _no_op)
 
 
-def import_openvino() -> ModuleType:
-    """``import openvino`` with telemetry disabled first.
-
-    Raises:
-        BackendUnavailableError: OpenVINO is not installed.
-    """
+def _import(name: str, missing: str) -> ModuleType:
+    """``import name`` with telemetry disabled first; not installed is a BackendUnavailableError(``missing``)."""
     disable_telemetry()
     try:
-        import openvino
+        return importlib.import_module(name)
     except ImportError as e:
-        raise BackendUnavailableError('OpenVINO is not installed; pip install "mfv2[openvino]"') from e
-    return openvino
+        raise BackendUnavailableError(missing) from e
+
+
+def import_openvino() -> ModuleType:
+    """``import openvino`` with telemetry disabled first (BackendUnavailableError when not installed)."""
+    return _import("openvino", 'OpenVINO is not installed; pip install "mfv2[openvino]"')
 
 
 def import_nncf() -> ModuleType:
-    """``import nncf`` with telemetry disabled first.
-
-    Raises:
-        BackendUnavailableError: NNCF is not installed.
-    """
-    disable_telemetry()
-    try:
-        import nncf
-    except ImportError as e:
-        raise BackendUnavailableError('OpenVINO int8 needs NNCF; pip install "mfv2[openvino]"') from e
-    return nncf
+    """``import nncf`` with telemetry disabled first (BackendUnavailableError when not installed)."""
+    return _import("nncf", 'OpenVINO int8 needs NNCF; pip install "mfv2[openvino]"')
 
 
 @functools.cache

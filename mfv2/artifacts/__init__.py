@@ -9,6 +9,7 @@ TensorRT engine sidecar and its check against this machine). It imports nothing 
 
 from __future__ import annotations
 
+from mfv2.artifacts import engine, formats, manifest
 from mfv2.artifacts.engine import SIDECAR_FORMAT, check_engine_compatible, read_sidecar, sidecar_path
 from mfv2.artifacts.formats import (
     FORMATS,
@@ -31,28 +32,4 @@ from mfv2.artifacts.manifest import (
     load_manifest,
 )
 
-__all__ = [
-    # manifest
-    "Artifact",
-    "Manifest",
-    "GraphName",
-    "MANIFEST_NAME",
-    "GRAPHS",
-    "IMAGENET_MEAN",
-    "IMAGENET_STD",
-    "load_manifest",
-    "exporter_fingerprint",
-    # formats
-    "ExportFormat",
-    "FORMATS",
-    "GRAPH_STEMS",
-    "SPLIT_GRAPHS",
-    "SIMPLIFIERS",
-    "artifact_name",
-    "parse_precisions",
-    # engine sidecar
-    "SIDECAR_FORMAT",
-    "sidecar_path",
-    "read_sidecar",
-    "check_engine_compatible",
-]
+__all__ = [*manifest.__all__, *formats.__all__, *engine.__all__]

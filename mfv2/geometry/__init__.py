@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from mfv2.geometry import boxes
 from mfv2.geometry.boxes import (
     Box,
     BoxFormat,
@@ -38,30 +39,7 @@ if TYPE_CHECKING:
 
 _CROP_NAMES = frozenset({"Crop", "crop_size", "sample_target", "map_box_back", "preprocess"})
 
-__all__ = [
-    "Box",
-    "BoxFormat",
-    "PixelConvention",
-    "as_boxes",
-    "as_box_pair",
-    "xywh_to_cxcywh",
-    "cxcywh_to_xywh",
-    "xywh_to_xyxy",
-    "xyxy_to_xywh",
-    "cxcywh_to_xyxy",
-    "xyxy_to_cxcywh",
-    "convert_boxes",
-    "box_iou",
-    "iou_inclusive",
-    "iou_continuous",
-    "clip_boxes_got10k",
-    "clip_box",
-    "Crop",
-    "crop_size",
-    "sample_target",
-    "map_box_back",
-    "preprocess",
-]
+__all__ = [*boxes.__all__, *sorted(_CROP_NAMES)]
 
 
 def __getattr__(name: str) -> Any:
