@@ -22,7 +22,7 @@ import numpy as np
 from mfv2.errors import ShapeError
 from mfv2.geometry.boxes import Box
 
-__all__ = ["Crop", "crop_size", "sample_target", "map_box_back", "preprocess"]
+__all__ = ["Crop", "crop_size", "sample_target", "map_box_back", "preprocess", "Normalize"]
 
 
 class Crop(NamedTuple):
@@ -95,13 +95,31 @@ def map_box_back(pred_cxcywh: Sequence[float], prev_box_xywh: Sequence[float], r
     return (cx - 0.5 * w, cy - 0.5 * h, w, h)
 
 
+class Normalize:
+    """(S, S, 3) uint8 BGR -> (1, 3, S, S) float32 RGB, ``(x / 255 - mean) / std`` per channel.
+
+    The per-channel scale and offset are computed once here, not per frame; :func:`preprocess` is
+    the same transform as a one-off call.
+    """
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        std32 = np.asarray(std, dtype=np.float32)
+        self.scale = (1.0 / (255.0 * std32)).reshape(3, 1, 1)
+        self.offset = (np.asarray(mean, dtype=np.float32) / std32).reshape(3, 1, 1)
+
+    def __call__(self, crop_bgr: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """The normalised crop; with ``out`` ((3, S, S) float32, e.g. one row of a batch) written into it."""
+        # (S, S, 3) BGR -> (3, S, S) RGB
+        rgb = crop_bgr[:, :, ::-1].transpose(2, 0, 1)
+        if out is None:
+            out = rgb.astype(np.float32, order="C")
+        else:
+            np.copyto(out, rgb, casting="unsafe")
+        out *= self.scale
+        out -= self.offset
+        return out[None] if out.ndim == 3 else out
+
+
 def preprocess(crop_bgr: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
     """(S, S, 3) uint8 BGR -> (1, 3, S, S) float32 RGB, ``(x / 255 - mean) / std`` per channel."""
-    std32 = np.asarray(std, dtype=np.float32)
-    scale = (1.0 / (255.0 * std32)).reshape(3, 1, 1)
-    offset = (np.asarray(mean, dtype=np.float32) / std32).reshape(3, 1, 1)
-    # (S, S, 3) BGR -> (3, S, S) RGB
-    chw = crop_bgr[:, :, ::-1].transpose(2, 0, 1).astype(np.float32, order="C")
-    chw *= scale
-    chw -= offset
-    return chw[None]
+    return Normalize(mean, std)(crop_bgr)

@@ -22,11 +22,11 @@ import numpy as np
 from mfv2.config import TrackerConfig
 from mfv2.errors import ConfigError, Mfv2Error, ShapeError
 from mfv2.geometry.boxes import Box, clip_box
-from mfv2.geometry.crop import map_box_back, preprocess, sample_target
+from mfv2.geometry.crop import Crop, Normalize, map_box_back, sample_target
 from mfv2.runtimes import ModelRunner, load_backend
 from mfv2.runtimes.base import GraphMode
 
-__all__ = ["Tracker", "STAGES", "as_bgr", "check_box"]
+__all__ = ["Tracker", "TargetState", "STAGES", "as_bgr", "check_box"]
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +69,92 @@ def check_box(bbox: Sequence[float], width: int, height: int) -> Box:
     return (x, y, w, h)
 
 
+class TargetState:
+    """One target's part of the loop: its templates, online-template schedule, box, score and lost flag.
+
+    :class:`Tracker` drives one of these and :class:`~mfv2.tracking.multi.MultiTracker` one per
+    target, so both follow a target through exactly the same steps; the network call is theirs.
+    Templates and crops are (1, 3, S, S) float32 as the graphs take them.
+
+    Attributes:
+        box: the current box (x, y, w, h). score: the last score (1.0 after :meth:`init`).
+        ok: whether the last frame was tracked (score >= ``lost_threshold`` and finite outputs).
+        template, online: the templates the network sees now (``online`` (1, 3, Z, Z), or
+            (1, K, 3, Z, Z) with ``online_size`` > 1).
+        frames, nonfinite_frames: frames tracked since :meth:`init`, and those with non-finite outputs.
+    """
+
+    def __init__(self, config: TrackerConfig, *, template_size: int, search_size: int,
+                 mean: Sequence[float], std: Sequence[float]) -> None:
+        self.config = config
+        self.template_size, self.search_size = template_size, search_size
+        self.normalize = Normalize(mean, std)
+        self.box: Box = (0.0, 0.0, 0.0, 0.0)
+        self.size = (0, 0)
+        self.score, self.ok = 0.0, False
+        self.frames = self.nonfinite_frames = 0
+
+    def init(self, image: np.ndarray, box: Box) -> None:
+        """Start on ``box`` of ``image`` (BGR, checked by the caller)."""
+        cfg = self.config
+        self.template = self.normalize(sample_target(image, box, cfg.template_factor, self.template_size).image)
+        self._online: list[np.ndarray] = [self.template]
+        self.online = self.template
+        self._best = self.template
+        self._max_score = -1.0
+        self._forget = 0
+        self.size = image.shape[:2]
+        self.box, self.score, self.ok = box, 1.0, True
+        self.frames = self.nonfinite_frames = 0
+
+    def crop(self, image: np.ndarray) -> Crop:
+        """The search region around the current box."""
+        return sample_target(image, self.box, self.config.search_factor, self.search_size)
+
+    def post(self, crop: Crop, box_cxcywh: Any, score: float, backend: str) -> bool:
+        """Take the network's box ((4,) cx, cy, w, h in the crop) and score for this frame; returns ``ok``."""
+        cfg = self.config
+        finite = math.isfinite(score) and bool(np.isfinite(box_cxcywh).all())
+        if finite:
+            height, width = self.size
+            self.box = clip_box(map_box_back(box_cxcywh, self.box, crop.resize_factor, self.search_size), height, width, cfg.clip_margin)
+        else:
+            self.nonfinite_frames += 1
+            if self.nonfinite_frames == 1:
+                log.warning("the %s model returned non-finite outputs; the frame is reported lost", backend)
+            score = 0.0
+        self.score = score
+        self.frames += 1
+        self.ok = finite and score >= cfg.lost_threshold
+        return self.ok
+
+    def update_templates(self, image: np.ndarray) -> bool:
+        """Keep the best confident crop (cut at the new box); every ``update_interval`` frames make it an
+        online template. Returns whether the templates the network sees changed."""
+        cfg = self.config
+        self._max_score *= cfg.max_score_decay
+        if self.score > cfg.update_threshold and self.score > self._max_score:
+            crop = sample_target(image, self.box, cfg.template_factor, self.template_size)
+            self._best = self.normalize(crop.image)
+            self._max_score = self.score
+        if self.frames % cfg.update_interval:
+            return False
+        previous = list(self._online)
+        if cfg.online_size == 1:
+            self._online = [self._best]
+        elif len(self._online) < cfg.online_size:
+            self._online.append(self._best)
+        else:
+            self._online[self._forget] = self._best
+            self._forget = (self._forget + 1) % cfg.online_size
+        self._max_score = -1.0
+        self._best = self.template
+        if all(a is b for a, b in zip(previous, self._online)) and len(previous) == len(self._online):
+            return False
+        self.online = self._online[0] if len(self._online) == 1 else np.stack(self._online, axis=1)
+        return True
+
+
 class Tracker:
     """Single-target MixFormerV2 tracker with the OpenCV API (``init``, ``update``, ``getTrackingScore``).
 
@@ -97,10 +183,11 @@ class Tracker:
                 f"(the torch backend); this {runner.backend} export takes {k}"
             )
         self._owns_runner = False
+        m = runner.manifest
+        self._target = TargetState(self.config, template_size=runner.template_size, search_size=runner.search_size,
+                                   mean=m.mean, std=m.std)
         self._state: Box | None = None
         self.score = 0.0
-        self.frames = 0
-        self.nonfinite_frames = 0
         self.last_timings: dict[str, float] = {}
         self.total_timings: dict[str, float] = {}
 
@@ -153,21 +240,13 @@ class Tracker:
         image = as_bgr(frame)
         height, width = image.shape[:2]
         box = check_box(bbox, width, height)
-        cfg, z = self.config, self.runner.template_size
-        if min(width, height) < cfg.clip_margin:
+        if min(width, height) < self.config.clip_margin:
             log.warning("the %dx%d frame is smaller than the %g px clip margin: boxes will span the whole frame "
-                        "along its short side", width, height, cfg.clip_margin)
-        self._template = preprocess(sample_target(image, box, cfg.template_factor, z).image, *self._norm())
-        self._online: list[np.ndarray] = [self._template]
-        self._best = self._template
-        self._max_score = -1.0
-        self._forget = 0
-        self.runner.set_templates(self._template, self._template)
-        self._size = (height, width)
+                        "along its short side", width, height, self.config.clip_margin)
+        self._target.init(image, box)
+        self.runner.set_templates(self._target.template, self._target.online)
         self._state = box
         self.score = 1.0
-        self.frames = 0
-        self.nonfinite_frames = 0
         self.last_timings = {}
         self.total_timings = dict.fromkeys((*STAGES, "total"), 0.0)
 
@@ -187,35 +266,28 @@ class Tracker:
             raise Mfv2Error("Tracker.update() called before init(); initialise with the first frame and box")
         image = as_bgr(frame)
         height, width = image.shape[:2]
-        if (height, width) != self._size:
+        if (height, width) != self._target.size:
+            size = self._target.size
             raise ShapeError(
-                f"frame size changed from {self._size[1]}x{self._size[0]} to {width}x{height} after {self.frames} frames; "
+                f"frame size changed from {size[1]}x{size[0]} to {width}x{height} after {self.frames} frames; "
                 "call init() again for a new video"
             )
-        cfg, x = self.config, self.runner.search_size
+        target = self._target
         t0 = time.perf_counter_ns()
-        crop = sample_target(image, self._state, cfg.search_factor, x)
+        crop = target.crop(image)
         t1 = time.perf_counter_ns()
-        search = preprocess(crop.image, *self._norm())
+        search = target.normalize(crop.image)
         t2 = time.perf_counter_ns()
         boxes, scores = self.runner.predict(search)
         t3 = time.perf_counter_ns()
-        score = float(scores[0])
-        finite = math.isfinite(score) and bool(np.isfinite(boxes[0]).all())
-        if finite:
-            self._state = clip_box(map_box_back(boxes[0], self._state, crop.resize_factor, x), height, width, cfg.clip_margin)
-        else:
-            self.nonfinite_frames += 1
-            if self.nonfinite_frames == 1:
-                log.warning("the %s model returned non-finite outputs; the frame is reported lost", self.runner.backend)
-            score = 0.0
-        self.score = score
-        self.frames += 1
+        ok = target.post(crop, boxes[0], float(scores[0]), self.runner.backend)
+        self._state, self.score = target.box, target.score
         t4 = time.perf_counter_ns()
-        self._update_templates(image, score, self._state)
+        if target.update_templates(image):
+            self.runner.set_templates(target.template, target.online)
         t5 = time.perf_counter_ns()
         self._record((t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4))
-        return finite and score >= cfg.lost_threshold, self._state
+        return ok, self._state
 
     def getTrackingScore(self) -> float:  # noqa: N802  (OpenCV's name)
         """Confidence of the last frame (OpenCV API)."""
@@ -223,38 +295,21 @@ class Tracker:
 
     # Internals -------------------------------------------------------------------------------
 
-    def _norm(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
-        return self.runner.manifest.mean, self.runner.manifest.std
-
-    def _update_templates(self, image: np.ndarray, score: float, box: Box) -> None:
-        """Keep the best confident crop (cut at ``box``); every ``update_interval`` frames make it an online template."""
-        cfg = self.config
-        self._max_score *= cfg.max_score_decay
-        if score > cfg.update_threshold and score > self._max_score:
-            crop = sample_target(image, box, cfg.template_factor, self.runner.template_size)
-            self._best = preprocess(crop.image, *self._norm())
-            self._max_score = score
-        if self.frames % cfg.update_interval:
-            return
-        previous = list(self._online)
-        if cfg.online_size == 1:
-            self._online = [self._best]
-        elif len(self._online) < cfg.online_size:
-            self._online.append(self._best)
-        else:
-            self._online[self._forget] = self._best
-            self._forget = (self._forget + 1) % cfg.online_size
-        if any(a is not b for a, b in zip(previous, self._online)) or len(previous) != len(self._online):
-            online = self._online[0] if len(self._online) == 1 else np.stack(self._online, axis=1)
-            self.runner.set_templates(self._template, online)
-        self._max_score = -1.0
-        self._best = self._template
-
     def _record(self, stages_ns: tuple[int, ...]) -> None:
         self.last_timings = {name: ns / 1e9 for name, ns in zip(STAGES, stages_ns)}
         self.last_timings["total"] = sum(stages_ns) / 1e9
         for name, seconds in self.last_timings.items():
             self.total_timings[name] += seconds
+
+    @property
+    def frames(self) -> int:
+        """Frames tracked since :meth:`init`."""
+        return self._target.frames
+
+    @property
+    def nonfinite_frames(self) -> int:
+        """Frames whose network output was NaN/inf (reported as lost, box kept)."""
+        return self._target.nonfinite_frames
 
     @property
     def box(self) -> Box | None:
