@@ -38,7 +38,7 @@ _LAZY: dict[str, str] = {
     "run_route": "mfv2.training.routes",
     "load_route": "mfv2.training.routes",
     "demo_checkpoint": "mfv2.assets",
-    "lowres_config": "mfv2.training.loretrack",
+    "lowres_config": "mfv2.training.objectives.loretrack",
 }
 
 __all__ = [

@@ -11,7 +11,7 @@ from mfv2.cli import main  # noqa: E402
 from mfv2.config import variant_config  # noqa: E402
 from mfv2.errors import ConfigError  # noqa: E402
 from mfv2.models import MixFormerV2, build_model, save_native  # noqa: E402
-from mfv2.training.compress import (  # noqa: E402
+from mfv2.training.objectives.compresstracker import (  # noqa: E402
     CompressObjective,
     init_student_from_teacher,
     replaced_blocks,
@@ -130,7 +130,7 @@ def test_replaced_blocks_run_the_teacher_stage_and_are_restored(teacher_file):
 def test_only_computed_student_blocks_get_gradients(teacher_file, mask, monkeypatch):
     objective = _objective(teacher_file)
     student = _student(objective)
-    monkeypatch.setattr("mfv2.training.compress.sample_replacement", lambda n, p: mask)
+    monkeypatch.setattr("mfv2.training.objectives.compresstracker.sample_replacement", lambda n, p: mask)
     loss, stats = objective(student, _batch())
     loss.backward()
     assert objective.last_mask == mask and stats["replaced"] == sum(mask) / 2
@@ -220,7 +220,7 @@ def test_shipped_compress_routes_plan(tmp_path, capsys):
 
 @pytest.mark.parametrize("name", ["ct_demo_compress", "ct_compress"])
 def test_shipped_compress_configs_are_valid(name):
-    from mfv2.training.compress import CompressOptions
+    from mfv2.training.objectives.compresstracker import CompressOptions
     from mfv2.training.config import from_mapping, load_train_config
     from mfv2.training.objectives import OBJECTIVES
 

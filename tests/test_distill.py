@@ -11,7 +11,7 @@ from mfv2.errors import ConfigError  # noqa: E402
 from mfv2.models import MixFormerV2, build_model, save_native  # noqa: E402
 from mfv2.training import build_objective, param_groups  # noqa: E402
 from mfv2.training.data import ProcessingSettings, TrackingProcessing, TrackingSampler, build_dataset  # noqa: E402
-from mfv2.training.distill import prune_plan  # noqa: E402
+from mfv2.training.objectives.depth_prune import prune_plan  # noqa: E402
 from mfv2.training.pruning import depth_gamma, remove_blocks  # noqa: E402
 from mfv2.models.vit import BranchScale  # noqa: E402
 
@@ -166,7 +166,7 @@ def test_score_stage_needs_a_score_head():
 
 
 def test_corner_token_maps_pool_the_teacher_map_onto_the_token_grid():
-    from mfv2.training.distill import corner_token_maps
+    from mfv2.training.objectives.distill import corner_token_maps
 
     prob = torch.zeros(1, 8, 8)
     prob[0, 2, 5] = 0.75  # (row 2, col 5) of an 8x8 map -> token (1, 2) of a 4x4 grid
@@ -181,7 +181,7 @@ def test_corner_token_maps_pool_the_teacher_map_onto_the_token_grid():
 
 
 def test_prediction_token_attention_matches_the_last_block(batch):
-    from mfv2.training.distill import prediction_token_attention
+    from mfv2.training.objectives.distill import prediction_token_attention
 
     model = _tiny_student(4)
     with torch.no_grad():

@@ -12,7 +12,7 @@ from mfv2.config import ModelConfig, variant_config  # noqa: E402
 from mfv2.errors import ConfigError  # noqa: E402
 from mfv2.models import MixFormerV2, build_model, save_native  # noqa: E402
 from mfv2.models.vit import sincos_pos_table  # noqa: E402
-from mfv2.training.loretrack import (  # noqa: E402
+from mfv2.training.objectives.loretrack import (  # noqa: E402
     LoReTrackObjective,
     disc_kd_loss,
     discrimination_mask,
@@ -244,7 +244,7 @@ def test_low_resolution_student_exports_and_tracks_at_its_own_size(lowres_run, t
 @pytest.mark.parametrize("name", ["lr_demo_loretrack", "lr_loretrack"])
 def test_shipped_loretrack_configs_use_the_paper_weights(name):
     from mfv2.training.config import from_mapping, load_train_config
-    from mfv2.training.loretrack import LoReTrackOptions
+    from mfv2.training.objectives.loretrack import LoReTrackOptions
 
     cfg = load_train_config(name)
     o = from_mapping(LoReTrackOptions, {**cfg.objective.options, "teacher_checkpoint": "t.pt"}, name)

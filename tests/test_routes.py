@@ -230,7 +230,7 @@ def test_rerun_skips_finished_stages(tiny_route_run, caplog):
 
 
 def test_a_given_stage_needs_no_earlier_stage(tiny_route_run, tmp_path, caplog):
-    from mfv2.training.routes import _needed_stages
+    from mfv2.training.routes.runner import _needed_stages
 
     route_file, result = tiny_route_run
     route, stages = load_route(route_file), {s.name: s for s in result.stages}

@@ -109,7 +109,7 @@ def cmd_train(work: Path, stage1: Path, names: list[str], nproc: int) -> None:
 def _teacher_at_96(work: Path) -> Path:
     """The teacher's weights at template 48 / search 96 (new position tables), not trained."""
     from mfv2.models import MixFormerV2, build_model, save_native
-    from mfv2.training.loretrack import init_lowres_from_teacher, lowres_config
+    from mfv2.training.objectives.loretrack import init_lowres_from_teacher, lowres_config
 
     teacher = build_model(None, _model(work, "teacher"))
     student = MixFormerV2(lowres_config(teacher.config, 96, 48, name="demo-S4-96"))
@@ -128,7 +128,7 @@ def _crop_ious(work: Path) -> dict[str, dict[str, float]]:
 
     from mfv2.models import build_model
     from mfv2.training.data import ProcessingSettings, TrackingProcessing, TrackingSampler, build_dataset
-    from mfv2.training.loretrack import resize_crops
+    from mfv2.training.objectives.loretrack import resize_crops
     from mfv2.training.losses import box_iou, cxcywh_to_xyxy, xywh_to_xyxy
 
     t = build_model(None, _model(work, "teacher")).config

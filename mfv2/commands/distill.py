@@ -48,6 +48,7 @@ def _given(args: argparse.Namespace) -> dict[str, str]:
 
 def run(args: argparse.Namespace) -> int:
     from mfv2.errors import ConfigError
+    from mfv2.training.models import MODEL_KINDS
     from mfv2.training.routes import load_route, plan_route, run_route
 
     if args.threads is not None and args.threads < 1:
@@ -68,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
                 start = init.source + (f" (MLP sliced to ratio {init.mlp_ratio:g})" if init.mlp_ratio else "")
                 start += f" (search factor {init.search_factor:g})" if init.search_factor else ""
             else:
-                start = "fresh " + ("MixViT" if init.mixvit is not None else "MixFormerV2")
+                start = f"fresh {MODEL_KINDS.get(s.kind).title}"
                 start += f" (backbone from {init.backbone_from})" if init.backbone_from else ""
             print(f"{s.index:2d}. {s.name:<12} {s.config.get('objective', {}).get('name', 'supervised'):<15} "
                   f"from {start}; teacher {s.spec.teacher or '-'}; {o.get('epochs')} epochs x "

@@ -1,55 +1,131 @@
-"""The networks a training run can build and save: MixFormerV2 students and MixViT teachers, by ``kind``."""
+"""The networks a training run builds, reads and saves, by ``kind``: MixFormerV2 students, MixViT teachers.
+
+Routes and the trainer go through :data:`MODEL_KINDS` (one :class:`ModelKind` per kind), never through
+``if kind == ...`` branches; a new kind of network is one more entry here.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from mfv2.registry import Registry
 
-__all__ = ["ModelKind", "MODEL_KINDS", "build_network", "save_network", "input_sizes"]
+__all__ = ["ModelKind", "MODEL_KINDS", "build_network", "save_network", "read_state", "input_sizes"]
 
 
 @dataclass(frozen=True)
 class ModelKind:
-    """How to build (``variant, checkpoint, drop_path_rate -> model``) and save (``model, path, meta``) a kind."""
+    """What training needs to know about one kind of network.
 
-    build: Callable[..., nn.Module]
+    Attributes:
+        title: the kind's name in messages (``MixFormerV2``).
+        build: ``(variant, checkpoint, drop_path_rate) -> model``.
+        save: ``(model, path, meta) -> path``, the mfv2 format of the kind (loads again with ``build``).
+        read_state: ``path -> state dict`` of any file of the kind (official or mfv2).
+        config: ``variant name | {config fields} -> config``.
+        create: ``config -> model`` with fresh weights.
+        variants: the registered configs, to name a config after the variant it equals.
+    """
+
+    title: str
+    build: Callable[[str | None, str | None, float], nn.Module]
     save: Callable[[nn.Module, Path, dict[str, Any]], Path]
+    read_state: Callable[[Path], dict[str, torch.Tensor]]
+    config: Callable[[str | Mapping[str, Any]], Any]
+    create: Callable[[Any], nn.Module]
+    variants: Callable[[], Registry[Any]]
+
+    def named(self, cfg: Any, name: str | None) -> Any:
+        """``cfg`` named ``name``, else after the registered variant it equals, else unchanged."""
+        if name:
+            return dataclasses.replace(cfg, name=name)
+        registry = self.variants()
+        for variant in registry:
+            known = registry.get(variant)
+            if dataclasses.replace(known, name=cfg.name) == cfg:
+                return known
+        return cfg
 
 
-def _build_mixformerv2(variant: str | None, checkpoint: str | None, drop_path_rate: float) -> nn.Module:
-    from mfv2.models import build_model
+def _mixformerv2() -> ModelKind:
+    def build(variant: str | None, checkpoint: str | None, drop_path_rate: float) -> nn.Module:
+        from mfv2.models import build_model
 
-    return build_model(variant, checkpoint, drop_path_rate=drop_path_rate)
+        return build_model(variant, checkpoint, drop_path_rate=drop_path_rate)
+
+    def save(model: nn.Module, path: Path, meta: dict[str, Any]) -> Path:
+        from mfv2.models import save_native
+
+        return save_native(model.state_dict(), model.config, path, meta)  # type: ignore[arg-type]
+
+    def read_state(path: Path) -> dict[str, torch.Tensor]:
+        from mfv2.models.checkpoint import read_checkpoint
+
+        return read_checkpoint(path).state_dict
+
+    def config(spec: str | Mapping[str, Any]) -> Any:
+        from mfv2.config import VARIANTS, ModelConfig
+
+        return VARIANTS.get(spec) if isinstance(spec, str) else ModelConfig.from_dict(dict(spec))
+
+    def create(cfg: Any) -> nn.Module:
+        from mfv2.models import MixFormerV2
+
+        return MixFormerV2(cfg)
+
+    def variants() -> Registry[Any]:
+        from mfv2.config import VARIANTS
+
+        return VARIANTS
+
+    return ModelKind("MixFormerV2", build, save, read_state, config, create, variants)
 
 
-def _save_mixformerv2(model: nn.Module, path: Path, meta: dict[str, Any]) -> Path:
-    from mfv2.models import save_native
+def _mixvit() -> ModelKind:
+    def build(variant: str | None, checkpoint: str | None, drop_path_rate: float) -> nn.Module:
+        from mfv2.models.mixvit import build_mixvit
 
-    return save_native(model.state_dict(), model.config, path, meta)  # type: ignore[arg-type]
+        return build_mixvit(variant, checkpoint, drop_path_rate=drop_path_rate)
 
+    def save(model: nn.Module, path: Path, meta: dict[str, Any]) -> Path:
+        from mfv2.models.mixvit import save_mixvit
 
-def _build_mixvit(variant: str | None, checkpoint: str | None, drop_path_rate: float) -> nn.Module:
-    from mfv2.models.mixvit import build_mixvit
+        return save_mixvit(model, path, meta)  # type: ignore[arg-type]
 
-    return build_mixvit(variant, checkpoint, drop_path_rate=drop_path_rate)
+    def read_state(path: Path) -> dict[str, torch.Tensor]:
+        from mfv2.models.mixvit import load_mixvit_state
 
+        return load_mixvit_state(path)[0]
 
-def _save_mixvit(model: nn.Module, path: Path, meta: dict[str, Any]) -> Path:
-    from mfv2.models.mixvit import save_mixvit
+    def config(spec: str | Mapping[str, Any]) -> Any:
+        from mfv2.models.mixvit import MIXVIT_VARIANTS, MixViTConfig
 
-    return save_mixvit(model, path, meta)  # type: ignore[arg-type]
+        return MIXVIT_VARIANTS.get(spec) if isinstance(spec, str) else MixViTConfig.from_dict(dict(spec))
+
+    def create(cfg: Any) -> nn.Module:
+        from mfv2.models.mixvit import MixViT
+
+        return MixViT(cfg)
+
+    def variants() -> Registry[Any]:
+        from mfv2.models.mixvit import MIXVIT_VARIANTS
+
+        return MIXVIT_VARIANTS
+
+    return ModelKind("MixViT", build, save, read_state, config, create, variants)
 
 
 MODEL_KINDS: Registry[ModelKind] = Registry("model kind")
-MODEL_KINDS.add("mixformerv2", ModelKind(_build_mixformerv2, _save_mixformerv2))
-MODEL_KINDS.add("mixvit", ModelKind(_build_mixvit, _save_mixvit))
+MODEL_KINDS.add("mixformerv2", _mixformerv2())
+MODEL_KINDS.add("mixvit", _mixvit())
 
 
 def build_network(
@@ -62,6 +138,11 @@ def build_network(
 def save_network(kind: str, model: nn.Module, path: str | os.PathLike[str], meta: dict[str, Any]) -> Path:
     """Write ``model`` in the mfv2 format of its kind, atomically; the file also loads with ``build_*``."""
     return MODEL_KINDS.get(kind).save(model, Path(path), meta)
+
+
+def read_state(kind: str, path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """The state dict of a checkpoint of ``kind`` (official or mfv2 layout), read without running pickled code."""
+    return MODEL_KINDS.get(kind).read_state(Path(path))
 
 
 def input_sizes(model: nn.Module) -> tuple[int, int, int]:

@@ -42,8 +42,7 @@ from mfv2.errors import ConfigError
 from mfv2.models.mixformerv2 import NUM_PRED_TOKENS, MixFormerV2
 from mfv2.models.vit import Block
 from mfv2.training.losses import box_iou, ciou_loss, cxcywh_to_xyxy, l1_loss, xywh_to_xyxy
-from mfv2.training.models import build_network
-from mfv2.training.objectives import OBJECTIVES, Batch, Objective
+from mfv2.training.objectives.base import OBJECTIVES, Batch, TeacherObjective, TeacherOptions, unwrap
 
 __all__ = [
     "lowres_config",
@@ -217,13 +216,11 @@ def _search_tokens(tokens: torch.Tensor, num_search: int) -> torch.Tensor:
 
 
 @dataclass(frozen=True)
-class LoReTrackOptions:
-    """Teacher and loss weights of ``loretrack`` (see the module docstring); ``teacher_kind`` must be
-    ``mixformerv2``. Without ``teacher_checkpoint`` the teacher keeps random weights (smoke tests only)."""
+class LoReTrackOptions(TeacherOptions):
+    """Teacher (:class:`~.base.TeacherOptions`, ``teacher_kind`` must be ``mixformerv2``) and loss
+    weights of ``loretrack`` (see the module docstring)."""
 
     teacher_kind: str = "mixformerv2"
-    teacher_variant: str | None = None
-    teacher_checkpoint: str | None = None
     init_from_teacher: bool = True
     l1: float = 5.0
     ciou: float = 2.0
@@ -234,42 +231,31 @@ class LoReTrackOptions:
     beta: float = 0.4
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.teacher_kind != "mixformerv2":
             raise ConfigError(
                 f"objective 'loretrack' distils a MixFormerV2 into itself at a lower resolution; the teacher is a "
                 f"{self.teacher_kind}: give a MixFormerV2 teacher"
             )
-        if self.teacher_checkpoint is None and self.teacher_variant is None:
-            raise ConfigError("objective.options needs teacher_checkpoint (or teacher_variant for a random teacher)")
         if any(getattr(self, w) < 0 for w in ("l1", "ciou", "qkv", "disc", "alpha", "beta")):
             raise ConfigError("objective.options weights l1, ciou, qkv, disc, alpha and beta must be >= 0")
         if not 0.0 <= self.tau < 1.0:
             raise ConfigError(f"objective.options.tau is a threshold on normalised energy in [0, 1), got {self.tau}")
 
 
-def _unwrap(model: nn.Module) -> Any:
-    return getattr(model, "module", model)
-
-
 @OBJECTIVES.register("loretrack")
-class LoReTrackObjective(Objective):
+class LoReTrackObjective(TeacherObjective):
     """LoReTrack distillation of a low-resolution MixFormerV2 student (see the module docstring)."""
 
     Options = LoReTrackOptions
 
     def __init__(self, options: Mapping[str, Any] | None = None, *, device: torch.device | str = "cpu") -> None:
         super().__init__(options, device=device)
-        o = self.options
-        if o.teacher_checkpoint is None:
-            log.warning("loretrack: no teacher_checkpoint, the teacher has random weights")
-        teacher = build_network("mixformerv2", o.teacher_variant, o.teacher_checkpoint)
-        self.teacher: MixFormerV2 = teacher  # type: ignore[assignment]
-        self.teacher.to(self.device).eval().requires_grad_(False)
         self._teacher_qkv = _QkvCapture(self.teacher)
         self._student_qkv: _QkvCapture | None = None
 
     def prepare(self, model: nn.Module) -> None:
-        student = _unwrap(model)
+        student = unwrap(model)
         s, t = student.config, self.teacher.config
         if not hasattr(student, "box_head"):
             raise ConfigError("objective 'loretrack' needs a MixFormerV2 student (model.kind: mixformerv2)")
@@ -292,7 +278,7 @@ class LoReTrackObjective(Objective):
 
     def __call__(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
         o = self.options
-        student = _unwrap(model)
+        student = unwrap(model)
         s_cfg = student.config
         if self._student_qkv is None:
             raise RuntimeError("LoReTrackObjective.prepare(model) must run before training steps")
@@ -327,6 +313,6 @@ class LoReTrackObjective(Objective):
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, batch: Batch) -> torch.Tensor:
-        out = model(*self._inputs(_unwrap(model).config, batch))
+        out = model(*self._inputs(unwrap(model).config, batch))
         gt = xywh_to_xyxy(batch["search_box"].float()).clamp(0, 1)
         return box_iou(cxcywh_to_xyxy(out["pred_boxes"].float()), gt)[0]

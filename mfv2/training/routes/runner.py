@@ -45,10 +45,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mfv2.config import VARIANTS, ModelConfig, load_yaml
+from mfv2.config import load_yaml
 from mfv2.errors import ConfigError
 from mfv2.fileio import atomic_path
-from mfv2.training.route_spec import (
+from mfv2.training.models import MODEL_KINDS, build_network, read_state
+from mfv2.training.routes.spec import (
     CONFIG_DIR,
     Route,
     StageInit,
@@ -171,8 +172,6 @@ def _init_checkpoint(stage: PlannedStage, plan: Mapping[str, PlannedStage], seed
     """The checkpoint the stage's trainer builds its model from (written for fresh and sliced models)."""
     import torch
 
-    from mfv2.models import MixFormerV2, build_model, save_native
-    from mfv2.models.mixvit import MIXVIT_VARIANTS, MixViT, MixViTConfig, save_mixvit
     from mfv2.training.pruning import slice_mlp
 
     init = stage.spec.init
@@ -181,38 +180,31 @@ def _init_checkpoint(stage: PlannedStage, plan: Mapping[str, PlannedStage], seed
         return path
     stage.folder.mkdir(parents=True, exist_ok=True)
     meta = {"route_stage": stage.name, "init": "fresh"}
+    kind = MODEL_KINDS.get(stage.kind)
     torch.manual_seed(seed)
     if init.source is not None:
-        student = build_model(None, plan[init.source].output)
+        model: Any = build_network(stage.kind, None, plan[init.source].output)
         how = f"from {init.source}"
         if init.mlp_ratio is not None:
-            student, how = slice_mlp(student, float(init.mlp_ratio)), f"mlp sliced from {init.source}"
-        cfg = student.config
+            model, how = slice_mlp(model, float(init.mlp_ratio)), f"mlp sliced from {init.source}"
+        cfg = model.config
         if init.search_factor is not None:
             cfg, how = cfg.replace(search_factor=float(init.search_factor)), f"{how}, search factor {init.search_factor:g}"
-        return save_native(student.state_dict(), _named(cfg, stage.spec.model_name), path, {**meta, "init": how})
-    if init.mixvit is not None:
-        mcfg = MIXVIT_VARIANTS.get(init.mixvit) if isinstance(init.mixvit, str) else MixViTConfig.from_dict(dict(init.mixvit))
-        return save_mixvit(MixViT(mcfg), path, meta)
-    if init.variant is not None:
-        cfg = VARIANTS.get(init.variant)
-    else:
-        cfg = ModelConfig.from_dict(dict(init.config or {}))
-    cfg = _named(cfg, stage.spec.model_name)
-    sd = MixFormerV2(cfg).state_dict()
+        model.config = kind.named(cfg, stage.spec.model_name)
+        return kind.save(model, path, {**meta, "init": how})
+    model = kind.create(kind.named(kind.config(init.fresh), stage.spec.model_name))
     if init.backbone_from is not None:
         source = plan[init.backbone_from]
+        sd = model.state_dict()
         sd.update(_backbone_weights(source.output, source.kind, sd))
+        model.load_state_dict(sd)
         meta["init"] = f"backbone from {init.backbone_from}"
-    return save_native(sd, cfg, path, meta)
+    return kind.save(model, path, meta)
 
 
 def _backbone_weights(path: Path, kind: str, student: Mapping[str, Any]) -> dict[str, Any]:
     """The patch embedding and block weights of the model at ``path`` for the student keys ``student``."""
-    from mfv2.models.checkpoint import read_checkpoint
-    from mfv2.models.mixvit import load_mixvit_state
-
-    sd = load_mixvit_state(path)[0] if kind == "mixvit" else read_checkpoint(path).state_dict
+    sd = read_state(kind, path)
     keys = [k for k in student if k.startswith(("backbone.patch_embed.", "backbone.blocks."))]
     bad = [k for k in keys if k not in sd or tuple(sd[k].shape) != tuple(student[k].shape)]
     if bad:
@@ -231,16 +223,6 @@ def _init_checkpoint_path(stage: PlannedStage, plan: Mapping[str, PlannedStage])
     return stage.folder / "init.pt"
 
 
-def _named(cfg: ModelConfig, name: str | None) -> ModelConfig:
-    """``cfg`` named ``name``, else after the registered variant it equals, else unchanged."""
-    if name:
-        return cfg.replace(name=name)
-    for variant in VARIANTS:
-        if VARIANTS.get(variant).replace(name=cfg.name) == cfg:
-            return VARIANTS.get(variant)
-    return cfg
-
-
 def _train_config(stage: PlannedStage, init: Path) -> Any:
     from mfv2.training.config import TrainConfig
 
@@ -254,21 +236,18 @@ def _train_config(stage: PlannedStage, init: Path) -> Any:
 
 def _finish(stage: PlannedStage, trained: Path, meta: dict[str, Any]) -> Path:
     """Write the stage output from its last training checkpoint (removing eliminated blocks)."""
-    from mfv2.models import build_model, save_native
-    from mfv2.models.mixvit import build_mixvit, save_mixvit
     from mfv2.training.pruning import remove_blocks
 
-    if stage.kind == "mixvit":
-        return save_mixvit(build_mixvit(None, trained), stage.output, meta)
-    model = build_model(None, trained)
+    kind = MODEL_KINDS.get(stage.kind)
+    model: Any = build_network(stage.kind, None, trained)
     remove = get_path(stage.config, "objective.options.remove_blocks")
-    if remove:
+    if remove:  # only depth_prune lists blocks to remove, and it trains a MixFormerV2
         depth = model.config.depth
         model = remove_blocks(model, [int(i) for i in remove])
         log.info("stage %s: removed blocks %s, %d -> %d blocks", stage.name, list(remove), depth, model.config.depth)
         meta = {**meta, "removed_blocks": [int(i) for i in remove]}
-    cfg = _named(model.config, stage.spec.model_name)
-    return save_native(model.state_dict(), cfg, stage.output, meta)
+    model.config = kind.named(model.config, stage.spec.model_name)
+    return kind.save(model, stage.output, meta)
 
 
 def _read_log(path: Path) -> list[dict[str, Any]]:
@@ -301,7 +280,6 @@ def run_route(
     ``stop_after`` ends the run after that stage. Returns the planned stages, the merged history and
     ``<output>/final.pt`` once the last stage is done.
     """
-    import mfv2.training.distill  # noqa: F401  (registers the depth_prune and score objectives)
     from mfv2.training.distributed import cleanup_distributed, setup_distributed
 
     if stop_after is not None:

@@ -29,7 +29,7 @@ __all__ = [
     "scale_config",
 ]
 
-CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 
 @dataclass(frozen=True)
@@ -78,6 +78,14 @@ class StageInit:
         if self.source is not None:
             return None
         return "mixvit" if self.mixvit is not None else "mixformerv2"
+
+    @property
+    def fresh(self) -> str | Mapping[str, Any]:
+        """The variant name or config fields of a fresh model (``mixvit``, ``variant`` or ``config``)."""
+        if self.source is not None:
+            raise ValueError("a stage that starts from an earlier stage has no fresh model")
+        spec = self.mixvit if self.mixvit is not None else self.variant
+        return spec if spec is not None else dict(self.config or {})
 
 
 @dataclass(frozen=True)

@@ -40,8 +40,8 @@ from torch import nn
 from mfv2.errors import ConfigError
 from mfv2.models.mixformerv2 import MixFormerV2
 from mfv2.training.losses import ciou_loss, cxcywh_to_xyxy, kl_distill_loss, l1_loss, xywh_to_xyxy
-from mfv2.training.models import build_network, input_sizes
-from mfv2.training.objectives import OBJECTIVES, Batch, Objective
+from mfv2.training.models import input_sizes
+from mfv2.training.objectives.base import EDGES, OBJECTIVES, Batch, TeacherObjective, TeacherOptions, unwrap
 
 __all__ = [
     "stage_division",
@@ -55,8 +55,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-_EDGES = ("l", "t", "r", "b")
 
 
 def stage_division(teacher_depth: int, student_depth: int) -> tuple[tuple[int, ...], ...]:
@@ -168,16 +166,11 @@ def init_student_from_teacher(
 
 
 @dataclass(frozen=True)
-class CompressOptions:
-    """Teacher, replacement schedule and loss weights of ``compress`` (see the module docstring).
-
-    ``teacher_kind`` must be ``mixformerv2`` (a route fills the teacher fields in). Without
-    ``teacher_checkpoint`` the teacher keeps random weights (smoke tests only).
-    """
+class CompressOptions(TeacherOptions):
+    """Teacher (:class:`~.base.TeacherOptions`, ``teacher_kind`` must be ``mixformerv2``), replacement
+    schedule and loss weights of ``compress`` (see the module docstring)."""
 
     teacher_kind: str = "mixformerv2"
-    teacher_variant: str | None = None
-    teacher_checkpoint: str | None = None
     replace_prob: float = 0.5
     decay_epochs: float = 40.0
     schedule: Literal["linear", "cosine"] = "linear"
@@ -191,13 +184,12 @@ class CompressOptions:
     feat: float = 0.2
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.teacher_kind != "mixformerv2":
             raise ConfigError(
                 f"objective 'compress' replaces student blocks by MixFormerV2 teacher blocks; the teacher is a "
                 f"{self.teacher_kind}: distil a MixFormerV2 from it first (route stage1)"
             )
-        if self.teacher_checkpoint is None and self.teacher_variant is None:
-            raise ConfigError("objective.options needs teacher_checkpoint (or teacher_variant for a random teacher)")
         if not 0.0 <= self.replace_prob <= 1.0:
             raise ConfigError(f"objective.options.replace_prob is a probability in [0, 1], got {self.replace_prob}")
         if self.decay_epochs <= 0:
@@ -207,12 +199,8 @@ class CompressOptions:
             raise ConfigError(f"objective.options weights {', '.join(weights)} must be >= 0")
 
 
-def _unwrap(model: nn.Module) -> Any:
-    return getattr(model, "module", model)
-
-
 @OBJECTIVES.register("compress")
-class CompressObjective(Objective):
+class CompressObjective(TeacherObjective):
     """CompressTracker replacement training of a MixFormerV2 student (see the module docstring).
 
     Attributes:
@@ -226,18 +214,13 @@ class CompressObjective(Objective):
     def __init__(self, options: Mapping[str, Any] | None = None, *, device: torch.device | str = "cpu") -> None:
         super().__init__(options, device=device)
         o = self.options
-        if o.teacher_checkpoint is None:
-            log.warning("compress: no teacher_checkpoint, the teacher has random weights")
-        teacher = build_network("mixformerv2", o.teacher_variant, o.teacher_checkpoint)
-        self.teacher: MixFormerV2 = teacher  # type: ignore[assignment]
-        self.teacher.to(self.device).eval().requires_grad_(False)
         self.stages: tuple[tuple[int, ...], ...] = ()
         self._stage_modules: list[TeacherStage] = []
         self.probability = o.replace_prob
         self.last_mask: tuple[bool, ...] = ()
 
     def prepare(self, model: nn.Module) -> None:
-        student = _unwrap(model)
+        student = unwrap(model)
         if not hasattr(student, "box_head"):
             raise ConfigError("objective 'compress' needs a MixFormerV2 student (model.kind: mixformerv2)")
         if input_sizes(student) != input_sizes(self.teacher):
@@ -260,7 +243,7 @@ class CompressObjective(Objective):
 
     def __call__(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
         o = self.options
-        student = _unwrap(model)
+        student = unwrap(model)
         inputs = (batch["template"], batch["online_template"], batch["search"])
         with torch.no_grad():
             t_out = self.teacher(*inputs)
@@ -280,7 +263,7 @@ class CompressObjective(Objective):
             stats.update({"Loss/l1": l1.item(), "Loss/ciou": ciou.item(), "IoU": iou.mean().item()})
         t_l1 = l1_loss(pred, t_pred)
         t_ciou, _ = ciou_loss(pred, t_pred)
-        kl = kl_distill_loss([out[f"logits_{e}"].float() for e in _EDGES], [t_out[f"prob_{e}"].float() for e in _EDGES])
+        kl = kl_distill_loss([out[f"logits_{e}"].float() for e in EDGES], [t_out[f"prob_{e}"].float() for e in EDGES])
         total = total + o.teacher_l1 * t_l1 + o.teacher_ciou * t_ciou + o.kl * kl
         stats.update({"Loss/teacher_l1": t_l1.item(), "Loss/teacher_ciou": t_ciou.item(), "Loss/kl": kl.item()})
         computed = [i for i, r in enumerate(self.last_mask) if not r]

@@ -1,0 +1,133 @@
+"""The objective base: one call per step, ``objective(model, batch) -> (loss, stats)``.
+
+The trainer knows nothing about losses: it calls the objective and averages whatever stats come back.
+An objective registers in :data:`OBJECTIVES` under the name a YAML config gives
+(``objective: {name: ..., options: {...}}``); its ``Options`` dataclass validates the options.
+Objectives that learn from a frozen teacher take the one teacher option set, :class:`TeacherOptions`,
+and build the teacher through :class:`TeacherObjective`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from mfv2.errors import ConfigError
+from mfv2.registry import Registry
+from mfv2.training.config import from_mapping
+from mfv2.training.losses import box_iou, cxcywh_to_xyxy, xywh_to_xyxy
+from mfv2.training.models import build_network
+
+__all__ = [
+    "Objective",
+    "OBJECTIVES",
+    "Batch",
+    "EDGES",
+    "TeacherOptions",
+    "TeacherObjective",
+    "build_objective",
+    "unwrap",
+    "freeze_score_head",
+]
+
+log = logging.getLogger(__name__)
+
+Batch = dict[str, torch.Tensor]
+EDGES = ("l", "t", "r", "b")
+
+
+def unwrap(model: nn.Module) -> Any:
+    """The network inside a DistributedDataParallel wrapper (or ``model`` itself)."""
+    inner = getattr(model, "module", model)
+    return inner if isinstance(inner, nn.Module) else model
+
+
+def freeze_score_head(model: nn.Module) -> None:
+    """Freeze the score head, if the network has one, so that no parameter goes without a gradient."""
+    head = getattr(unwrap(model), "score_head", None)
+    if head is not None:
+        head.requires_grad_(False)
+
+
+@dataclass(frozen=True)
+class _NoOptions:
+    pass
+
+
+class Objective:
+    """Base class: subclasses set ``Options`` (a frozen dataclass) and implement :meth:`__call__`.
+
+    Args:
+        options: the YAML ``objective.options`` mapping, checked against ``Options``.
+        device: where the batch and any auxiliary network (a teacher) live.
+    """
+
+    Options: ClassVar[type] = _NoOptions
+
+    def __init__(self, options: Mapping[str, Any] | None = None, *, device: torch.device | str = "cpu") -> None:
+        self.options: Any = from_mapping(self.Options, dict(options or {}), f"objective.options ({type(self).__name__})")
+        self.device = torch.device(device)
+
+    def prepare(self, model: nn.Module) -> None:
+        """Called once before the optimiser is built: freeze parameters, check compatibility."""
+
+    def on_epoch_start(self, epoch: int, model: nn.Module) -> None:
+        """Called before each training epoch (1-based), e.g. for schedules inside the model."""
+
+    def __call__(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, batch: Batch) -> torch.Tensor:
+        """Per-sample IoU (B,) of the predicted box with the ground truth, for validation."""
+        out = model(batch["template"], batch["online_template"], batch["search"])
+        gt = xywh_to_xyxy(batch["search_box"].float()).clamp(0, 1)
+        return box_iou(cxcywh_to_xyxy(out["pred_boxes"].float()), gt)[0]
+
+
+OBJECTIVES: Registry[type[Objective]] = Registry("objective")
+
+
+def build_objective(name: str, options: Mapping[str, Any] | None, *, device: torch.device | str) -> Objective:
+    """The objective registered as ``name``, options validated.
+
+    Every shipped objective is registered by :mod:`mfv2.training.objectives` (explicit imports), which
+    Python loads before this module.
+    """
+    return OBJECTIVES.get(name)(options, device=device)
+
+
+@dataclass(frozen=True)
+class TeacherOptions:
+    """The frozen teacher: its model ``kind``, a registered ``variant`` and/or a ``checkpoint``.
+
+    Without ``teacher_checkpoint`` the teacher keeps random weights (smoke tests only). A route fills
+    these fields in from the stage it names as teacher.
+    """
+
+    teacher_kind: str = "mixvit"
+    teacher_variant: str | None = None
+    teacher_checkpoint: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.teacher_checkpoint is None and self.teacher_variant is None:
+            raise ConfigError("objective.options needs teacher_checkpoint (or teacher_variant for a random teacher)")
+
+
+class TeacherObjective(Objective):
+    """An objective with a frozen teacher (``self.teacher``, eval mode, no gradients) on ``device``."""
+
+    Options: ClassVar[type] = TeacherOptions
+
+    def __init__(self, options: Mapping[str, Any] | None = None, *, device: torch.device | str = "cpu") -> None:
+        super().__init__(options, device=device)
+        o = self.options
+        if o.teacher_checkpoint is None:
+            log.warning("%s: no teacher_checkpoint, the %s teacher has random weights", type(self).__name__, o.teacher_kind)
+        self.teacher: Any = build_network(o.teacher_kind, o.teacher_variant, o.teacher_checkpoint).to(self.device).eval()
+        self.teacher.requires_grad_(False)
