@@ -232,7 +232,7 @@ def test_every_checkpoint_entry_point_refuses_a_crafted_file(entry, form, tmp_pa
     marker, path = tmp_path / "pwned", tmp_path / "evil.pth.tar"
     CRAFTED[form][0](path, marker, sd)
     if entry == "distill-teacher":
-        from mfv2.models.mixvit import load_mixvit_state
+        from mfv2.models.mixformerv2.mixvit import load_mixvit_state
 
         with pytest.raises(ConfigError, match="not a torch.save file"):
             load_mixvit_state(path)

@@ -12,7 +12,7 @@ from mfv2.cli import main
 from mfv2.config import VARIANTS
 from mfv2.errors import ConfigError
 from mfv2.models import build_model, read_checkpoint, save_native, save_official
-from mfv2.models.checkpoint import detect_config, expected_shapes
+from mfv2.models.mixformerv2.weights import detect_config, expected_shapes
 
 
 def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:

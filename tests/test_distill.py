@@ -13,7 +13,7 @@ from mfv2.training import build_objective, param_groups  # noqa: E402
 from mfv2.training.data import ProcessingSettings, TrackingProcessing, TrackingSampler, build_dataset  # noqa: E402
 from mfv2.training.objectives.depth_prune import prune_plan  # noqa: E402
 from mfv2.training.pruning import depth_gamma, remove_blocks  # noqa: E402
-from mfv2.models.vit import BranchScale  # noqa: E402
+from mfv2.models.mixformerv2.vit import BranchScale  # noqa: E402
 
 
 def _samples(mode: str, seed: int) -> dict[str, torch.Tensor]:
@@ -159,7 +159,7 @@ def test_score_stage_trains_only_the_score_head(score_batch):
 
 
 def test_score_stage_needs_a_score_head():
-    from mfv2.models.mixvit import build_mixvit
+    from mfv2.models.mixformerv2.mixvit import build_mixvit
 
     with pytest.raises(ConfigError, match="score head"):
         build_objective("score", {}, device="cpu").prepare(build_mixvit("tiny"))

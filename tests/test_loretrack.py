@@ -11,7 +11,7 @@ torch = pytest.importorskip("torch")
 from mfv2.config import ModelConfig, variant_config  # noqa: E402
 from mfv2.errors import ConfigError  # noqa: E402
 from mfv2.models import MixFormerV2, build_model, save_native  # noqa: E402
-from mfv2.models.vit import sincos_pos_table  # noqa: E402
+from mfv2.models.mixformerv2.vit import sincos_pos_table  # noqa: E402
 from mfv2.training.objectives.loretrack import (  # noqa: E402
     LoReTrackObjective,
     disc_kd_loss,

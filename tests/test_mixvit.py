@@ -9,8 +9,8 @@ torch = pytest.importorskip("torch")
 from conftest import read_key_list  # noqa: E402
 
 from mfv2.errors import ConfigError  # noqa: E402
-from mfv2.models.corner_heads import CornerHead, soft_argmax  # noqa: E402
-from mfv2.models.mixvit import MIXVIT_VARIANTS, MixViT, build_mixvit, save_mixvit  # noqa: E402
+from mfv2.models.mixformerv2.corner_heads import CornerHead, soft_argmax  # noqa: E402
+from mfv2.models.mixformerv2.mixvit import MIXVIT_VARIANTS, MixViT, build_mixvit, save_mixvit  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,8 @@ import torch
 
 from mfv2.config import VARIANTS
 from mfv2.models import build_model
-from mfv2.models.heads import expected_coordinate
-from mfv2.models.vit import sincos_pos_table
+from mfv2.models.mixformerv2.heads import expected_coordinate
+from mfv2.models.mixformerv2.vit import sincos_pos_table
 from tests.conftest import read_key_list
 
 STATE_DICT_NUMEL = {"S": 16_228_897, "B": 58_855_201}

@@ -175,7 +175,7 @@ def test_tiny_route_produces_a_pruned_reduced_checkpoint(tiny_route_run):
     assert (model.config.search_factor, build_model(checkpoint=stages["mlp"].output).config.search_factor) == (3.0, None)
     assert build_model(checkpoint=stages["stage1"].output).config.depth == 2
     # Stage 1 started from the trained teacher's patch embedding and blocks.
-    from mfv2.models.mixvit import build_mixvit
+    from mfv2.models.mixformerv2.mixvit import build_mixvit
 
     teacher = build_mixvit(checkpoint=stages["teacher"].output).state_dict()
     init = read_checkpoint(stages["stage1"].folder / "init.pt").state_dict

@@ -177,7 +177,7 @@ def test_mixvit_teacher_and_distill_objective(tmp_path):
 
 
 def test_distill_rejects_mismatched_teacher(tmp_path):
-    from mfv2.models.mixvit import MIXVIT_VARIANTS, MixViT, save_mixvit
+    from mfv2.models.mixformerv2.mixvit import MIXVIT_VARIANTS, MixViT, save_mixvit
 
     wide = MIXVIT_VARIANTS.get("tiny").__class__(**{**MIXVIT_VARIANTS.get("tiny").to_dict(), "search_size": 96})
     path = save_mixvit(MixViT(wide), tmp_path / "teacher96.pth")

@@ -158,9 +158,9 @@ def exporter_fingerprint() -> str:
     """
     h = hashlib.sha256()
     package = Path(__file__).parent.parent  # mfv2/
-    sources = [path for sub in _EXPORTER_SOURCES for path in (package / sub).glob("*.py")]
+    sources = [path for sub in _EXPORTER_SOURCES for path in (package / sub).rglob("*.py")]  # subpackages too
     for path in sorted(sources):
-        h.update(f"{path.parent.name}/{path.name}".encode() + b"\0" + path.read_bytes())
+        h.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes())
     for dist in ("onnx", "onnxruntime", "onnxsim", "onnxslim", "openvino", "nncf", "torch"):
         try:
             h.update(f"{dist}={metadata.version(dist)};".encode())

@@ -1,4 +1,4 @@
-"""Checkpoint formats: official MixFormerV2 release/training files and the mfv2 native format.
+"""Checkpoint formats: official release/training files and the mfv2 native format (any registered family).
 
 Official files are ``{'net': state_dict, ...}``; training checkpoints also pickle project objects
 (``settings``, ``stats``). Those load through a restricted unpickler that rebuilds tensors and plain
@@ -27,16 +27,14 @@ from typing import IO, Any, Literal
 
 import torch
 
-from mfv2.config import VARIANTS, ModelConfig
+from mfv2.config import ModelConfig
 from mfv2.errors import ConfigError, Mfv2Error
 from mfv2.fileio import atomic_path, check_output_file
+from mfv2.models.family import FAMILIES, detect_family, family_of, get_family
 
 __all__ = [
     "Checkpoint",
     "read_checkpoint",
-    "detect_config",
-    "expected_shapes",
-    "check_state_dict",
     "save_native",
     "save_official",
     "load_pickled",
@@ -57,6 +55,7 @@ class Checkpoint:
     config: ModelConfig
     format: str  # "native", "official" or "state_dict"
     meta: dict[str, Any] = field(default_factory=dict)
+    family: str = "mixformerv2"  # the registered model family (mfv2.models.family)
 
 
 class _Opaque:
@@ -202,16 +201,18 @@ def read_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
         raise ConfigError(f"checkpoint {p} does not exist; pass the path of a .pth.tar or mfv2 .pt file")
     obj = load_pickled(p)
     if isinstance(obj, dict) and obj.get("format") == NATIVE_FORMAT:
-        return Checkpoint(
-            _strip_prefix(obj["state_dict"]), ModelConfig.from_dict(obj["config"]), "native", obj.get("meta", {})
-        )
+        family = get_family(obj.get("family", FAMILIES.names()[0]))  # files written before families name none
+        config = family.config_type.from_dict(obj["config"])
+        return Checkpoint(_strip_prefix(obj["state_dict"]), config, "native", obj.get("meta", {}), family.name)
     if isinstance(obj, dict) and _tensor_dict(obj.get("net")):
         sd = _strip_prefix(obj["net"])
         meta = {k: obj[k] for k in ("epoch", "net_type") if isinstance(obj.get(k), (int, str))}
-        return Checkpoint(sd, detect_config(sd, source=str(p)), "official", meta)
+        family, config = detect_family(sd, str(p))
+        return Checkpoint(sd, config, "official", meta, family.name)
     if _tensor_dict(obj):
         sd = _strip_prefix(obj)
-        return Checkpoint(sd, detect_config(sd, source=str(p)), "state_dict")
+        family, config = detect_family(sd, str(p))
+        return Checkpoint(sd, config, "state_dict", family=family.name)
     keys = ", ".join(map(str, obj)) if isinstance(obj, dict) else type(obj).__name__
     raise ConfigError(
         f"{p} is not a MixFormerV2 checkpoint: expected a dict with 'net' (official) or an mfv2 checkpoint, "
@@ -222,82 +223,6 @@ def read_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
 def _strip_prefix(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Drop the ``module.`` prefix DistributedDataParallel adds."""
     return {k.removeprefix("module."): v for k, v in sd.items()}
-
-
-def detect_config(sd: dict[str, torch.Tensor], source: str = "checkpoint") -> ModelConfig:
-    """Infer the architecture from tensor shapes: depth, width, MLP ratio, input sizes, bins.
-
-    The head count is not in the weights; it is taken as width / 64, as in every released model.
-    """
-    try:
-        C, _, patch, _ = sd["backbone.patch_embed.proj.weight"].shape
-        depth = 1 + max(int(k.split(".")[2]) for k in sd if k.startswith("backbone.blocks."))
-        hidden = sd["backbone.blocks.0.mlp.fc1.weight"].shape[0]
-        num_t = sd["backbone.pos_embed_t"].shape[1]
-        num_s = sd["backbone.pos_embed_s"].shape[1]
-        bins = sd["box_head.layers.1.0.weight"].shape[0]
-    except (KeyError, ValueError) as e:
-        raise ConfigError(
-            f"{source} does not look like a MixFormerV2 model: missing {e}; expected the official keys "
-            "backbone.*, box_head.*, score_head.*"
-        ) from e
-    grid_t, grid_s = round(num_t**0.5), round(num_s**0.5)
-    if grid_t**2 != num_t or grid_s**2 != num_s:
-        raise ConfigError(f"{source}: position tables of {num_t}/{num_s} tokens are not square grids")
-    cfg = ModelConfig(
-        name="custom",
-        depth=depth,
-        embed_dim=C,
-        num_heads=max(1, C // 64),
-        mlp_ratio=hidden / C,
-        patch_size=patch,
-        template_size=grid_t * patch,
-        search_size=grid_s * patch,
-        num_bins=bins,
-    )
-    return _named(cfg)
-
-
-def _named(cfg: ModelConfig) -> ModelConfig:
-    """``cfg`` renamed to the registered variant it equals, if any."""
-    for name in VARIANTS:
-        known = VARIANTS.get(name)
-        if known.replace(name=cfg.name) == cfg:
-            return known
-    return cfg
-
-
-def expected_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
-    """Key -> shape of the state dict of a model built from ``cfg`` (computed without allocating it)."""
-    from mfv2.models.mixformerv2 import MixFormerV2
-
-    with torch.device("meta"):
-        model = MixFormerV2(cfg)
-    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
-
-
-def check_state_dict(sd: dict[str, torch.Tensor], cfg: ModelConfig, source: str = "checkpoint") -> None:
-    """Raise :class:`ConfigError` unless ``sd`` fits ``cfg`` exactly, naming every difference."""
-    want = expected_shapes(cfg)
-    missing = [k for k in want if k not in sd]
-    unexpected = [k for k in sd if k not in want]
-    misshaped = [f"{k} {tuple(sd[k].shape)} != {want[k]}" for k in want if k in sd and tuple(sd[k].shape) != want[k]]
-    if not (missing or unexpected or misshaped):
-        return
-    parts = []
-    for label, items in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped)):
-        if items:
-            shown = ", ".join(items[:6]) + (f" (+{len(items) - 6} more)" if len(items) > 6 else "")
-            parts.append(f"{len(items)} {label}: {shown}")
-    try:
-        looks = detect_config(sd, source)
-        hint = f"the file looks like {'MixFormerV2-' + looks.name if looks.name != 'custom' else 'a custom model'} ({looks.describe()})"
-    except ConfigError:
-        hint = "the file does not look like any MixFormerV2 model"
-    raise ConfigError(
-        f"{source} does not fit MixFormerV2-{cfg.name} ({cfg.describe()}): {'; '.join(parts)}; {hint}. "
-        "Pass the matching --variant, or none to detect it."
-    )
 
 
 def _atomic_save(obj: Any, path: str | os.PathLike[str]) -> Path:
@@ -319,8 +244,8 @@ def save_native(
     """Write the mfv2 native format (loads with ``weights_only=True``) atomically."""
     sd = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
     return _atomic_save(
-        {"format": NATIVE_FORMAT, "format_version": _NATIVE_VERSION, "config": cfg.to_dict(), "state_dict": sd,
-         "meta": dict(meta or {})},
+        {"format": NATIVE_FORMAT, "format_version": _NATIVE_VERSION, "family": family_of(cfg).name,
+         "config": cfg.to_dict(), "state_dict": sd, "meta": dict(meta or {})},
         path,
     )
 

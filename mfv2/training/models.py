@@ -91,32 +91,32 @@ def _mixformerv2() -> ModelKind:
 
 def _mixvit() -> ModelKind:
     def build(variant: str | None, checkpoint: str | None, drop_path_rate: float) -> nn.Module:
-        from mfv2.models.mixvit import build_mixvit
+        from mfv2.models.mixformerv2.mixvit import build_mixvit
 
         return build_mixvit(variant, checkpoint, drop_path_rate=drop_path_rate)
 
     def save(model: nn.Module, path: Path, meta: dict[str, Any]) -> Path:
-        from mfv2.models.mixvit import save_mixvit
+        from mfv2.models.mixformerv2.mixvit import save_mixvit
 
         return save_mixvit(model, path, meta)  # type: ignore[arg-type]
 
     def read_state(path: Path) -> dict[str, torch.Tensor]:
-        from mfv2.models.mixvit import load_mixvit_state
+        from mfv2.models.mixformerv2.mixvit import load_mixvit_state
 
         return load_mixvit_state(path)[0]
 
     def config(spec: str | Mapping[str, Any]) -> Any:
-        from mfv2.models.mixvit import MIXVIT_VARIANTS, MixViTConfig
+        from mfv2.models.mixformerv2.mixvit import MIXVIT_VARIANTS, MixViTConfig
 
         return MIXVIT_VARIANTS.get(spec) if isinstance(spec, str) else MixViTConfig.from_dict(dict(spec))
 
     def create(cfg: Any) -> nn.Module:
-        from mfv2.models.mixvit import MixViT
+        from mfv2.models.mixformerv2.mixvit import MixViT
 
         return MixViT(cfg)
 
     def variants() -> Registry[Any]:
-        from mfv2.models.mixvit import MIXVIT_VARIANTS
+        from mfv2.models.mixformerv2.mixvit import MIXVIT_VARIANTS
 
         return MIXVIT_VARIANTS
 

@@ -18,7 +18,7 @@ from torch import nn
 
 from mfv2.errors import ConfigError
 from mfv2.models.mixformerv2 import MixFormerV2
-from mfv2.models.vit import BranchScale
+from mfv2.models.mixformerv2.vit import BranchScale
 
 __all__ = [
     "depth_gamma",

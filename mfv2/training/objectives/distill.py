@@ -191,7 +191,7 @@ class DenseToSparseObjective(DistillObjective):
     def prepare(self, model: nn.Module) -> None:
         super().prepare(model)
         if self.options.attn > 0:
-            from mfv2.models.mixvit import MixViT
+            from mfv2.models.mixformerv2.mixvit import MixViT
 
             if not isinstance(self.teacher, MixViT):
                 raise ConfigError("objective.options.attn > 0 needs a MixViT teacher (its corner maps); set attn: 0")

@@ -40,7 +40,7 @@ from torch import nn
 from mfv2.config import ModelConfig, variant_config
 from mfv2.errors import ConfigError
 from mfv2.models.mixformerv2 import NUM_PRED_TOKENS, MixFormerV2
-from mfv2.models.vit import Block
+from mfv2.models.mixformerv2.vit import Block
 from mfv2.training.losses import box_iou, ciou_loss, cxcywh_to_xyxy, l1_loss, xywh_to_xyxy
 from mfv2.training.objectives.base import OBJECTIVES, Batch, TeacherObjective, TeacherOptions, unwrap
 

@@ -11,17 +11,16 @@ Two ways to run it, equal to float tolerance:
 
 from __future__ import annotations
 
-import os
 from typing import cast
 
 import torch
 from torch import nn
 
-from mfv2.config import ModelConfig, variant_config
-from mfv2.models.heads import DistributionBoxHead, ScoreHead
-from mfv2.models.vit import Block, PatchEmbed, init_weights, sincos_pos_table, trunc_normal_
+from mfv2.config import ModelConfig
+from mfv2.models.mixformerv2.heads import DistributionBoxHead, ScoreHead
+from mfv2.models.mixformerv2.vit import Block, PatchEmbed, init_weights, sincos_pos_table, trunc_normal_
 
-__all__ = ["MixFormerV2", "Backbone", "build_model", "NUM_PRED_TOKENS"]
+__all__ = ["MixFormerV2", "Backbone", "NUM_PRED_TOKENS"]
 
 NUM_PRED_TOKENS = 4  # prediction tokens, in the order l, r, t, b
 
@@ -149,34 +148,3 @@ class MixFormerV2(nn.Module):
         reg = last.search_step(x, kv[-1, 0], kv[-1, 1], queries=NUM_PRED_TOKENS)
         return self._heads(reg)
 
-
-def build_model(
-    variant_or_config: str | ModelConfig | None = None,
-    checkpoint: str | os.PathLike[str] | None = None,
-    *,
-    drop_path_rate: float = 0.0,
-) -> MixFormerV2:
-    """Build MixFormerV2, optionally loading weights strictly.
-
-    Args:
-        variant_or_config: a variant name (``"S"``, ``"B"``, ...) or a :class:`ModelConfig`; ``None``
-            means the architecture recorded in or detected from ``checkpoint``, and ``"S"`` without one.
-        checkpoint: an official release file (``{'net': state_dict}``, training checkpoints included) or
-            an mfv2 native checkpoint. A mismatch raises :class:`~mfv2.errors.ConfigError` naming the
-            missing, unexpected and mis-shaped keys and the variant the file looks like.
-        drop_path_rate: stochastic depth for training (0 at inference).
-
-    Returns:
-        The model in eval mode.
-    """
-    from mfv2.models.checkpoint import check_state_dict, read_checkpoint
-
-    if checkpoint is None:
-        cfg = variant_config("S" if variant_or_config is None else variant_or_config)
-        return MixFormerV2(cfg, drop_path_rate).eval()
-    ckpt = read_checkpoint(checkpoint)
-    cfg = ckpt.config if variant_or_config is None else variant_config(variant_or_config)
-    check_state_dict(ckpt.state_dict, cfg, source=str(checkpoint))
-    model = MixFormerV2(cfg, drop_path_rate)
-    model.load_state_dict(ckpt.state_dict, strict=True)
-    return model.eval()

@@ -1,7 +1,7 @@
 """MixViT (MixFormer-ViT): the dense-head teacher of MixFormerV2's distillation, training only.
 
 A ViT with the same asymmetric mixed attention as MixFormerV2 but no prediction tokens: the search
-tokens go to a corner head (:mod:`mfv2.models.corner_heads`) whose soft-argmax gives the box and whose
+tokens go to a corner head (:mod:`mfv2.models.mixformerv2.corner_heads`) whose soft-argmax gives the box and whose
 marginals give ``prob_l/t/r/b``, the distributions the student's edge bins are distilled from.
 
 The module layout follows the official checkpoint (``mixformer_vit_base_online.pth.tar``): the backbone
@@ -26,8 +26,9 @@ from torch import nn
 
 from mfv2.errors import ConfigError
 from mfv2.fileio import atomic_path
-from mfv2.models.corner_heads import CornerHead, CornerKind, soft_argmax
-from mfv2.models.vit import Block, PatchEmbed, init_weights, sincos_pos_table, trunc_normal_
+from mfv2.models.checkpoint import load_pickled
+from mfv2.models.mixformerv2.corner_heads import CornerHead, CornerKind, soft_argmax
+from mfv2.models.mixformerv2.vit import Block, PatchEmbed, init_weights, sincos_pos_table, trunc_normal_
 from mfv2.registry import Registry
 
 __all__ = [
@@ -254,8 +255,6 @@ def load_mixvit_state(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Ten
     (``None`` otherwise) and the file's meta data. Pickled project objects are never executed.
     """
     # The one pickle loader of the project: restricted unpickling only (issue #18).
-    from mfv2.models.checkpoint import load_pickled
-
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"teacher checkpoint {p} does not exist; pass a MixViT .pth.tar or an mfv2 teacher file")
