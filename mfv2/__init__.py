@@ -30,7 +30,7 @@ _LAZY: dict[str, str] = {
     "available_backends": "mfv2.runtimes",
     "ModelRunner": "mfv2.runtimes",
     "Tracker": "mfv2.tracking",
-    "LatencyStats": "mfv2.benchmarks.latency",
+    "LatencyStats": "mfv2.bench.latency",
     "TrainConfig": "mfv2.training",
     "Trainer": "mfv2.training",
     "MixViT": "mfv2.models.mixformerv2.mixvit",

@@ -554,7 +554,7 @@ def test_eval_outputs_are_checked_before_tracking(flag, tiny_dataset, tmp_path, 
 
 
 def test_binary_annotation_and_result_files(tiny_dataset, tmp_path, capsys):
-    from mfv2.benchmarks.datasets import open_dataset, read_boxes
+    from mfv2.datasets import open_dataset, read_boxes
 
     bad = tmp_path / "bench"
     shutil.copytree(tiny_dataset, bad)

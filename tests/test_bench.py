@@ -6,9 +6,10 @@ import json
 
 import pytest
 
-from mfv2.benchmarks.bench import BenchConfig, default_precisions, plan_rows
-from mfv2.benchmarks.flops import frame_flops, graph_flops
-from mfv2.benchmarks.report import RESULT_FIELDS
+from mfv2.bench.config import BenchConfig, default_precisions
+from mfv2.bench.matrix import plan_rows
+from mfv2.bench.flops import frame_flops, graph_flops
+from mfv2.bench.report import RESULT_FIELDS
 from mfv2.cli import main
 from mfv2.errors import ConfigError
 
@@ -87,7 +88,7 @@ def test_bench_compare(bench_run) -> None:
     """--compare matches rows by key and gives the latency change (on two result lists, no second bench)."""
     import copy
 
-    from mfv2.benchmarks.report import compare_results, format_compare, load_report
+    from mfv2.bench.report import compare_results, format_compare, load_report
 
     _, d = bench_run
     old = load_report(d / "b.json")["results"]

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mfv2.benchmarks import datasets as D
+from mfv2 import datasets as D
 from mfv2.errors import ConfigError, ShapeError, UnknownNameError
 
 

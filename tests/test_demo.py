@@ -86,8 +86,8 @@ def test_main_job_as_the_readme_runs_it(tmp_path):
     from pathlib import Path
 
     from mfv2.assets import demo_checkpoint
-    from mfv2.benchmarks.envinfo import cpu_isa
-    from mfv2.benchmarks.metrics import evaluate_sequences
+    from mfv2.bench.envinfo import cpu_isa
+    from mfv2.evaluation.metrics import evaluate_sequences
     from mfv2.runtimes import available_backends
     from mfv2.synthetic import make_sequence
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from _toolkit_env import demo_export_dir
-from mfv2.benchmarks.evaluate import parse_shard, shard_names, worker_threads
+from mfv2.evaluation.evaluate import parse_shard, shard_names, worker_threads
 from mfv2.cli import main
 from mfv2.errors import ConfigError
 from mfv2.layouts import write_layout
@@ -60,7 +60,7 @@ def test_sharded_and_parallel_runs_equal_one_run(tmp_path, demo_export, capsys, 
     common = ["eval", str(root), "--backend", "onnxruntime", "--model", str(demo_export), "--no-progress"]
     single, parallel, sharded = tmp_path / "single", tmp_path / "parallel", tmp_path / "sharded"
     assert main([*common, "--threads", "1", "--results", str(single), "--json", str(tmp_path / "single.json")]) == 0
-    caplog.set_level(logging.INFO, logger="mfv2.benchmarks.evaluate")
+    caplog.set_level(logging.INFO, logger="mfv2.evaluation.evaluate")
     assert main([*common, "--workers", "2", "--results", str(parallel), "--json", str(tmp_path / "par.json")]) == 0
     assert f"tracking 5 sequences in 2 processes, {worker_threads(2)} runtime thread(s) each" in caplog.text
     assert "tracked 5 of 5 sequences" in capsys.readouterr().out

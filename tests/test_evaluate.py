@@ -8,9 +8,9 @@ import os
 import numpy as np
 import pytest
 
-from mfv2.benchmarks.datasets import open_dataset, read_boxes, read_results, write_boxes
-from mfv2.benchmarks.evaluate import evaluate_results, finished, format_eval_table, run_dataset
-from mfv2.benchmarks.metrics import evaluate_sequences
+from mfv2.datasets import open_dataset, read_boxes, read_results, write_boxes
+from mfv2.evaluation.evaluate import evaluate_results, finished, format_eval_table, run_dataset
+from mfv2.evaluation.metrics import evaluate_sequences
 from mfv2.cli import main
 from mfv2.errors import ConfigError
 from mfv2.synthetic import write_benchmark
@@ -166,7 +166,7 @@ def test_static_baseline_equals_the_still_tracker(bench_dir, tmp_path, capsys) -
 
 
 def test_mil_baseline_follows_a_moving_target(tmp_path) -> None:
-    from mfv2.benchmarks.baselines import available_baselines, baseline_factory
+    from mfv2.evaluation.baselines import available_baselines, baseline_factory
 
     assert "mil" in available_baselines()  # opencv-python ships TrackerMIL
     data = write_benchmark(tmp_path / "syn", num_sequences=1, num_frames=30, distractors=0, occlusion=False,
@@ -194,7 +194,7 @@ def test_eval_baseline_errors(bench_dir, tmp_path, capsys, extra, message) -> No
 
 
 def test_missing_opencv_tracker_names_the_available_ones(monkeypatch) -> None:
-    from mfv2.benchmarks import baselines
+    from mfv2.evaluation import baselines
 
     monkeypatch.setattr(baselines, "_opencv_constructor", lambda name: None)
     with pytest.raises(ConfigError, match="this OpenCV has no csrt tracker; available baselines: static$"):

@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from mfv2.benchmarks import report
+from mfv2.bench import report
 from mfv2.errors import ConfigError
 from mfv2.fileio import atomic_dir, atomic_path, atomic_write_bytes, atomic_write_text, cache_dir, read_json, sha256
 

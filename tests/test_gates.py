@@ -81,7 +81,7 @@ def test_a_variant_that_saturates_on_avx2_fails_the_export_and_nothing_is_writte
 
 
 def test_skip_failed_leaves_the_variant_out_and_says_why(eight_bit_weights: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from mfv2.benchmarks.rows import rejected_status
+    from mfv2.bench.rows import rejected_status
     from mfv2.cli import main
 
     out = tmp_path / "out"

@@ -10,11 +10,11 @@ import sys
 import numpy as np
 import pytest
 
-from mfv2.benchmarks.envinfo import capture_env, cpu_info
-from mfv2.benchmarks.flops import frame_flops, graph_flops
-from mfv2.benchmarks.latency import LatencyStats, measure, summarize_stages, time_calls
-from mfv2.benchmarks.probe import measure_peak, peak_precision
-from mfv2.benchmarks import report as R
+from mfv2.bench.envinfo import capture_env, cpu_info
+from mfv2.bench.flops import frame_flops, graph_flops
+from mfv2.bench.latency import LatencyStats, measure, summarize_stages, time_calls
+from mfv2.bench.probe import measure_peak, peak_precision
+from mfv2.bench import report as R
 from mfv2.config import ModelConfig
 from mfv2.errors import ConfigError
 
@@ -173,7 +173,7 @@ def test_cpu_info_parses_cpuinfo(tmp_path) -> None:
 
 def test_capture_env_is_json_and_imports_no_runtime() -> None:
     code = (
-        "import json, sys; from mfv2.benchmarks.envinfo import capture_env; e = capture_env([2]); json.dumps(e); "
+        "import json, sys; from mfv2.bench.envinfo import capture_env; e = capture_env([2]); json.dumps(e); "
         "print(json.dumps([e['threads'], 'numpy' in e['versions'], sorted(m for m in ('torch', 'onnxruntime', 'openvino') if m in sys.modules)]))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

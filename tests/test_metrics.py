@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from mfv2.benchmarks import metrics as M
+from mfv2.evaluation import metrics as M
 from mfv2.errors import ConfigError, ShapeError
 
 # ----------------------------------------------------------------- hand-computed cases

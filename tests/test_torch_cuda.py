@@ -283,7 +283,8 @@ def test_cuda_without_cuda_is_a_one_line_error(tiny_model, monkeypatch) -> None:
 
 
 def test_bench_plans_torch_gpu_rows_with_and_without_cuda_graphs() -> None:
-    from mfv2.benchmarks.bench import BenchConfig, plan_rows
+    from mfv2.bench.config import BenchConfig
+    from mfv2.bench.matrix import plan_rows
 
     cfg = BenchConfig(backends=("torch",), precisions=("fp32", "fp16"), graphs=("split", "full"), threads=(1,),
                       modes=("model",), device="cuda", cuda_graphs=(False, True))  # fmt: skip
@@ -298,7 +299,7 @@ def test_bench_plans_torch_gpu_rows_with_and_without_cuda_graphs() -> None:
 
 
 def test_bench_gpu_row_without_cuda_reports_why(tiny_model, tmp_path) -> None:
-    from mfv2.benchmarks.rows import run_row
+    from mfv2.bench.rows import run_row
     from mfv2.models import save_native
 
     ckpt = save_native(tiny_model.state_dict(), tiny_model.config, tmp_path / "tiny.pt")

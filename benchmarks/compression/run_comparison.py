@@ -156,8 +156,8 @@ def cmd_eval(work: Path) -> None:
     """OPE on the benchmark clips (rendered frames, torch backend, each model's own tracker settings)."""
     import numpy as np
 
-    from mfv2.benchmarks.evaluate import IOU_CONVENTION
-    from mfv2.benchmarks.metrics import OPEResult, evaluate_sequences
+    from mfv2.evaluation.evaluate import IOU_CONVENTION
+    from mfv2.evaluation.metrics import OPEResult, evaluate_sequences
     from mfv2.config import TrackerConfig
     from mfv2.fileio import atomic_write_text
     from mfv2.runtimes import load_backend
@@ -240,7 +240,7 @@ def cmd_report(work: Path, out_dir: Path) -> None:
     """Gather training, accuracy, FLOPs and speed into ``out_dir``/results.json and results.md."""
     import platform
 
-    from mfv2.benchmarks.flops import graph_flops
+    from mfv2.bench.flops import graph_flops
     from mfv2.config import VARIANTS
     from mfv2.fileio import atomic_write_text
     from mfv2.models.checkpoint import read_checkpoint

@@ -26,7 +26,7 @@ import numpy as np
 
 from mfv2.artifacts import load_manifest
 from mfv2.assets import demo_checkpoint
-from mfv2.benchmarks.envinfo import cpu_isa
+from mfv2.bench.envinfo import cpu_isa
 from mfv2.export import _PARITY_CROPS, _PARITY_RANDOM, _load_model, export
 from mfv2.export import quantize
 from mfv2.export.isa import run_as_avx2

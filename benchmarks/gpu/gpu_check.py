@@ -82,7 +82,7 @@ def environment(plan: Plan) -> dict[str, Any]:
     import torch
 
     import mfv2
-    from mfv2.benchmarks.envinfo import capture_env, gpu_names
+    from mfv2.bench.envinfo import capture_env, gpu_names
 
     env: dict[str, Any] = {
         "dry_run": plan.dry_run,

@@ -46,8 +46,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace):  # noqa: ANN201  (BenchConfig, imported lazily)
-    """The :class:`~mfv2.benchmarks.bench.BenchConfig` of the command-line options."""
-    from mfv2.benchmarks.bench import BenchConfig
+    """The :class:`~mfv2.bench.config.BenchConfig` of the command-line options."""
+    from mfv2.bench.config import BenchConfig
     from mfv2.errors import ConfigError
 
     try:
@@ -88,8 +88,8 @@ def config_from_args(args: argparse.Namespace):  # noqa: ANN201  (BenchConfig, i
 
 
 def run(args: argparse.Namespace) -> int:
-    from mfv2.benchmarks.bench import run_bench
-    from mfv2.benchmarks.report import (
+    from mfv2.bench.matrix import run_bench
+    from mfv2.bench.report import (
         compare_results,
         failure_lines,
         format_compare,

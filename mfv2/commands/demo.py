@@ -19,7 +19,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import sys
 
-    from mfv2.demo import DemoRow, format_rows, run_demo
+    from mfv2.bench.demo import DemoRow, format_rows, run_demo
     from mfv2.errors import ConfigError
 
     if args.frames < 2:

@@ -62,12 +62,12 @@ def _synthetic_root(args: argparse.Namespace) -> Path:
 
 
 def _tracker_spec(args: argparse.Namespace, threads: int | None):  # noqa: ANN202
-    from mfv2.benchmarks.evaluate import TrackerSpec
+    from mfv2.evaluation.evaluate import TrackerSpec
     from mfv2.errors import ConfigError
 
     artifact = args.model or args.checkpoint
     if args.baseline:
-        from mfv2.benchmarks.baselines import baseline_factory
+        from mfv2.evaluation.baselines import baseline_factory
 
         if artifact is not None:
             raise ConfigError("--baseline scores a reference tracker; drop --model/--checkpoint (or --baseline)")
@@ -84,12 +84,12 @@ def _tracker_spec(args: argparse.Namespace, threads: int | None):  # noqa: ANN20
 
 
 def run(args: argparse.Namespace) -> int:
-    from mfv2.benchmarks.datasets import open_dataset
-    from mfv2.benchmarks.evaluate import (
+    from mfv2.datasets import open_dataset
+    from mfv2.evaluation.evaluate import (
         evaluate_results, format_eval_table, parse_shard, plot_curves, run_dataset, run_parallel, shard_names,
         worker_threads,
     )  # fmt: skip
-    from mfv2.benchmarks.report import to_json
+    from mfv2.bench.report import to_json
     from mfv2.fileio import atomic_write_text, check_output_dir, check_output_file
     from mfv2.errors import ConfigError
 

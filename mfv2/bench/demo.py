@@ -103,12 +103,12 @@ def run_demo(
         say: where progress lines go.
     """
     from mfv2.assets import demo_checkpoint
-    from mfv2.benchmarks.flops import frame_flops
-    from mfv2.benchmarks.metrics import evaluate_sequences
+    from mfv2.bench.flops import frame_flops
+    from mfv2.evaluation.metrics import evaluate_sequences
     from mfv2.geometry.boxes import iou_continuous
-    from mfv2.benchmarks.envinfo import cpu_isa
-    from mfv2.benchmarks.probe import measure_peak
-    from mfv2.benchmarks.rows import rejected_status
+    from mfv2.bench.envinfo import cpu_isa
+    from mfv2.bench.probe import measure_peak
+    from mfv2.bench.rows import rejected_status
     from mfv2.fileio import check_output_dir
     from mfv2.export import export
     from mfv2.artifacts import load_manifest
@@ -206,7 +206,7 @@ def format_rows(rows: Sequence[DemoRow]) -> str:
 
 def _write_report(out: Path, report: dict[str, Any], rows: Sequence[DemoRow], clip: Sequence[np.ndarray],
                   results: dict[str, np.ndarray], scores: dict[str, list[float]]) -> None:  # fmt: skip
-    from mfv2.benchmarks.report import to_json
+    from mfv2.bench.report import to_json
     from mfv2.fileio import atomic_path, atomic_write_text
     from mfv2.tracking.video import VideoSink
 

@@ -308,9 +308,9 @@ def _vot_base(root: Path) -> Path:
 def _vot(root: Path, *, frame_ranges: FrameRanges, **_: Any) -> Dataset:
     """VOT sequences (a workspace or its ``sequences`` folder): ``list.txt``, ``<seq>/sequence``,
     ``color/``, ``groundtruth.txt``; polygons and masks become their bounding boxes, special regions
-    NaN rows (see :mod:`mfv2.benchmarks.vot_regions`); frames tagged ``full_occlusion`` or
+    NaN rows (see :mod:`mfv2.datasets.vot_regions`); frames tagged ``full_occlusion`` or
     ``out_of_view`` (as ``mfv2 synth --layout vot`` writes) are not visible."""
-    from mfv2.benchmarks.vot_regions import parse_region
+    from mfv2.datasets.vot_regions import parse_region
 
     base = _vot_base(root)
     need = "a VOT sequence folder needs color/ (or the channel in its sequence file) and groundtruth.txt"

@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from mfv2.benchmarks.latency import measure
+from mfv2.bench.latency import measure
 from mfv2.errors import ConfigError
 
 __all__ = ["PeakResult", "PEAK_PRECISIONS", "measure_peak", "measure_peaks", "peak_precision"]

@@ -7,7 +7,7 @@ finished sequences and a second run resumes by skipping them. The same files com
 from ``workers`` processes (:func:`run_parallel`, each with its own model and its share of the CPU
 threads) or from shards run anywhere (:func:`shard_names`: every N-th sequence), so shards written
 into one folder are scored together as one run. Scores come from
-:mod:`mfv2.benchmarks.metrics` (success AUC over 21 thresholds with ``IoU > t``, precision@20 px,
+:mod:`mfv2.evaluation.metrics` (success AUC over 21 thresholds with ``IoU > t``, precision@20 px,
 normalised precision@0.2, per sequence then averaged; GOT-10k AO/SR pooled over frames) with the
 conventions and fixes documented there.
 """
@@ -27,10 +27,10 @@ from typing import Any
 
 import numpy as np
 
-from mfv2.benchmarks.datasets import (
+from mfv2.datasets import (
     Dataset, TrackingSequence, open_dataset, read_boxes, read_got10k_result, read_times, write_result,
 )  # fmt: skip
-from mfv2.benchmarks.metrics import (
+from mfv2.evaluation.metrics import (
     IOU_THRESHOLDS,
     PIXEL_THRESHOLDS,
     evaluate_got10k,
@@ -122,7 +122,7 @@ def run_dataset(
 
     Args:
         make_tracker: returns a fresh tracker (``init``/``update``) for each sequence.
-        dataset: the sequences (see :func:`mfv2.benchmarks.datasets.open_dataset`).
+        dataset: the sequences (see :func:`mfv2.datasets.open_dataset`).
         results_dir: where ``<seq>.txt`` and ``<seq>_time.txt`` go.
         resume: skip sequences whose result file is complete.
         progress: show a tqdm bar on stderr.
@@ -234,7 +234,7 @@ class TrackerSpec:
     def open(self, kind: str) -> tuple[Any, Callable[[], Any], str]:
         """Load the model once: ``(runner or None, make_tracker, preset)``; the caller closes the runner."""
         if self.baseline:
-            from mfv2.benchmarks.baselines import baseline_factory
+            from mfv2.evaluation.baselines import baseline_factory
 
             if self.threads is not None:
                 import cv2

@@ -1,7 +1,7 @@
 """Reference trackers to score next to MixFormerV2: a static box and OpenCV's classical trackers.
 
 All follow the OpenCV tracker API (``init(frame, box)``, ``update(frame) -> (ok, box)``) that
-:func:`mfv2.benchmarks.evaluate.run_dataset` drives. ``static`` reports the first box in every frame
+:func:`mfv2.evaluation.evaluate.run_dataset` drives. ``static`` reports the first box in every frame
 (the floor any tracker must clear). The OpenCV ones are used when the installed OpenCV has them:
 ``mil`` ships with opencv-python; ``kcf`` and ``csrt`` need opencv-contrib-python. When an OpenCV
 tracker reports a failure, the previous box is kept (its own output is then undefined).

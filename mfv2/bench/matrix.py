@@ -1,8 +1,8 @@
 """The benchmark matrix: variant x backend x precision x graph x threads x mode, one process per row.
 
-Each row runs in its own ``python -m mfv2.benchmarks.bench --row SPEC --out RESULT`` process, so its
-peak resident memory is its own and an ONNX Runtime or OpenVINO row imports no torch. The GEMM peak
-probe runs in a process of its own too. The baseline of every variant, mode and thread count is the
+Each row runs in its own worker process (:mod:`mfv2.bench.worker`), so its peak resident memory is
+its own and an ONNX Runtime or OpenVINO row imports no torch. The GEMM peak probe runs in a process
+of its own too. The baseline of every variant, mode and thread count is the
 official tracker's path (torch, full graph, fp32, every frame); each row's ``speedup`` is the
 baseline's median latency over the row's, measured in the same run. Without an export directory the
 variant is built with seeded random weights and exported into a cache: speed does not depend on the
@@ -18,82 +18,22 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from mfv2.benchmarks.envinfo import capture_env, cpu_info, load_average
-from mfv2.benchmarks.flops import frame_flops, graph_flops
-from mfv2.benchmarks.probe import PEAK_PRECISIONS, peak_precision
-from mfv2.benchmarks.report import RESULT_FIELDS
-from mfv2.benchmarks.rows import Artifacts, prepare_artifacts, rejected_status, run_row
-from mfv2.config import _DictMixin
-from mfv2.errors import ConfigError
+from mfv2.bench.config import BASELINE, BenchConfig, default_precisions
+from mfv2.bench.envinfo import capture_env, cpu_info, load_average
+from mfv2.bench.flops import frame_flops, graph_flops
+from mfv2.bench.probe import PEAK_PRECISIONS, peak_precision
+from mfv2.bench.report import RESULT_FIELDS
+from mfv2.bench.rows import Artifacts, prepare_artifacts, rejected_status
 from mfv2.geometry.boxes import iou_continuous
 
-__all__ = ["BenchConfig", "plan_rows", "run_bench", "default_precisions", "MODES"]
+__all__ = ["plan_rows", "run_bench"]
 
 logger = logging.getLogger(__name__)
-
-MODES: tuple[str, ...] = ("model", "tracker")
-BASELINE = ("torch", "fp32", "full")
-
-
-@dataclass(frozen=True)
-class BenchConfig(_DictMixin):
-    """What to benchmark and how long.
-
-    ``backends``/``precisions`` None mean every installed backend at its sensible CPU precisions
-    (:func:`default_precisions`); explicit lists run the full cross product and show what fails.
-    ``iters`` and ``duration`` bound each model-only row (whichever comes first); ``frames`` is the
-    tracker clip length. ``rounds`` > 1 runs the whole matrix again, interleaved, and pools samples.
-    ``device``, ``cuda_graphs`` and ``compile`` apply to the torch rows (options of the torch backend):
-    ``cuda_graphs=(False, True)`` runs each torch row eagerly and replayed from a CUDA graph.
-    """
-
-    variants: tuple[str, ...] = ("S",)
-    model: str | None = None
-    checkpoint: str | None = None
-    backends: tuple[str, ...] | None = None
-    precisions: tuple[str, ...] | None = None
-    graphs: tuple[str, ...] = ("split", "full")
-    threads: tuple[int, ...] = ()
-    modes: tuple[str, ...] = MODES
-    warmup: int = 10
-    iters: int | None = 200
-    duration: float | None = 10.0
-    frames: int = 300
-    rounds: int = 1
-    cache_dir: str | None = None
-    timeout: float = 1800.0
-    probe_duration: float = 0.5
-    probe_sizes: tuple[int, ...] = (1024, 2048)
-    device: str = "cpu"
-    cuda_graphs: tuple[bool, ...] = (False,)
-    compile: str | None = None
-
-    def __post_init__(self) -> None:
-        bad = [m for m in self.modes if m not in MODES] + [g for g in self.graphs if g not in ("split", "full")]
-        if bad:
-            raise ConfigError(f"unknown mode/graph {', '.join(bad)}; modes: model, tracker; graphs: split, full")
-        if self.frames < 2 or self.rounds < 1 or self.warmup < 0 or any(t < 1 for t in self.threads):
-            raise ConfigError("frames must be >= 2, rounds >= 1, warmup >= 0 and threads >= 1")
-        if self.iters is None and self.duration is None:
-            raise ConfigError("give iters or duration to bound each model-only row")
-
-
-def default_precisions(backend: str, flags: Sequence[str]) -> tuple[str, ...]:
-    """The precisions worth timing on this CPU: bf16 only with AVX512-BF16/AMX, no fp16 on CPU."""
-    bf16 = ("bf16",) if {"avx512_bf16", "amx_bf16"} & set(flags) else ()
-    return {
-        "torch": ("fp32", *bf16),
-        "onnxruntime": ("fp32", "int8"),
-        "openvino": ("fp32", *bf16, "int8"),
-        "tensorrt": ("fp32", "fp16", "int8"),
-    }.get(backend, ("fp32",))
-
 
 def _backends(config: BenchConfig) -> list[tuple[str, bool]]:
     """(name, installed) of the backends to run, torch first; by default every registered one."""
@@ -141,10 +81,10 @@ def _torch_keys(config: BenchConfig, cuda_graph: bool) -> dict[str, Any]:
 
 
 def _spawn(args: list[str], timeout: float) -> dict[str, Any]:
-    """Run ``python -m mfv2.benchmarks.bench ARGS --out FILE`` and read FILE; failures become a status."""
+    """Run ``python -m mfv2.bench.worker ARGS --out FILE`` and read FILE; failures become a status."""
     with tempfile.TemporaryDirectory(prefix="mfv2-bench-") as tmp:
         out = Path(tmp) / "result.json"
-        cmd = [sys.executable, "-m", "mfv2.benchmarks.bench", *args, "--out", str(out)]
+        cmd = [sys.executable, "-m", "mfv2.bench.worker", *args, "--out", str(out)]
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -157,7 +97,7 @@ def _spawn(args: list[str], timeout: float) -> dict[str, Any]:
 
 def _pool(parts: list[dict[str, Any]]) -> dict[str, Any]:
     """Merge the rounds of one row: samples pooled, memory the maximum, the rest from round one."""
-    from mfv2.benchmarks.latency import LatencyStats
+    from mfv2.bench.latency import LatencyStats
 
     ok = [p for p in parts if p.get("status") == "ok"]
     if not ok:
@@ -213,7 +153,7 @@ def _measure_peaks(config: BenchConfig, threads: Sequence[int]) -> dict[str, Any
 
 
 def run_bench(config: BenchConfig, *, command: str = "") -> dict[str, Any]:
-    """Run the matrix and return the report (see :mod:`mfv2.benchmarks.report`)."""
+    """Run the matrix and return the report (see :mod:`mfv2.bench.report`)."""
     flags = cpu_info()["flags"]
     env = capture_env()
     variants = [config.model] if config.model else list(config.variants)
@@ -272,35 +212,3 @@ def run_bench(config: BenchConfig, *, command: str = "") -> dict[str, Any]:
     ]
     return {"command": command, "env": env, "peaks": peaks, "settings": config.to_dict(), "notes": notes,
             "results": results}  # fmt: skip
-
-
-def _main(argv: Sequence[str] | None = None) -> int:
-    """Child-process entry: run one row or the GEMM probe and write the JSON result to ``--out``."""
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="python -m mfv2.benchmarks.bench")
-    job = parser.add_mutually_exclusive_group(required=True)
-    job.add_argument("--row", help="JSON row spec")
-    job.add_argument("--probe", help="JSON probe spec")
-    parser.add_argument("--out", required=True, help="where to write the JSON result")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    if args.row:
-        result = run_row(json.loads(args.row))
-    else:
-        from mfv2.benchmarks.probe import measure_peak
-
-        spec = json.loads(args.probe)
-        peaks = {
-            p: measure_peak(p, threads=spec["threads"], sizes=spec["sizes"], duration=spec["duration"]).to_dict()
-            for p in spec["precisions"]
-        }
-        result = {"status": "ok", "peaks": peaks}
-    from mfv2.fileio import atomic_write_text
-
-    atomic_write_text(args.out, json.dumps(result))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(_main())

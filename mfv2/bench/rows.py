@@ -19,13 +19,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mfv2.benchmarks.latency import LatencyStats, summarize_stages, time_calls
+from mfv2.bench.config import BenchConfig
+from mfv2.bench.latency import LatencyStats, summarize_stages, time_calls
 from mfv2.config import ModelConfig, TrackerConfig, variant_config
 from mfv2.errors import BackendUnavailableError, ConfigError, Mfv2Error
 from mfv2.fileio import cache_dir, sha256
 
 if TYPE_CHECKING:
-    from mfv2.benchmarks.bench import BenchConfig
     from mfv2.artifacts import Manifest
 
 __all__ = ["Artifacts", "prepare_artifacts", "rejected_status", "run_row", "peak_rss_mb", "CLIP_SIZE"]

@@ -1,1 +1,0 @@
-"""Benchmarks: latency harness, OPE accuracy metrics, dataset readers, evaluation and reports."""
