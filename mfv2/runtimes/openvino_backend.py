@@ -3,7 +3,11 @@
 ``precision`` picks both the file and the CPU's inference precision: ``fp32`` runs f32, ``bf16`` runs
 the fp32 graph in bfloat16 (on CPUs with AVX512-BF16/AMX; others fall back to f32, with a warning),
 ``fp16`` the fp16-compressed IR, ``int8`` the quantized graph. A bound input (the template KV) is set
-on the infer request once; only the search crop is set per frame. OpenVINO is imported with its
+on the infer request once; only the search crop is set per frame. Threads are not pinned to cores by
+default (``ENABLE_CPU_PINNING`` off) and one stream serves the LATENCY hint: a pinned thread whose core
+is busy with other work cannot move, and the whole parallel op waits for it (issue #23: int8 S
+decoder, 2 threads, one busy-looping process beside it on a loaded 2-core host: 141 ms unpinned,
+173 ms pinned, same run). OpenVINO is imported with its
 telemetry off (:mod:`mfv2._openvino`): tracking opens no network connection.
 """
 
@@ -87,6 +91,8 @@ class OpenVinoBackend(FileBackend):
         device: OpenVINO device name (default ``"CPU"``).
         hint: ``PERFORMANCE_HINT``, ``"LATENCY"`` (default; one frame at a time) or ``"THROUGHPUT"``.
         cache_dir: folder for compiled blobs, reused across runs (default: none).
+        pinning: pin inference threads to cores (``ENABLE_CPU_PINNING``; default False, see above).
+        streams: ``NUM_STREAMS`` (default: 1 with the LATENCY hint, OpenVINO's choice with THROUGHPUT).
     """
 
     name = "openvino"
@@ -96,13 +102,18 @@ class OpenVinoBackend(FileBackend):
     formats: ClassVar[tuple[str, ...]] = ("openvino", "onnx")
 
     def __init__(self, *, precision: str = "fp32", threads: int | None = None, device: str = "CPU",
-                 hint: str = "LATENCY", cache_dir: str | os.PathLike[str] | None = None) -> None:
+                 hint: str = "LATENCY", cache_dir: str | os.PathLike[str] | None = None, pinning: bool = False,
+                 streams: int | None = None) -> None:
         super().__init__(precision=precision, threads=threads)
         if hint.upper() not in ("LATENCY", "THROUGHPUT"):
             raise ConfigError(f"openvino hint must be LATENCY or THROUGHPUT, got {hint!r}")
         self.device = device
+        if streams is not None and streams < 1:
+            raise ConfigError(f"openvino streams must be >= 1, got {streams}")
         self.hint = hint.upper()
         self.cache_dir = cache_dir
+        self.pinning = pinning
+        self.streams = streams if streams is not None else (1 if self.hint == "LATENCY" else None)
 
     def candidates(self) -> list[tuple[str, str]]:
         file_precision = "fp32" if self.precision == "bf16" else self.precision
@@ -117,7 +128,9 @@ class OpenVinoBackend(FileBackend):
         devices = shared_core().available_devices
         if self.device.split(".")[0] not in devices and self.device not in ("AUTO", "MULTI", "HETERO"):
             raise ConfigError(f"OpenVINO device {self.device!r} not found; available: {', '.join(devices)}")
-        config: dict[str, Any] = {"PERFORMANCE_HINT": self.hint}
+        config: dict[str, Any] = {"PERFORMANCE_HINT": self.hint, "ENABLE_CPU_PINNING": self.pinning}
+        if self.streams is not None:
+            config["NUM_STREAMS"] = self.streams
         if self.threads:
             config["INFERENCE_NUM_THREADS"] = self.threads
         if (precision := _INFERENCE_PRECISION[self.precision]) is not None:

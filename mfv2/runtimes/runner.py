@@ -60,6 +60,7 @@ class ModelRunner:
         self._template_shape = (b, 3, m.template_size, m.template_size)
         self._search_shape = (b, 3, m.search_size, m.search_size)
         self.online_templates = self._declared_online_count()
+        self.auto: Any = None  #: the :class:`~mfv2.runtimes.auto.AutoChoice` when loaded with ``auto``
         self._fixed: dict[str, np.ndarray] = {}  # bound inputs of sessions that cannot bind themselves
         self._ready = False
 
@@ -196,11 +197,14 @@ def load_backend(
     """Load a model on a runtime backend.
 
     Args:
-        name: ``torch``, ``onnxruntime``, ``openvino``, ``tensorrt`` or a plugin backend.
+        name: ``torch``, ``onnxruntime``, ``openvino``, ``tensorrt``, a plugin backend, or ``auto``: the
+            fastest CPU path whose accuracy gate passed, from a short calibration run cached per
+            machine and model (:mod:`mfv2.runtimes.auto`).
         artifact: an export directory (or a graph file listed in one); for ``torch`` also a
             checkpoint, a ``MixFormerV2`` instance or ``None`` with ``variant=``. A checkpoint given to a
             file backend is exported on the fly into a cache (see :func:`cached_export`).
-        precision: ``fp32``, ``fp16``, ``bf16`` or ``int8``, as the backend supports.
+        precision: ``fp32``, ``fp16``, ``bf16`` or ``int8``, as the backend supports, or ``auto`` (chosen
+            with the backend as ``name="auto"`` does).
         threads: CPU threads of the runtime (``None``: its default).
         graph: ``split``, ``full``, or ``auto`` (split when exported).
         verify_hashes: file backends refuse a graph whose SHA-256 differs from the one its manifest
@@ -211,6 +215,11 @@ def load_backend(
         UnknownNameError: unknown backend. BackendUnavailableError: its package is missing.
         ConfigError: a bad option, or an artifact the backend cannot run.
     """
+    if "auto" in (name, precision):
+        from mfv2.runtimes.auto import load_auto
+
+        return load_auto(artifact, backend=name, precision=precision, threads=threads, graph=graph,
+                         verify_hashes=verify_hashes, **backend_options)  # fmt: skip
     cls = get_backend(name)
     cls.require()
     if graph not in ("auto", "split", "full"):
