@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mfv2.benchmarks.envinfo import cpu_isa
+from mfv2.bench.envinfo import cpu_isa
 
 BUCKETS = ("int8 GEMM", "float GEMM", "attention QK^T", "attention softmax", "attention AV", "attention (fused MHA)",
            "attention QK^T/AV",
