@@ -123,8 +123,12 @@ def test_train_checkpoints_logs_and_schedule(tmp_path):
     assert result.epoch == 2
     ckpt = out / "checkpoints"
     assert sorted(p.name for p in ckpt.iterdir()) == [
-        "ep0001.pth", "ep0001.pth.tar", "ep0002.pth", "ep0002.pth.tar", "latest.pth", "latest.pth.tar",
+        "ep0001.pth", "ep0001.pth.tar", "ep0002.pth", "ep0002.pth.tar", "full_ep0001.pth", "full_ep0002.pth",
+        "latest.pth", "latest.pth.tar",
     ]
+    assert (ckpt / "latest.pth").samefile(ckpt / "full_ep0002.pth")  # a link, not a second copy
+    milestone = torch.load(ckpt / "ep0002.pth", weights_only=True)
+    assert "trainer" not in milestone["meta"] and milestone["meta"]["epoch"] == 2  # weights only
     assert result.last_checkpoint == ckpt / "ep0002.pth"
     loaded = build_model(checkpoint=ckpt / "latest.pth")  # the native file loads for inference
     official = build_model(checkpoint=ckpt / "latest.pth.tar")  # and so does the {'net': ...} layout

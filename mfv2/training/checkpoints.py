@@ -1,12 +1,14 @@
-"""Training checkpoints: the model in its mfv2 format plus the trainer state, in one atomic file.
+"""Training checkpoints: the model in its mfv2 format, with or without the trainer state, atomically.
 
-``<output>/checkpoints/latest.pth`` is rewritten every epoch and ``ep%04d.pth`` is kept every
-``checkpoint_every`` epochs and at the end. Each is a plain dict that loads with
-``torch.load(weights_only=True)``: ``build_model(checkpoint=...)`` (MixFormerV2) or
-``build_mixvit(checkpoint=...)`` (MixViT) read the weights and ignore the trainer state under
-``meta['trainer']`` (optimiser, scheduler, AMP scaler, epoch and every rank's RNG states), which
-:func:`load_training_state` restores for an exact resume. ``official=True`` also writes the upstream
-``{'net': state_dict}`` layout next to it as ``*.pth.tar``.
+Every epoch writes a full state ``<output>/checkpoints/full_ep%04d.pth`` (the model plus, under
+``meta['trainer']``, optimiser, scheduler, AMP scaler, epoch and every rank's RNG states) and points
+``latest.pth`` at it (a hard link, so no second copy); only the ``keep_full`` newest full states are
+kept. Milestones ``ep%04d.pth`` (every ``checkpoint_every`` epochs and the last) hold the weights
+only: a full state of the 12-block model with AdamW moments is about three times its weights.
+Each file is a plain dict that loads with ``torch.load(weights_only=True)``:
+``build_model(checkpoint=...)`` (MixFormerV2) or ``build_mixvit(checkpoint=...)`` (MixViT) read the
+weights; :func:`load_training_state` restores a full state for an exact resume. ``official=True``
+also writes the upstream ``{'net': state_dict}`` layout next to each milestone and ``latest.pth`` as ``*.pth.tar``.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +67,26 @@ def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate((version, tuple(internal), gauss))
 
 
+def _full_epochs(folder: Path) -> list[tuple[int, Path]]:
+    found = []
+    for p in folder.glob("full_ep*.pth"):
+        digits = p.stem.removeprefix("full_ep")
+        if digits.isdigit():
+            found.append((int(digits), p))
+    return sorted(found)
+
+
+def _point_latest(folder: Path, target: Path) -> None:
+    """Make ``latest.pth`` the file ``target`` atomically (hard link; a copy where links are unsupported)."""
+    tmp = folder / f".{LATEST}.tmp"
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(target, tmp)
+    except OSError:
+        shutil.copyfile(target, tmp)
+    os.replace(tmp, folder / LATEST)
+
+
 def save_training_checkpoint(
     kind: str,
     model: torch.nn.Module,
@@ -73,21 +96,30 @@ def save_training_checkpoint(
     trainer_state: dict[str, Any],
     train_config: dict[str, Any],
     stats: dict[str, float],
-    keep: bool,
+    milestone: bool,
+    keep_full: int,
     official: bool,
 ) -> Path:
-    """Write ``latest.pth`` (and ``ep%04d.pth`` when ``keep``), each atomically; returns the newest path."""
+    """Write the epoch's full state (``latest.pth`` points at it) and, when ``milestone``, ``ep%04d.pth``.
+
+    Full states older than the ``keep_full`` newest are deleted. Returns the milestone, else ``latest.pth``.
+    """
     from mfv2.models import save_official
 
     folder.mkdir(parents=True, exist_ok=True)
-    meta = {"kind": kind, "epoch": epoch, "train_config": train_config, "stats": stats, "trainer": trainer_state}
-    names = [LATEST] + ([f"ep{epoch:04d}.pth"] if keep else [])
+    meta = {"kind": kind, "epoch": epoch, "train_config": train_config, "stats": stats}
+    full = save_network(kind, model, folder / f"full_ep{epoch:04d}.pth", {**meta, "trainer": trainer_state})
+    _point_latest(folder, full)
+    for _, old in _full_epochs(folder)[:-keep_full]:
+        old.unlink()
+    names = ["latest"] + ([f"ep{epoch:04d}"] if milestone else [])
     path = folder / LATEST
-    for name in names:
-        path = save_network(kind, model, folder / name, meta)
-        if official:
-            save_official(model.state_dict(), folder / (Path(name).stem + ".pth.tar"))
-    log.info("saved %s", path)
+    if milestone:
+        path = save_network(kind, model, folder / f"{names[-1]}.pth", meta)
+        log.info("saved %s (weights) and %s (full state)", path, full)
+    if official:
+        for name in names:
+            save_official(model.state_dict(), folder / f"{name}.pth.tar")
     return path
 
 

@@ -128,8 +128,15 @@ class DatasetSpec:
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Datasets, sampler and processing. ``batch_size`` is per process; ``search_factor`` ``None`` means
-    the official factor of the model's crop size (5.0 for 288-pixel search crops, 4.5 otherwise)."""
+    """Datasets, sampler and processing.
+
+    ``global_batch_size`` (the official recipes: 256 = 8 GPUs x 32) is split over the processes of the
+    run, so the recipe holds on any number of GPUs; when it does not divide by the world size the
+    per-process batch is rounded down and the learning rate scaled linearly, with a warning. Without
+    it, ``batch_size`` is per process and the global batch grows with the world size.
+    ``search_factor`` ``None`` means the official factor of the model's crop size (5.0 for 288-pixel
+    search crops, 4.5 otherwise). ``persistent_workers`` keeps the DataLoader workers across epochs.
+    """
 
     datasets: tuple[DatasetSpec, ...] = ()
     val_datasets: tuple[DatasetSpec, ...] = ()
@@ -140,7 +147,9 @@ class DataConfig:
     samples_per_epoch: int = 60000
     val_samples: int = 10000
     batch_size: int = 32
+    global_batch_size: int | None = None
     num_workers: int = 2
+    persistent_workers: bool = True
     template_factor: float = 2.0
     search_factor: float | None = None
     search_scale_jitter: float = 0.5
@@ -156,6 +165,8 @@ class DataConfig:
         for key in ("samples_per_epoch", "batch_size", "max_gap"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"data.{key} must be >= 1, got {getattr(self, key)}")
+        if self.global_batch_size is not None and self.global_batch_size < 1:
+            raise ConfigError(f"data.global_batch_size must be >= 1 (or null), got {self.global_batch_size}")
         if self.num_workers < 0 or self.val_samples < 0:
             raise ConfigError("data.num_workers and data.val_samples must be >= 0")
         if self.samples_per_epoch < self.batch_size:
@@ -169,7 +180,10 @@ class OptimConfig:
     """AdamW with a backbone learning-rate multiplier, a step schedule and gradient clipping.
 
     The learning rate is multiplied by ``decay_rate`` every ``lr_drop_epoch`` epochs (the official code
-    ignores its DECAY_RATE and always uses 0.1). ``amp`` runs bf16 autocast on CPU, fp16 on GPU.
+    ignores its DECAY_RATE and always uses 0.1). ``amp`` runs autocast in ``amp_dtype``: ``auto`` is
+    fp16 on GPU (with a GradScaler) and bf16 on CPU; ``bf16`` on GPU needs no scaler. An fp16 step
+    whose gradients overflow is skipped (the scaler lowers its scale), counted and logged; only
+    ``max_skipped_steps`` skips in a row stop the run. Without a scaler a non-finite gradient stops it.
     """
 
     epochs: int = 500
@@ -180,8 +194,12 @@ class OptimConfig:
     decay_rate: float = 0.1
     grad_clip: float = 0.1
     amp: bool = False
+    amp_dtype: Literal["auto", "fp16", "bf16"] = "auto"
+    max_skipped_steps: int = 100
 
     def __post_init__(self) -> None:
+        if self.max_skipped_steps < 1:
+            raise ConfigError(f"optim.max_skipped_steps must be >= 1, got {self.max_skipped_steps}")
         if self.epochs < 1 or self.lr_drop_epoch < 1:
             raise ConfigError("optim.epochs and optim.lr_drop_epoch must be >= 1")
         if self.lr <= 0 or self.backbone_lr_mult < 0 or self.weight_decay < 0 or self.grad_clip < 0:
@@ -198,8 +216,15 @@ class ObjectiveConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """A training run. ``checkpoint_every``/``val_every`` are in epochs (0 = never, except the last epoch
-    and ``latest``); ``official_checkpoint`` also writes ``{'net': state_dict}`` files."""
+    """A training run.
+
+    Every epoch writes the full state (model, optimiser, scheduler, scaler, RNG) to ``latest.pth``;
+    the ``keep_full`` newest full states are kept (``full_ep%04d.pth`` besides ``latest.pth``), older
+    ones deleted. Every ``checkpoint_every`` epochs and at the end a weights-only milestone
+    ``ep%04d.pth`` is written (a third of a full state's size). ``checkpoint_every``/``val_every`` are
+    in epochs (0 = never, except the last epoch); ``official_checkpoint`` also writes
+    ``{'net': state_dict}`` files next to the milestones.
+    """
 
     data: DataConfig
     model: ModelSpec = ModelSpec()
@@ -209,11 +234,16 @@ class TrainConfig:
     device: str = "auto"
     output: str | None = None
     checkpoint_every: int = 5
+    keep_full: int = 2
     val_every: int = 5
     official_checkpoint: bool = False
     log: Literal["csv", "tensorboard"] = "csv"
     progress: bool = True
     find_unused_parameters: bool = False
+
+    def __post_init__(self) -> None:
+        if self.keep_full < 1:
+            raise ConfigError(f"keep_full must be >= 1 (latest.pth is the resume point), got {self.keep_full}")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = "config") -> TrainConfig:

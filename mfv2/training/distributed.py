@@ -6,6 +6,7 @@ without them is a single process and none of these helpers touches ``torch.distr
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +17,8 @@ import torch.distributed as dist
 from mfv2.errors import ConfigError
 
 __all__ = ["DistInfo", "setup_distributed", "resolve_device", "all_gather_objects", "barrier", "cleanup_distributed"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -36,14 +39,22 @@ class DistInfo:
         return self.world_size > 1
 
 
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """``auto`` -> ``cuda:<local_rank>`` when a GPU is there, else ``cpu``; ``cuda`` gets the local rank."""
+def resolve_device(name: str, local_rank: int = 0, *, distributed: bool = False) -> torch.device:
+    """``auto`` -> ``cuda:<local_rank>`` when a GPU is there, else ``cpu``; ``cuda`` gets the local rank.
+
+    In a ``torchrun`` run (``distributed``) every rank takes the GPU of its ``LOCAL_RANK``, also for an
+    explicit ``cuda:N`` (which would put every rank on GPU N); a warning says so.
+    """
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
             raise ConfigError(f"device {name!r} requested but CUDA is not available; use device: cpu")
-        return torch.device(name if ":" in name else f"cuda:{local_rank}")
+        if ":" in name and not distributed:
+            return torch.device(name)
+        if ":" in name and name != f"cuda:{local_rank}":
+            log.warning("device %s under torchrun: this rank (LOCAL_RANK %d) uses cuda:%d", name, local_rank, local_rank)
+        return torch.device(f"cuda:{local_rank}")
     if name != "cpu":
         raise ConfigError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N")
     return torch.device("cpu")
@@ -53,7 +64,7 @@ def setup_distributed(device_name: str) -> tuple[DistInfo, torch.device]:
     """Join the process group described by the environment (if any) and pick this process's device."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
-    device = resolve_device(device_name, local)
+    device = resolve_device(device_name, local, distributed=world > 1)
     if world <= 1:
         return DistInfo(), device
     owns = not dist.is_initialized()

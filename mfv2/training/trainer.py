@@ -6,8 +6,8 @@ Launch several processes (GPUs or CPU) with ``torchrun``::
 
 Each process draws its share of the epoch's samples through a ``DistributedSampler`` (``set_epoch``
 every epoch), gradients are averaged by DDP, and rank 0 alone logs, writes the CSV/TensorBoard logs and
-saves checkpoints (the others wait at a barrier). On CPU the gloo backend is used. ``batch_size`` is per
-process. Each epoch reports the samples/s and how long a step waited for data versus computed, so a
+saves checkpoints (the others wait at a barrier). On CPU the gloo backend is used. ``data.batch_size``
+is per process; ``data.global_batch_size`` is split over the processes (:func:`process_batch`). Each epoch reports the samples/s and how long a step waited for data versus computed, so a
 user sees whether the data path or the model bounds training.
 """
 
@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader, DistributedSampler, Sampler, SequentialSampler
 
 from mfv2.config import save_yaml
 from mfv2.errors import ConfigError, Mfv2Error
@@ -40,7 +40,15 @@ from mfv2.training.distributed import all_gather_objects, barrier, cleanup_distr
 from mfv2.training.models import build_network, input_sizes
 from mfv2.training.objectives import Objective, build_objective
 
-__all__ = ["Trainer", "TrainResult", "param_groups", "build_sampler", "loader_worker_init", "WORKER_CONTEXT"]
+__all__ = [
+    "Trainer",
+    "TrainResult",
+    "param_groups",
+    "build_sampler",
+    "process_batch",
+    "loader_worker_init",
+    "WORKER_CONTEXT",
+]
 
 WORKER_CONTEXT = "forkserver"  # see loader_worker_init
 
@@ -65,6 +73,27 @@ def param_groups(model: nn.Module, lr: float, backbone_lr_mult: float) -> list[d
     if not groups:
         raise ConfigError("the model has no trainable parameters; check the objective's freezing options")
     return groups
+
+
+def process_batch(data: DataConfig, world_size: int) -> tuple[int, float, str | None]:
+    """Per-process batch, learning-rate factor and a warning (or ``None``) for ``world_size`` processes.
+
+    With ``data.global_batch_size`` the global batch is split over the processes; a remainder rounds
+    the per-process batch down and scales the learning rate linearly by the global batch actually run
+    over the configured one. Without it ``data.batch_size`` is per process and nothing is scaled.
+    """
+    total = data.global_batch_size
+    if total is None:
+        return data.batch_size, 1.0, None
+    per = max(total // world_size, 1)
+    if per * world_size == total:
+        return per, 1.0, None
+    factor = per * world_size / total
+    return per, factor, (
+        f"data.global_batch_size {total} does not divide over {world_size} processes: each runs a batch of {per} "
+        f"(global {per * world_size}) and the learning rate is scaled by {factor:.4g}; choose a global batch that "
+        f"is a multiple of {world_size} to run the recipe as written"
+    )
 
 
 def crop_factors(data: DataConfig, model: nn.Module) -> tuple[float, float]:
@@ -116,6 +145,20 @@ def loader_worker_init(_: int) -> None:
     parent has used OpenCV's thread pool.
     """
     torch.set_num_threads(1)
+
+
+class _EpochKeys(Sampler[tuple[int, int]]):
+    """``(epoch, index)`` keys of another sampler's indices, so persistent workers draw the epoch's samples."""
+
+    def __init__(self, indices: Sampler[int]) -> None:
+        self.indices = indices
+        self.epoch = 0
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        return ((self.epoch, i) for i in self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)  # type: ignore[arg-type]
 
 
 class _Meter:
@@ -181,19 +224,24 @@ class Trainer:
         if self.dist.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.net = DistributedDataParallel(self.model, device_ids=ids, find_unused_parameters=cfg.find_unused_parameters)
-        o = cfg.optim
-        self.optimizer = torch.optim.AdamW(param_groups(self.model, o.lr, o.backbone_lr_mult), lr=o.lr, weight_decay=o.weight_decay)
+        o, d = cfg.optim, cfg.data
+        self.batch_size, lr_factor, warning = process_batch(d, self.dist.world_size)
+        if warning and self.dist.is_main:
+            log.warning("%s", warning)
+        lr = o.lr * lr_factor
+        self.optimizer = torch.optim.AdamW(param_groups(self.model, lr, o.backbone_lr_mult), lr=lr, weight_decay=o.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, step_size=o.lr_drop_epoch, gamma=o.decay_rate)
-        self.amp_dtype = torch.float16 if self.device.type == "cuda" else torch.bfloat16
+        auto = torch.float16 if self.device.type == "cuda" else torch.bfloat16
+        self.amp_dtype = {"auto": auto, "fp16": torch.float16, "bf16": torch.bfloat16}[o.amp_dtype]
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=o.amp and self.amp_dtype == torch.float16)
-        d = cfg.data
+        self.skipped_in_a_row = 0
         self.train_set = build_sampler(d.datasets, cfg, self.model, samples=d.samples_per_epoch, augment=True, seed=cfg.seed)
-        self.train_loader, self.train_dist = self._loader(self.train_set, shuffle=True, drop_last=True)
+        self.train_loader, self.train_keys = self._loader(self.train_set, shuffle=True, drop_last=True)
         if self.dist.is_main:
             log.info("training %s-%s on %s; %d samples/epoch, batch %d x %d processes", m.kind, m.variant,
                      ", ".join(f"{type(ds).__name__} ({len(ds)} sequences, ratio {s.ratio:g})"
                                for ds, s in zip(self.train_set.datasets, d.datasets)),
-                     d.samples_per_epoch, d.batch_size, self.dist.world_size)
+                     d.samples_per_epoch, self.batch_size, self.dist.world_size)
         self.val_loader = None
         if d.val_datasets and d.val_samples:
             val_set = build_sampler(d.val_datasets, cfg, self.model, samples=d.val_samples, augment=False, seed=cfg.seed + 1)
@@ -205,20 +253,23 @@ class Trainer:
         else:
             torch.manual_seed(cfg.seed + rank)  # per-rank stochastic depth
 
-    def _loader(self, dataset: TrackingSampler, *, shuffle: bool, drop_last: bool) -> tuple[DataLoader, DistributedSampler | None]:
+    def _loader(self, dataset: TrackingSampler, *, shuffle: bool, drop_last: bool) -> tuple[DataLoader, _EpochKeys]:
+        """A loader whose sampler yields ``(epoch, index)`` keys: workers may persist across epochs."""
         d = self.cfg.data
-        sampler: DistributedSampler | None = None
+        indices: Sampler[int] = SequentialSampler(dataset)
         if self.dist.enabled:
-            sampler = DistributedSampler(dataset, self.dist.world_size, self.dist.rank, shuffle=shuffle,
+            indices = DistributedSampler(dataset, self.dist.world_size, self.dist.rank, shuffle=shuffle,
                                          seed=self.cfg.seed, drop_last=drop_last)
+        keys = _EpochKeys(indices)
         # The loader's own generator (reseeded each epoch) keeps it from drawing on the global RNG, so
         # validation or a resume does not shift the stochastic-depth stream of the training steps.
-        loader = DataLoader(dataset, batch_size=d.batch_size, sampler=sampler, num_workers=d.num_workers,
+        loader = DataLoader(dataset, batch_size=self.batch_size, sampler=keys, num_workers=d.num_workers,
                             drop_last=drop_last, pin_memory=self.device.type == "cuda",
                             worker_init_fn=loader_worker_init if d.num_workers else None,
                             multiprocessing_context=WORKER_CONTEXT if d.num_workers else None,
+                            persistent_workers=d.persistent_workers and d.num_workers > 0,
                             generator=torch.Generator())
-        return loader, sampler
+        return loader, keys
 
     # -- state -----------------------------------------------------------------------------------
     def _trainer_state(self) -> dict[str, Any]:
@@ -278,15 +329,16 @@ class Trainer:
     def _train_epoch(self, epoch: int) -> dict[str, float]:
         self.net.train()
         self.train_set.set_epoch(epoch)
+        self.train_keys.epoch = epoch
         self.train_loader.generator.manual_seed(self.cfg.seed + 1_000_003 * epoch)
-        if self.train_dist is not None:
-            self.train_dist.set_epoch(epoch)
+        if isinstance(self.train_keys.indices, DistributedSampler):
+            self.train_keys.indices.set_epoch(epoch)
         self.objective.on_epoch_start(epoch, self.model)
         params = [p for g in self.optimizer.param_groups for p in g["params"]]
         clip = self.cfg.optim.grad_clip or math.inf
         meters: dict[str, _Meter] = defaultdict(_Meter)
         data_time = step_time = 0.0
-        samples = 0
+        samples = skipped = 0
         start = time.perf_counter()
         for step, (batch, waited) in enumerate(self._batches(self.train_loader, f"epoch {epoch}")):
             t0 = time.perf_counter()
@@ -295,9 +347,12 @@ class Trainer:
             self.scaler.scale(loss).backward()
             self.scaler.unscale_(self.optimizer)
             norm = torch.nn.utils.clip_grad_norm_(params, clip)
-            if not torch.isfinite(norm):  # gradients are all-reduced, so every rank stops together
-                raise Mfv2Error(f"non-finite gradients at epoch {epoch}, step {step}; lower optim.lr or check the data")
-            self.scaler.step(self.optimizer)
+            if torch.isfinite(norm):
+                self.skipped_in_a_row = 0
+            else:  # gradients are all-reduced, so every rank decides alike
+                self._overflow(epoch, step)
+                skipped += 1
+            self.scaler.step(self.optimizer)  # skips the update itself when the scaler found inf/NaN
             self.scaler.update()
             self.optimizer.zero_grad(set_to_none=True)
             n = len(batch["search"])
@@ -315,19 +370,42 @@ class Trainer:
         stats["train/samples_per_s"] = sum(t[0] for t in timing) / elapsed
         stats["train/data_s_per_step"] = max(t[1] for t in timing)
         stats["train/compute_s_per_step"] = max(t[2] for t in timing)
+        if self.scaler.is_enabled():
+            stats["train/skipped_steps"] = float(skipped)
+            stats["train/loss_scale"] = float(self.scaler.get_scale())
         return stats
+
+    def _overflow(self, epoch: int, step: int) -> None:
+        """A step with non-finite gradients: skipped under fp16 loss scaling (until too many in a row), else fatal."""
+        if not self.scaler.is_enabled():
+            raise Mfv2Error(f"non-finite gradients at epoch {epoch}, step {step}; lower optim.lr or check the data")
+        self.skipped_in_a_row += 1
+        limit = self.cfg.optim.max_skipped_steps
+        if self.skipped_in_a_row >= limit:
+            raise Mfv2Error(
+                f"{self.skipped_in_a_row} fp16 steps in a row overflowed (epoch {epoch}, step {step}, loss scale "
+                f"{self.scaler.get_scale():g}); the loss itself is not finite: lower optim.lr, check the data, "
+                "or use optim.amp_dtype: bf16"
+            )
+        if self.dist.is_main:
+            log.info("epoch %d, step %d: fp16 gradients overflowed at loss scale %g; step skipped (%d in a row)",
+                     epoch, step, self.scaler.get_scale(), self.skipped_in_a_row)
 
     @torch.no_grad()
     def _validate(self) -> dict[str, float]:
+        """The objective's validation metrics over the whole validation set (every rank's samples)."""
         assert self.val_loader is not None
         self.model.eval()  # the bare module: evaluation needs no gradient synchronisation
         self.val_loader.generator.manual_seed(self.cfg.seed)
-        meter = _Meter()
+        parts: dict[str, list[torch.Tensor]] = defaultdict(list)
         for batch, _ in self._batches(self.val_loader, "validation"):
             with self._autocast():
-                iou = self.objective.evaluate(self.model, batch)
-            meter.update(float(iou.float().mean()), len(iou))
-        return {f"val/{k}": v for k, v in self._reduce({"IoU": meter}).items()}
+                values = self.objective.evaluate(self.model, batch)
+            for k, v in values.items():
+                parts[k].append(v.detach().float().cpu())
+        gathered = all_gather_objects({k: torch.cat(v) for k, v in parts.items()}, self.dist)
+        merged = {k: torch.cat([g[k] for g in gathered if k in g]) for k in parts}
+        return {f"val/{k}": v for k, v in self.objective.summarize(merged).items()}
 
     def fit(self) -> TrainResult:
         """Train from ``start_epoch`` to ``optim.epochs``; returns the run's :class:`TrainResult`."""
@@ -352,10 +430,11 @@ class Trainer:
                     assert writer is not None
                     writer.write(row)
                     _log_epoch(row)
-                    keep = final or bool(cfg.checkpoint_every and epoch % cfg.checkpoint_every == 0)
+                    milestone = final or bool(cfg.checkpoint_every and epoch % cfg.checkpoint_every == 0)
                     last = save_training_checkpoint(
                         cfg.model.kind, self.model, checkpoint_dir(self.output), epoch=epoch, trainer_state=state,
-                        train_config=cfg.to_dict(), stats=row, keep=keep, official=cfg.official_checkpoint,
+                        train_config=cfg.to_dict(), stats=row, milestone=milestone, keep_full=cfg.keep_full,
+                        official=cfg.official_checkpoint,
                     )
                 barrier(self.dist)
         finally:
@@ -368,7 +447,7 @@ class Trainer:
 def _log_epoch(row: dict[str, float]) -> None:
     data, compute = row.get("train/data_s_per_step", 0.0), row.get("train/compute_s_per_step", 0.0)
     bound = "data-bound: add data.num_workers" if data > compute else "model-bound"
-    val = f", val IoU {row['val/IoU']:.3f}" if "val/IoU" in row else ""
+    val = "".join(f", {k} {v:.3f}" for k, v in row.items() if k.startswith("val/"))
     log.info(
         "epoch %d: loss %.4f, IoU %.3f%s, %.1f samples/s (data wait %.3f s/step, compute %.3f s/step, %s)",
         int(row["epoch"]), row.get("train/Loss/total", float("nan")), row.get("train/IoU", float("nan")), val,

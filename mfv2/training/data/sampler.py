@@ -158,7 +158,8 @@ class TrackingSampler(Dataset):
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
-        """Select the epoch's samples (call before iterating; workers copy the dataset at iterator start)."""
+        """Select the epoch's samples for plain indices (workers copy the dataset at iterator start;
+        persistent workers keep their copy, so a loader with them passes ``(epoch, index)`` keys)."""
         self.epoch = epoch
 
     def __len__(self) -> int:
@@ -226,8 +227,10 @@ class TrackingSampler(Dataset):
             sample["label"] = np.array(label, dtype=np.float32)
         return sample
 
-    def __getitem__(self, index: int) -> dict[str, np.ndarray]:
-        rng = np.random.default_rng([self.seed, self.epoch, index])
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, np.ndarray]:
+        """Sample ``index`` of the current epoch, or of ``epoch`` for a key ``(epoch, index)``."""
+        epoch, index = key if isinstance(key, tuple) else (self.epoch, key)
+        rng = np.random.default_rng([self.seed, epoch, index])
         for _ in range(self.max_attempts):
             sample = self._draw(rng)
             if sample is not None:

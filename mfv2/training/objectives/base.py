@@ -83,11 +83,20 @@ class Objective:
         raise NotImplementedError
 
     @torch.no_grad()
-    def evaluate(self, model: nn.Module, batch: Batch) -> torch.Tensor:
-        """Per-sample IoU (B,) of the predicted box with the ground truth, for validation."""
+    def evaluate(self, model: nn.Module, batch: Batch) -> dict[str, torch.Tensor]:
+        """Per-sample validation values, each (B,): here the IoU of the predicted box and the label."""
         out = model(batch["template"], batch["online_template"], batch["search"])
         gt = xywh_to_xyxy(batch["search_box"].float()).clamp(0, 1)
-        return box_iou(cxcywh_to_xyxy(out["pred_boxes"].float()), gt)[0]
+        return {"IoU": box_iou(cxcywh_to_xyxy(out["pred_boxes"].float()), gt)[0], "label": batch["label"]}
+
+    def summarize(self, values: dict[str, torch.Tensor]) -> dict[str, float]:
+        """Validation metrics from the concatenated :meth:`evaluate` values of the whole validation set.
+
+        Here the mean IoU over the samples that hold the target (label 1): a negative sample's box is
+        meaningless.
+        """
+        pos = values["label"] > 0.5
+        return {"IoU": float(values["IoU"][pos].mean())} if bool(pos.any()) else {}
 
 
 OBJECTIVES: Registry[type[Objective]] = Registry("objective")

@@ -312,7 +312,7 @@ class LoReTrackObjective(TeacherObjective):
         return total, stats
 
     @torch.no_grad()
-    def evaluate(self, model: nn.Module, batch: Batch) -> torch.Tensor:
+    def evaluate(self, model: nn.Module, batch: Batch) -> dict[str, torch.Tensor]:
         out = model(*self._inputs(unwrap(model).config, batch))
         gt = xywh_to_xyxy(batch["search_box"].float()).clamp(0, 1)
-        return box_iou(cxcywh_to_xyxy(out["pred_boxes"].float()), gt)[0]
+        return {"IoU": box_iou(cxcywh_to_xyxy(out["pred_boxes"].float()), gt)[0], "label": batch["label"]}

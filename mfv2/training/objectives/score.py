@@ -18,7 +18,22 @@ from mfv2.errors import ConfigError
 from mfv2.training.losses import score_bce_loss
 from mfv2.training.objectives.base import OBJECTIVES, Batch, Objective, unwrap
 
-__all__ = ["ScoreOptions", "ScoreObjective"]
+__all__ = ["ScoreOptions", "ScoreObjective", "roc_auc"]
+
+
+def roc_auc(scores: torch.Tensor, labels: torch.Tensor) -> float:
+    """Area under the ROC curve of ``scores`` for binary ``labels`` (Mann-Whitney U, ties counted half).
+
+    ``nan`` when either class is absent.
+    """
+    pos = labels > 0.5
+    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
+    if not n_pos or not n_neg:
+        return float("nan")
+    _, inverse, counts = torch.unique(scores.double(), return_inverse=True, return_counts=True)
+    mean_rank = counts.cumsum(0).double() - (counts.double() - 1) / 2  # 1-based average rank of each value
+    rank_sum = mean_rank[inverse][pos].sum()
+    return float((rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
 @dataclass(frozen=True)
@@ -56,3 +71,14 @@ class ScoreObjective(Objective):
         total = self.options.bce * bce
         correct = ((logits > 0) == (batch["label"] > 0.5)).float().mean()
         return total, {"Loss/score": bce.item(), "Loss/total": total.item(), "Accuracy": correct.item()}
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, batch: Batch) -> dict[str, torch.Tensor]:
+        """The score logit and the label of every sample (the box of a negative sample means nothing)."""
+        out = model(batch["template"], batch["online_template"], batch["search"])
+        return {"score": out["pred_scores"].float(), "label": batch["label"]}
+
+    def summarize(self, values: dict[str, torch.Tensor]) -> dict[str, float]:
+        """Accuracy of ``logit > 0`` against the labels, and the ROC AUC of the score (positives vs negatives)."""
+        score, label = values["score"], values["label"] > 0.5
+        return {"Accuracy": float(((score > 0) == label).float().mean()), "AUC": roc_auc(score, values["label"])}

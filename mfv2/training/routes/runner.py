@@ -159,6 +159,8 @@ def plan_route(
             set_path(data, "objective.options.teacher_kind", teacher.kind)
             set_path(data, "objective.options.teacher_checkpoint", str(teacher.output))
             set_path(data, "objective.options.teacher_variant", None)
+        if stage.name not in given:
+            _check_decay(stage.name, data)
         folder = out / f"{i:02d}_{stage.name}"
         path = Path(given[stage.name]) if stage.name in given else folder / FINAL
         planned = PlannedStage(i, stage, folder, path, kind, teacher.output if teacher else None,
@@ -166,6 +168,24 @@ def plan_route(
         plan.append(planned)
         by_name[stage.name] = planned
     return plan
+
+
+def _check_decay(name: str, config: Mapping[str, Any]) -> None:
+    """Refuse a stage that removes blocks whose residual scale gamma has not reached 0 by its last epoch."""
+    from mfv2.training.pruning import depth_gamma
+
+    remove, decay = get_path(config, "objective.options.remove_blocks"), get_path(config, "objective.options.decay_epochs")
+    epochs = get_path(config, "optim.epochs")
+    if not remove or not isinstance(epochs, int):
+        return
+    m = 40.0 if decay is None else float(decay)
+    gamma = depth_gamma(epochs, m) if m > 0 else 0.0
+    if gamma > 0:
+        raise ConfigError(
+            f"stage {name} removes blocks {list(remove)} after {epochs} epochs, but their residual scale gamma is "
+            f"still {gamma:.4f} then (it reaches 0 at epoch {m:g}); set optim.epochs >= "
+            f"objective.options.decay_epochs"
+        )
 
 
 def _init_checkpoint(stage: PlannedStage, plan: Mapping[str, PlannedStage], seed: int) -> Path:

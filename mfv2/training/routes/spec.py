@@ -192,7 +192,8 @@ def scale_config(data: Mapping[str, Any], scale: float) -> dict[str, Any]:
     """A copy of a stage config mapping for a run ``scale`` times the size, for small runs.
 
     Epoch counts (``optim.epochs``, ``optim.lr_drop_epoch``, ``checkpoint_every``, ``val_every``, the
-    pruning decay ``objective.options.decay_epochs``) and sample counts (``data.samples_per_epoch``,
+    pruning decay ``objective.options.decay_epochs``, shortened with the epochs when they round down,
+    so a decay never outlasts its run) and sample counts (``data.samples_per_epoch``,
     ``data.val_samples``) are multiplied by ``scale``; counts stay >= 1 and an epoch holds at least
     one batch. ``scale = 0.01`` turns 500 epochs of 60k samples into 5 epochs of 600.
     """
@@ -208,11 +209,16 @@ def scale_config(data: Mapping[str, Any], scale: float) -> dict[str, Any]:
             v = value * scale
             set_path(out, key, max(minimum, round(v)) if integer else max(v, 1e-6))
 
+    epochs = get_path(out, "optim.epochs")
     for key in ("optim.epochs", "optim.lr_drop_epoch"):
         scaled(key, 1)
     for key in ("checkpoint_every", "val_every"):
         scaled(key, 1)
     scaled("objective.options.decay_epochs", 0, integer=False)
+    decay = get_path(out, "objective.options.decay_epochs")
+    if isinstance(epochs, int) and epochs > 0 and isinstance(decay, float):
+        # Rounding the epochs down must not leave a decay longer than the run (blocks removed at gamma > 0).
+        set_path(out, "objective.options.decay_epochs", min(decay, get_path(out, "optim.epochs") * decay / (epochs * scale)))
     batch = get_path(out, "data.batch_size") or 32
     scaled("data.samples_per_epoch", batch)
     scaled("data.val_samples", 1)
