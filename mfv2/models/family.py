@@ -38,6 +38,9 @@ class ModelFamily:
             :class:`~mfv2.errors.ConfigError` when the keys are the family's but the shapes make no model.
         check_state_dict: ``(state_dict, config, source)``; raises ``ConfigError`` naming every key that
             does not fit ``config``.
+        resize: ``(state_dict, config, source) -> state_dict`` whose input-size dependent tensors fit
+            ``config``'s template and search sizes (fixed tables rebuilt, learned ones refused); ``None``
+            when the family cannot change its input sizes.
     """
 
     name: str
@@ -48,6 +51,7 @@ class ModelFamily:
     claims: Callable[[StateDict], bool]
     detect: Callable[[StateDict, str], Any]
     check_state_dict: Callable[[StateDict, Any, str], None]
+    resize: Callable[[StateDict, Any, str], dict[str, torch.Tensor]] | None = None
 
     def config(self, variant_or_config: Any) -> Any:
         """The config of a registered variant name, or ``variant_or_config`` itself."""

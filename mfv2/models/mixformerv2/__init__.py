@@ -17,5 +17,6 @@ FAMILY = register_family(
         claims=weights.claims,
         detect=weights.detect_config,
         check_state_dict=weights.check_state_dict,
+        resize=weights.resize_inputs,
     )
 )

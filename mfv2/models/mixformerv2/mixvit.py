@@ -28,7 +28,14 @@ from mfv2.errors import ConfigError
 from mfv2.fileio import atomic_path
 from mfv2.models.checkpoint import load_pickled
 from mfv2.models.mixformerv2.corner_heads import CornerHead, CornerKind, soft_argmax
-from mfv2.models.mixformerv2.vit import Block, PatchEmbed, init_weights, sincos_pos_table, trunc_normal_
+from mfv2.models.mixformerv2.vit import (
+    Block,
+    PatchEmbed,
+    init_weights,
+    rebuild_sincos_tables,
+    sincos_pos_table,
+    trunc_normal_,
+)
 from mfv2.registry import Registry
 
 __all__ = [
@@ -296,6 +303,8 @@ def build_mixvit(
     checkpoint: str | os.PathLike[str] | None = None,
     *,
     drop_path_rate: float = 0.0,
+    template_size: int | None = None,
+    search_size: int | None = None,
 ) -> MixViT:
     """Build a MixViT teacher, optionally loading an official or mfv2 checkpoint strictly.
 
@@ -306,20 +315,30 @@ def build_mixvit(
             written by :func:`save_mixvit`. Every backbone and box-head key must match in name and shape;
             keys of modules the teacher does not have (the online score branch) are ignored.
         drop_path_rate: stochastic depth for training.
+        template_size, search_size: build the teacher at these input sizes instead; the checkpoint's
+            fixed sin-cos tables (``pos_embed_t``/``pos_embed_s``) are rebuilt for the new grids, as the
+            official loader does (a learned table is refused). The unused 224-pixel ``pos_embed`` stays.
 
     Returns:
         The model in eval mode.
     """
+    sizes: dict[str, Any] = {k: v for k, v in (("template_size", template_size), ("search_size", search_size)) if v is not None}
+
     def resolve(v: str | MixViTConfig) -> MixViTConfig:
         return v if isinstance(v, MixViTConfig) else MIXVIT_VARIANTS.get(v)
 
     if checkpoint is None:
-        return MixViT(resolve("B" if variant_or_config is None else variant_or_config), drop_path_rate).eval()
+        cfg = resolve("B" if variant_or_config is None else variant_or_config)
+        return MixViT(dataclasses.replace(cfg, **sizes), drop_path_rate).eval()
     sd, recorded, _ = load_mixvit_state(checkpoint)
     if variant_or_config is not None:
         cfg = resolve(variant_or_config)
     else:
         cfg = recorded or detect_mixvit_config(sd, str(checkpoint))
+    if sizes:
+        cfg = dataclasses.replace(cfg, **sizes)
+        sd = rebuild_sincos_tables(sd, {"backbone.pos_embed_t": cfg.template_grid, "backbone.pos_embed_s": cfg.search_grid},
+                                   str(checkpoint))
     model = MixViT(cfg, drop_path_rate)
     model.load_state_dict(_check_keys(sd, model, str(checkpoint)), strict=True)
     return model.eval()

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mfv2.errors import ConfigError
+
 __all__ = [
     "PatchEmbed",
     "sincos_pos_table",
+    "rebuild_sincos_tables",
     "Attention",
     "Mlp",
     "Block",
@@ -38,6 +42,47 @@ def sincos_pos_table(embed_dim: int, grid: int) -> torch.Tensor:
         return torch.cat([angles.sin(), angles.cos()], dim=1)  # (g*g, C/2)
 
     return torch.cat([encode(cols), encode(rows)], dim=1).float()  # (g*g, C)
+
+
+def rebuild_sincos_tables(
+    sd: Mapping[str, torch.Tensor], grids: Mapping[str, int], source: str = "checkpoint", *, atol: float = 1e-3
+) -> dict[str, torch.Tensor]:
+    """``sd`` with its fixed sin-cos position tables rebuilt for other grids.
+
+    MixFormerV2 and MixViT keep ``pos_embed_t``/``pos_embed_s`` as frozen MAE 2-D sin-cos tables, so a
+    model trained at one input size holds the tables for any other (the official loader rebuilds them
+    too). Each table of ``grids`` (key -> new grid side) is first checked against the formula for its
+    own grid; a table that differs is learned and cannot be rebuilt.
+
+    Args:
+        sd: a state dict with (1, g*g, C) tables under the keys of ``grids``.
+        grids: key -> grid side of the model the state dict is for.
+        source: the file's name, for messages.
+        atol: largest deviation from the formula still taken as sin-cos (fp16-stored tables differ by ~5e-4).
+
+    Raises:
+        ConfigError: a table is missing, not a square grid, or not the sin-cos table of its grid.
+    """
+    out = dict(sd)
+    for key, grid in grids.items():
+        if key not in sd:
+            raise ConfigError(f"{source} has no {key} to rebuild for a {grid}x{grid} grid")
+        table = sd[key]
+        n, dim = table.shape[-2], table.shape[-1]
+        g = math.isqrt(n)
+        if g * g != n:
+            raise ConfigError(f"{source}: {key} holds {n} positions, not a square grid")
+        if g == grid:
+            continue
+        deviation = float((table.reshape(n, dim).float() - sincos_pos_table(dim, g)).abs().max())
+        if deviation > atol:
+            raise ConfigError(
+                f"{source}: {key} is not the fixed 2-D sin-cos table of a {g}x{g} grid (it differs from the formula "
+                f"by up to {deviation:.3g}): a learned table cannot be rebuilt for a {grid}x{grid} grid; build the "
+                f"model at the file's own input size ({g}x{g} patches)"
+            )
+        out[key] = sincos_pos_table(dim, grid)[None].to(table.dtype)
+    return out
 
 
 class PatchEmbed(nn.Module):

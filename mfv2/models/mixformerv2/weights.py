@@ -9,8 +9,9 @@ import torch
 from mfv2.config import VARIANTS, ModelConfig
 from mfv2.errors import ConfigError
 from mfv2.models.mixformerv2.model import MixFormerV2
+from mfv2.models.mixformerv2.vit import rebuild_sincos_tables
 
-__all__ = ["claims", "detect_config", "expected_shapes", "check_state_dict"]
+__all__ = ["claims", "detect_config", "expected_shapes", "check_state_dict", "resize_inputs"]
 
 
 def claims(sd: Mapping[str, torch.Tensor]) -> bool:
@@ -90,3 +91,9 @@ def check_state_dict(sd: Mapping[str, torch.Tensor], cfg: ModelConfig, source: s
         f"{source} does not fit MixFormerV2-{cfg.name} ({cfg.describe()}): {'; '.join(parts)}; {hint}. "
         "Pass the matching --variant, or none to detect it."
     )
+
+
+def resize_inputs(sd: Mapping[str, torch.Tensor], cfg: ModelConfig, source: str = "checkpoint") -> dict[str, torch.Tensor]:
+    """``sd`` with its sin-cos position tables rebuilt for ``cfg``'s template and search grids."""
+    return rebuild_sincos_tables(sd, {"backbone.pos_embed_t": cfg.template_grid, "backbone.pos_embed_s": cfg.search_grid},
+                                 source)
