@@ -1,6 +1,6 @@
 """Fake ``tensorrt`` and cuda-python (``cuda.bindings.runtime``) modules that behave as the real ones do.
 
-Every public name here is one the real packages have (``tests/test_tensorrt_fakes.py`` checks them
+Every public name here is one the real packages have (``tests/runtimes/test_tensorrt_fakes.py`` checks them
 against the TensorRT bindings wheel and an imported cuda-python). The fakes fail where the real
 calls can fail: every CUDA call returns ``(cudaError_t, *values)`` and any of them can be told to
 fail (``FakeCudart.fail``); synchronising a capturing stream invalidates the capture, as CUDA does;

@@ -17,11 +17,11 @@ SKIPPED = {
     "--backend tensorrt": "needs an NVIDIA GPU and TensorRT",
     "eval /data/": "needs the LaSOT dataset on disk",
     "--route S ": "needs a MixViT teacher checkpoint and days of GPU training",
-    "--route demo_s": "about an hour of CPU training; tests/test_routes.py runs a route at tiny scale",
+    "--route demo_s": "about an hour of CPU training; tests/training/test_routes.py runs a route at tiny scale",
 }
 # Commands run at a smaller size in CI: same subcommand and flags, less work.
 SHRINK = {
-    # the matrix itself is tested in test_bench.py: here the command and its outputs, on two rows
+    # the matrix itself is tested in tests/bench/test_bench.py: here the command and its outputs, on two rows
     "mfv2 bench --variant S": ("--variant S", "--variant tiny --quick --backends onnxruntime --precisions fp32 "
                                "--graphs split --mode model --iters 5"),
     "mfv2 eval --synthetic 16": ("--synthetic 16", "--synthetic 2 --frames 12"),
@@ -50,7 +50,7 @@ def test_quickstart_is_make_demo_then_make_test_and_ci_runs_make_test():
     assert ci[-1] == "make test" and not any("pytest" in line for line in ci)  # the same command, nothing else
     make = (ROOT / "Makefile").read_text()
     demo = re.search(r"^demo:.*\n((?:\t.*\n)+)", make, flags=re.M)
-    assert demo is not None and demo.group(1).strip() == "$(BIN)/mfv2 demo"  # what test_demo.py runs
+    assert demo is not None and demo.group(1).strip() == "$(BIN)/mfv2 demo"  # what tests/bench/test_demo.py runs
 
 
 def test_readme_has_the_task_commands():
@@ -63,7 +63,7 @@ def test_readme_has_the_task_commands():
 def workdir(tmp_path_factory):
     """A folder holding the files the README's commands name: an official-layout checkpoint under the
     README's file name. It holds the tiny variant (detected from its tensors like S): the commands run
-    as written, at a size CI affords; S's official layout is tested in test_checkpoint.py."""
+    as written, at a size CI affords; S's official layout is tested in tests/models/test_checkpoint.py."""
     torch = pytest.importorskip("torch")
     from mfv2.models import build_model
 

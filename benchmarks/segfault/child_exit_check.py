@@ -1,8 +1,8 @@
 """Run after tests that use OpenVINO, in the same pytest process: a child process exits while a Python
 SIGCHLD handler is installed (torch's DataLoader leaves one for the rest of the process), i.e. what
-tests/test_training.py's DDP test does after test_resume_continues_bit_exactly.
+tests/training/test_training.py's DDP test does after test_resume_continues_bit_exactly.
 
-    python -m pytest -q -p no:cacheprovider tests/test_runtimes.py benchmarks/segfault/child_exit_check.py
+    python -m pytest -q -p no:cacheprovider tests/runtimes/test_runtimes.py benchmarks/segfault/child_exit_check.py
 
 Dies with SIGSEGV (rc 139) while OpenVINO has left the main thread's alternate signal stack unmapped.
 """

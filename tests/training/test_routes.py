@@ -80,7 +80,7 @@ def test_scale_config_keeps_counts_usable():
 COMPRESSION_ROUTES = {  # route -> its last stage and the (depth, template, search) of the model it trains
     "ct_demo": ("compress", (2, 64, 128)),
     "lr_demo": ("loretrack", (4, 48, 96)),
-    str(Path(__file__).resolve().parents[1] / "benchmarks" / "compression" / "route_pmdp_demo.yaml"): ("prune", (4, 64, 128)),
+    str(Path(__file__).resolve().parents[2] / "benchmarks" / "compression" / "route_pmdp_demo.yaml"): ("prune", (4, 64, 128)),
 }
 
 

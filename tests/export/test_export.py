@@ -33,8 +33,8 @@ from mfv2.geometry.boxes import box_iou  # noqa: E402
 from mfv2.models import build_model, save_native  # noqa: E402
 
 GRAPHS = ("full", "template_encoder", "search_decoder")
-from conftest import EXPORT_ONNX_PRECISIONS as ONNX_PRECISIONS  # noqa: E402
-from conftest import EXPORT_OV_PRECISIONS as OV_PRECISIONS  # noqa: E402
+from tests.conftest import EXPORT_ONNX_PRECISIONS as ONNX_PRECISIONS  # noqa: E402
+from tests.conftest import EXPORT_OV_PRECISIONS as OV_PRECISIONS  # noqa: E402
 
 
 def _session(path: Path) -> ort.InferenceSession:

@@ -2,7 +2,7 @@
 and the int8 graph exported for TensorRT.
 
 TensorRT itself cannot run here (no GPU); the fakes of ``tests/_tensorrt_fakes.py`` (their names checked
-against the real bindings in ``test_tensorrt_fakes.py``) record the calls and return a fake plan, so the
+against the real bindings in ``tests/runtimes/test_tensorrt_fakes.py``) record the calls and return a fake plan, so the
 builder's own logic is tested. Engines on a real GPU are unverified in CI.
 """
 

@@ -1,7 +1,7 @@
 """The TensorRT backend, as far as a CPU allows: driven through fake ``tensorrt`` and cuda-python modules.
 
 The fakes (``tests/_tensorrt_fakes.py``, their names checked against the real packages in
-``test_tensorrt_fakes.py``) keep device memory in real buffers and run a tiny engine (boxes from
+``tests/runtimes/test_tensorrt_fakes.py``) keep device memory in real buffers and run a tiny engine (boxes from
 the means of its inputs), so the tests check what the backend promises: buffers allocated and
 addresses set once, the bound KV uploaded once, one upload and one execute per frame, CUDA-graph
 capture once (thread-local) and replay afterwards, a failed capture ended and replaced by plain

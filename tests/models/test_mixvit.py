@@ -6,7 +6,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from conftest import read_key_list  # noqa: E402
+from tests.conftest import read_key_list  # noqa: E402
 
 from mfv2.errors import ConfigError  # noqa: E402
 from mfv2.models.mixformerv2.corner_heads import CornerHead, soft_argmax  # noqa: E402

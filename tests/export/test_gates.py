@@ -164,7 +164,7 @@ def test_gate_limits_match_the_committed_measurement() -> None:
     """The low-precision limits keep the margins benchmarks/gates/README.md states over every healthy
     figure measured there: errors at most 1/1.5 of their limit, mean IoU 0.05 and the IoU >= 0.9
     share 0.1 above theirs; and the variants measured as broken stay rejected."""
-    data = json.loads((Path(__file__).resolve().parents[1] / "benchmarks" / "gates" / "gates.json").read_text())
+    data = json.loads((Path(__file__).resolve().parents[2] / "benchmarks" / "gates" / "gates.json").read_text())
     low = [r for r in data["cases"] if r["precision"] != "fp32"]
     healthy = [r for r in low if r["status"] == "ok"]
     assert len(healthy) > 100 and {r["case"].split()[0] for r in healthy} == {"tiny", "demo", "S", "B"}

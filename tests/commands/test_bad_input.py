@@ -35,7 +35,7 @@ from mfv2.models import build_model, read_checkpoint  # noqa: E402
 HAS_OPENVINO = __import__("importlib.util").util.find_spec("openvino") is not None
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 UNWRITABLE = Path("/sys")  # creating a file there fails for every user, root included (sysfs)
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 # ------------------------------------------------------------------------------------------ fixtures

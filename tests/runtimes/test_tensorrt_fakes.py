@@ -35,7 +35,7 @@ TRT_VERSIONS = ("10.13.3.9", "11.4.0.106")  # the 10.12+ line mfv2 targets and t
 CUDA_BINDINGS = ("12.9.4", "13.5.0")  # cuda-python for CUDA 12 and for CUDA 13 drivers
 PATHFINDER = "1.9.1"  # imported by cuda-bindings
 CACHE = Path(os.environ.get("MFV2_TEST_CACHE", Path.home() / ".cache" / "mfv2-tests")) / "tensorrt-api"
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 # Attributes of the fakes that are test instrumentation, not API.
 FAKE_ONLY = {"calls", "loggers", "execute_ok", "released", "parse_ok", "plan", "RETURNED_TYPES"}
 

@@ -13,7 +13,7 @@ import json
 import numpy as np
 import pytest
 
-from _toolkit_env import demo_export_dir, run_toolkit, toolkit_env, toolkit_python
+from tests._toolkit_env import demo_export_dir, run_toolkit, toolkit_env, toolkit_python
 from mfv2.datasets import open_dataset, read_boxes, read_got10k_result, write_boxes, write_got10k_result
 from mfv2.evaluation.metrics import evaluate_got10k, evaluate_sequences
 from mfv2.cli import main

@@ -28,7 +28,7 @@ from mfv2.runtimes import cuda_graphs  # noqa: E402
 from mfv2.runtimes.cuda_graphs import GraphedStep  # noqa: E402
 from mfv2.runtimes.torch_backend import DeviceArray, TorchBackend, _cast_model  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 HAS_CUDA = torch.cuda.is_available()
 
 

@@ -10,7 +10,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from _toolkit_env import VOT_CLI, demo_export_dir, run_toolkit, toolkit_env, toolkit_python
+from tests._toolkit_env import VOT_CLI, demo_export_dir, run_toolkit, toolkit_env, toolkit_python
 from mfv2.datasets import open_dataset, read_boxes
 from mfv2.cli import main
 from mfv2.errors import ConfigError

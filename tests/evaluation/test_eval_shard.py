@@ -8,7 +8,7 @@ import logging
 import numpy as np
 import pytest
 
-from _toolkit_env import demo_export_dir
+from tests._toolkit_env import demo_export_dir
 from mfv2.evaluation.evaluate import parse_shard, shard_names, worker_threads
 from mfv2.cli import main
 from mfv2.errors import ConfigError
