@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ctypes
 import importlib.util
+import signal
 import sys
 from pathlib import Path
 
@@ -56,6 +57,13 @@ def _sigaltstack_guard():
     _live_sigaltstack()
     yield
     _live_sigaltstack()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A shell starts background jobs with SIGINT ignored, and children inherit that; the Ctrl-C tests need
+    the default, so the suite behaves the same in a terminal, under CI and under ``nohup make test &``."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True, scope="module")
