@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from mfv2.config import _DictMixin
 from mfv2.errors import ConfigError
 
-__all__ = ["BenchConfig", "default_precisions", "MODES", "BASELINE"]
+__all__ = ["BenchConfig", "default_precisions", "MODES", "DEFAULT_MODES", "BASELINE"]
 
-MODES: tuple[str, ...] = ("model", "tracker")
+MODES: tuple[str, ...] = ("model", "tracker", "video")
+DEFAULT_MODES: tuple[str, ...] = ("model", "tracker")
 BASELINE = ("torch", "fp32", "full")
 
 
@@ -24,6 +26,10 @@ class BenchConfig(_DictMixin):
     tracker clip length. ``rounds`` > 1 runs the whole matrix again, interleaved, and pools samples.
     ``device``, ``cuda_graphs`` and ``compile`` apply to the torch rows (options of the torch backend):
     ``cuda_graphs=(False, True)`` runs each torch row eagerly and replayed from a CUDA graph.
+    ``video`` mode tracks the first ``frames`` frames of the file ``video`` end to end (decode on a
+    background thread + tracker). ``background_load`` N > 0 runs every row twice: on the machine as it
+    is, and beside N busy-looping processes the bench starts and stops itself. ``auto`` also runs the
+    ``backend="auto"`` calibration on each export and reports its pick.
     """
 
     variants: tuple[str, ...] = ("S",)
@@ -33,7 +39,7 @@ class BenchConfig(_DictMixin):
     precisions: tuple[str, ...] | None = None
     graphs: tuple[str, ...] = ("split", "full")
     threads: tuple[int, ...] = ()
-    modes: tuple[str, ...] = MODES
+    modes: tuple[str, ...] = DEFAULT_MODES
     warmup: int = 10
     iters: int | None = 200
     duration: float | None = 10.0
@@ -46,13 +52,21 @@ class BenchConfig(_DictMixin):
     device: str = "cpu"
     cuda_graphs: tuple[bool, ...] = (False,)
     compile: str | None = None
+    video: str | None = None
+    background_load: int = 0
+    auto: bool = True
 
     def __post_init__(self) -> None:
         bad = [m for m in self.modes if m not in MODES] + [g for g in self.graphs if g not in ("split", "full")]
         if bad:
-            raise ConfigError(f"unknown mode/graph {', '.join(bad)}; modes: model, tracker; graphs: split, full")
+            raise ConfigError(f"unknown mode/graph {', '.join(bad)}; modes: model, tracker, video; graphs: split, full")
         if self.frames < 2 or self.rounds < 1 or self.warmup < 0 or any(t < 1 for t in self.threads):
             raise ConfigError("frames must be >= 2, rounds >= 1, warmup >= 0 and threads >= 1")
+        if "video" in self.modes and not (self.video and Path(self.video).is_file()):
+            got = f"{self.video} is not a file" if self.video else "none given"
+            raise ConfigError(f"video mode needs a video file ({got}): pass --video FILE, e.g. an H.264 .mp4")
+        if self.background_load < 0:
+            raise ConfigError(f"background_load must be >= 0 busy processes, got {self.background_load}")
         if self.iters is None and self.duration is None:
             raise ConfigError("give iters or duration to bound each model-only row")
 

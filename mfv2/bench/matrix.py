@@ -26,6 +26,7 @@ import numpy as np
 from mfv2.bench.config import BASELINE, BenchConfig, default_precisions
 from mfv2.bench.envinfo import capture_env, cpu_info, load_average
 from mfv2.bench.flops import frame_flops, graph_flops
+from mfv2.bench.load import busy_processes
 from mfv2.bench.probe import PEAK_PRECISIONS, peak_precision
 from mfv2.bench.report import RESULT_FIELDS
 from mfv2.bench.rows import Artifacts, prepare_artifacts, rejected_status
@@ -110,8 +111,9 @@ def _pool(parts: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _finish(row: dict[str, Any], result: dict[str, Any], base: dict[str, Any] | None, peaks: dict[str, Any],
-            arts: Artifacts) -> dict[str, Any]:  # fmt: skip
-    """Add the derived columns: speed-up, FLOPs, % of peak, agreement with the baseline."""
+            arts: Artifacts, idle: dict[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
+    """Add the derived columns: speed-up, FLOPs, % of peak, agreement with the baseline, and for a row
+    beside background load its slow-down against the same path idle (``idle``)."""
     out = {**dict.fromkeys(RESULT_FIELDS), **row}
     out.update({k: v for k, v in result.items() if k not in ("samples_ms", "boxes")})
     cfg = arts.config
@@ -127,6 +129,8 @@ def _finish(row: dict[str, Any], result: dict[str, Any], base: dict[str, Any] | 
     peak_cpu = (peaks.get(str(row["threads"])) or {}).get(peak_precision(row["precision"]), {}).get("gops_cpu") if on_cpu else None
     if ok and peak_cpu and out.get("cpu_ms"):
         out["pct_peak_cpu"] = 100.0 * flops / 1e9 / (out["cpu_ms"] / 1000.0) / peak_cpu
+    if idle is not None and ok and idle.get("status") == "ok" and row.get("background_load"):
+        out["loaded_slowdown"] = out["median_ms"] / idle["median_ms"]
     base_ok = ok and base is not None and base.get("status") == "ok"
     out["speedup"] = base["median_ms"] / out["median_ms"] if base_ok and base is not None else None
     if base_ok and base is not None and base.get("cpu_ms") and out.get("cpu_ms"):
@@ -152,6 +156,19 @@ def _measure_peaks(config: BenchConfig, threads: Sequence[int]) -> dict[str, Any
     return peaks
 
 
+def _auto_choices(config: BenchConfig, arts: dict[str, Artifacts]) -> dict[str, Any]:
+    """What ``backend="auto"`` picks for each export (in a worker process), or why it could not."""
+    out: dict[str, Any] = {}
+    for variant, a in arts.items():
+        if config.auto and a.export_dir and config.device == "cpu":
+            out[variant] = _spawn(["--auto", json.dumps({"artifact": a.export_dir})], config.timeout)
+    return out
+
+
+def _row_key(r: dict[str, Any]) -> tuple[Any, ...]:
+    return tuple(r.get(k) for k in ("variant", "backend", "precision", "graph", "mode", "threads", "device", "cuda_graph"))
+
+
 def run_bench(config: BenchConfig, *, command: str = "") -> dict[str, Any]:
     """Run the matrix and return the report (see :mod:`mfv2.bench.report`)."""
     flags = cpu_info()["flags"]
@@ -165,32 +182,49 @@ def run_bench(config: BenchConfig, *, command: str = "") -> dict[str, Any]:
         needed = {(r["backend"], r["precision"]) for r in rows if r["variant"] == v}
         arts[v] = prepare_artifacts(v, needed, config)
     peaks = _measure_peaks(config, threads)
+    auto = _auto_choices(config, arts)
+    if config.background_load:  # every row idle, then beside the busy processes
+        rows = [{**r, "background_load": n} for n in (0, config.background_load) for r in rows]
     raw: dict[int, list[dict[str, Any]]] = {i: [] for i in range(len(rows))}
+    levels = sorted({r.get("background_load") or 0 for r in rows})
     for rnd in range(config.rounds):
-        for i, row in enumerate(rows):
-            a = arts[row["variant"]]
-            if a.error and not (row["backend"] == "torch" and a.checkpoint):
-                raw[i].append({"status": a.error})
-                continue
-            rejected = None
-            if a.manifest is not None and row["backend"] != "torch":
-                rejected = rejected_status(a.manifest, row["backend"], row["precision"], row["graph"])
-            if rejected:
-                raw[i].append({"status": rejected})
-                continue
-            spec = {**row, **a.spec(row["backend"]), "warmup": config.warmup, "iters": config.iters,
-                    "duration": config.duration, "frames": config.frames}  # fmt: skip
-            res = _spawn(["--row", json.dumps(spec)], config.timeout)
-            raw[i].append(res)
-            logger.info("round %d row %d/%d %s %s %s %s %s t%d: %s %s", rnd + 1, i + 1, len(rows), row["variant"],
-                        row["backend"], row["precision"], row["graph"], row["mode"], row["threads"], res.get("status"),
-                        f"{res['median_ms']:.2f} ms" if res.get("status") == "ok" else "")  # fmt: skip
+        for level in levels:
+            with busy_processes(level):  # stopped on every exit, Ctrl-C included
+                for i, row in enumerate(rows):
+                    if (row.get("background_load") or 0) == level:
+                        raw[i].append(_run_one(config, arts[row["variant"]], row))
+                        res = raw[i][-1]
+                        logger.info("round %d row %d/%d %s %s %s %s %s t%d load+%d: %s %s", rnd + 1, i + 1, len(rows),
+                                    row["variant"], row["backend"], row["precision"], row["graph"], row["mode"],
+                                    row["threads"], level, res.get("status"),
+                                    f"{res['median_ms']:.2f} ms" if res.get("status") == "ok" else "")  # fmt: skip
     pooled = [_pool(raw[i]) for i in range(len(rows))]
-    baselines = {(r["variant"], r["mode"], r["threads"]): p for r, p in zip(rows, pooled) if r["baseline"]}
-    results = [
-        _finish(r, p, baselines.get((r["variant"], r["mode"], r["threads"])), peaks, arts[r["variant"]])
-        for r, p in zip(rows, pooled)
-    ]
+
+    def base_key(r: dict[str, Any]) -> tuple[Any, ...]:
+        return r["variant"], r["mode"], r["threads"], r.get("background_load")
+
+    baselines = {base_key(r): p for r, p in zip(rows, pooled) if r["baseline"]}
+    idle = {_row_key(r): p for r, p in zip(rows, pooled) if not r.get("background_load")}
+    results = [_finish(r, p, baselines.get(base_key(r)), peaks, arts[r["variant"]], idle.get(_row_key(r)))
+               for r, p in zip(rows, pooled)]  # fmt: skip
+    return _report(config, command, env, peaks, auto, arts, results)
+
+
+def _run_one(config: BenchConfig, a: Artifacts, row: dict[str, Any]) -> dict[str, Any]:
+    """One row's result (its worker's), or the status saying why it could not run."""
+    if a.error and not (row["backend"] == "torch" and a.checkpoint):
+        return {"status": a.error}
+    if a.manifest is not None and row["backend"] != "torch":
+        rejected = rejected_status(a.manifest, row["backend"], row["precision"], row["graph"])
+        if rejected:
+            return {"status": rejected}
+    spec = {**row, **a.spec(row["backend"]), "warmup": config.warmup, "iters": config.iters,
+            "duration": config.duration, "frames": config.frames, "video": config.video}  # fmt: skip
+    return _spawn(["--row", json.dumps(spec)], config.timeout)
+
+
+def _report(config: BenchConfig, command: str, env: dict[str, Any], peaks: dict[str, Any], auto: dict[str, Any],
+            arts: dict[str, Artifacts], results: list[dict[str, Any]]) -> dict[str, Any]:  # fmt: skip
     env["load_average_end"] = load_average()
     notes = [a.note for a in arts.values() if a.note]
     notes += [
@@ -210,5 +244,13 @@ def run_bench(config: BenchConfig, *, command: str = "") -> dict[str, Any]:
         "load_1m is the 1-minute load average when the row started: above the core count, other processes "
         "competed for the CPU and multi-threaded rows (torch most) lose more than single-threaded ones",
     ]
+    if config.background_load:
+        notes.append(f"BG load N rows ran beside N busy-looping processes started by the bench (--background-load "
+                     f"{config.background_load}); x idle = their median over the same path's median without them, "
+                     "same run; speed-ups compare with the baseline under the same load")  # fmt: skip
+    if "video" in config.modes:
+        notes.append(f"video mode tracks {config.video} end to end: ms per frame from one box to the next, decode "
+                     "on a background thread included; Update ms is the time inside tracker.update() of the same "
+                     "frames and Decode ms the file's decode time per frame read alone")  # fmt: skip
     return {"command": command, "env": env, "peaks": peaks, "settings": config.to_dict(), "notes": notes,
-            "results": results}  # fmt: skip
+            "auto": auto, "results": results}  # fmt: skip

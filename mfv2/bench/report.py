@@ -25,6 +25,7 @@ __all__ = [
     "format_table",
     "format_compare",
     "failure_lines",
+    "auto_lines",
     "compare_results",
     "load_report",
     "write_json",
@@ -47,7 +48,9 @@ RESULT_FIELDS: tuple[str, ...] = (
 #: Fields that identify a row across runs (for ``--compare``).
 # Torch GPU rows also carry ``device`` and ``cuda_graph`` (absent on CPU rows): rows that differ only there
 # are different paths, for --compare too.
-ROW_KEY: tuple[str, ...] = ("variant", "backend", "precision", "graph", "mode", "threads", "device", "cuda_graph")
+# ``background_load`` (rows run beside N busy processes) too; rows without it ran on the machine as it was.
+ROW_KEY: tuple[str, ...] = ("variant", "backend", "precision", "graph", "mode", "threads", "device", "cuda_graph",
+                            "background_load")
 
 
 def _num(x: Any, fmt: str = ".2f") -> str:
@@ -68,7 +71,7 @@ def _fidelity_text(row: Mapping[str, Any]) -> str:
     return f"{fid['iou_ge_0.9'] * 100:.0f}% / {fid['mean_iou']:.3f}"
 
 
-def _columns(mode: str) -> list[tuple[str, Any]]:
+def _columns(mode: str, loaded: bool = False) -> list[tuple[str, Any]]:
     cols: list[tuple[str, Any]] = [
         ("Variant", lambda r: r["variant"]),
         ("Backend", lambda r: r["backend"] + (f" {r['device']}" if r.get("device") else "")
@@ -76,6 +79,7 @@ def _columns(mode: str) -> list[tuple[str, Any]]:
         ("Prec", lambda r: r["precision"]),
         ("Graph", lambda r: r["graph"]),
         ("Thr", lambda r: str(r["threads"])),
+        *([("BG load", lambda r: str(r.get("background_load") or 0))] if loaded else []),
         ("Status", lambda r: r["status"] if len(r["status"]) <= 40 else r["status"][:37] + "..."),
         ("Median ms", lambda r: _num(r.get("median_ms"))),
         ("p90 ms", lambda r: _num(r.get("p90_ms"))),
@@ -89,8 +93,12 @@ def _columns(mode: str) -> list[tuple[str, Any]]:
         ("% peak CPU", lambda r: _num(r.get("pct_peak_cpu"), ".0f")),
         ("RSS MB", lambda r: _num(r.get("peak_rss_mb"), ".0f")),
         ("Load", lambda r: _num(r.get("load_1m"), ".1f")),
+        *([("x idle", lambda r: _num(r.get("loaded_slowdown")) + ("x" if r.get("loaded_slowdown") else ""))] if loaded else []),
     ]
-    if mode == "tracker":
+    if mode == "video":
+        cols += [("Size", lambda r: r.get("size") or "-"), ("Update ms", lambda r: _num(r.get("update_ms"))),
+                 ("Decode ms", lambda r: _num(r.get("decode_ms"))), ("IoU>=.9 / mean IoU", _fidelity_text)]
+    elif mode == "tracker":
         cols += [("IoU>=.9 / mean IoU", _fidelity_text), ("Stages (median ms)", _stages_text)]
     else:
         cols += [("Templates ms", lambda r: _num(r.get("template_ms")))]
@@ -104,7 +112,8 @@ def _rows_by_mode(results: Iterable[Mapping[str, Any]]) -> dict[str, list[Mappin
     return by_mode
 
 
-_MODE_TITLES = {"model": "Model only (one search frame per call)", "tracker": "Tracker loop (crop + model + post per frame)"}
+_MODE_TITLES = {"model": "Model only (one search frame per call)", "tracker": "Tracker loop (crop + model + post per frame)",
+                "video": "End to end on a video file (decode + tracker per frame)"}
 
 
 def _grid(header: Sequence[str], body: Sequence[Sequence[str]], markdown: bool) -> list[str]:
@@ -121,7 +130,7 @@ def format_table(results: Iterable[Mapping[str, Any]], *, markdown: bool = False
     """The results as one table per mode (trtexec/Ultralytics style); Markdown with ``markdown``."""
     out: list[str] = []
     for mode, rows in _rows_by_mode(results).items():
-        cols = _columns(mode)
+        cols = _columns(mode, any(r.get("background_load") for r in rows))
         title = _MODE_TITLES.get(mode, mode)
         out.append(f"### {title}" if markdown else f"{title}:")
         if markdown:
@@ -141,8 +150,25 @@ def failure_lines(results: Iterable[Mapping[str, Any]]) -> list[str]:
     return [f"{v} {b} {p} {g} ({', '.join(where)}): {status}" for (v, b, p, g, status), where in seen.items()]
 
 
+def auto_lines(report: Mapping[str, Any]) -> list[str]:
+    """Per model: what ``backend="auto"`` picked and why, then every path it timed (fastest first)."""
+    lines = []
+    for model, c in (report.get("auto") or {}).items():
+        if c.get("status") != "ok":
+            lines.append(f"{model}: auto could not choose: {c.get('status')}")
+            continue
+        where = f"{c['backend']} {c['precision']} {c['graph']}, {c['threads']} thread(s)"
+        load = "" if c.get("load_average") is None else f"; calibrated at load {c['load_average']}"
+        lines.append(f"{model}: auto picked {where}: {c['reason']}{' (cached)' if c.get('cached') else ''}{load}")
+        tried = "; ".join(f"{t['backend']} {t['precision']} t{t['threads']} "
+                          + (f"{t['median_ms']:.2f} ms" if t.get("median_ms") is not None else t.get("status", "-"))
+                          for t in c.get("trials", []))  # fmt: skip
+        lines.append(f"{model}: timed {tried}")
+    return lines
+
+
 def _key(row: Mapping[str, Any]) -> tuple[Any, ...]:
-    return tuple(row.get(k) for k in ROW_KEY)
+    return tuple((row.get(k) or None) if k == "background_load" else row.get(k) for k in ROW_KEY)
 
 
 def compare_results(new: Iterable[Mapping[str, Any]], old: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -257,6 +283,9 @@ def to_markdown(report: Mapping[str, Any]) -> str:
                              f"{p.get('engine')} | {p.get('status')} |")  # fmt: skip
         lines.append("")
     lines += ["## Results", "", format_table(report.get("results", []), markdown=True)]
+    picked = auto_lines(report)
+    if picked:
+        lines += ["## What backend=auto picked", "", *(f"- {p}" for p in picked), ""]
     failed = failure_lines(report.get("results", []))
     if failed:
         lines += ["### Rows that did not run", "", *(f"- {f}" for f in failed), ""]

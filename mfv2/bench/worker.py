@@ -1,7 +1,7 @@
 """The child process of a benchmark row or of the GEMM peak probe.
 
 ``python -m mfv2.bench.worker --row SPEC --out RESULT`` runs one row (:func:`mfv2.bench.rows.run_row`)
-and ``--probe SPEC`` the GEMM peak probe, each in a process of its own so its peak resident memory is
+``--probe SPEC`` the GEMM peak probe and ``--auto SPEC`` the ``backend="auto"`` calibration, each in a process of its own so its peak resident memory is
 its own and an ONNX Runtime or OpenVINO row imports no torch; the JSON result goes to ``--out``.
 """
 
@@ -23,11 +23,20 @@ def _main(argv: Sequence[str] | None = None) -> int:
     job = parser.add_mutually_exclusive_group(required=True)
     job.add_argument("--row", help="JSON row spec")
     job.add_argument("--probe", help="JSON probe spec")
+    job.add_argument("--auto", help='JSON {"artifact": EXPORT_DIR}: what backend="auto" picks there')
     parser.add_argument("--out", required=True, help="where to write the JSON result")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     if args.row:
         result = run_row(json.loads(args.row))
+    elif args.auto:
+        from mfv2.errors import Mfv2Error
+        from mfv2.runtimes.auto import choose
+
+        try:
+            result = {"status": "ok", **choose(json.loads(args.auto)["artifact"]).to_dict()}
+        except Mfv2Error as e:
+            result = {"status": f"failed: {e}"}
     else:
         from mfv2.bench.probe import measure_peak
 

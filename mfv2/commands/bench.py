@@ -25,7 +25,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precisions", help="comma-separated fp32,fp16,bf16,int8 (default: sensible ones per backend)")
     p.add_argument("--graphs", default="split,full", help="split and/or full (default both)")
     p.add_argument("--threads", help="thread counts, comma-separated (default: the usable CPUs)")
-    p.add_argument("--mode", default="model,tracker", help="model and/or tracker (default both)")
+    p.add_argument("--mode", default="model,tracker",
+                   help="model, tracker and/or video (end to end on --video; default model,tracker)")
+    p.add_argument("--video", metavar="FILE", help="video file of the video mode (e.g. an H.264 .mp4)")
+    p.add_argument("--background-load", type=int, default=0, metavar="N",
+                   help="run every row twice: as the machine is, and beside N busy-looping processes (default 0)")
+    p.add_argument("--no-auto", action="store_true", help="skip the backend=auto calibration (default: report its pick)")
     limit = p.add_mutually_exclusive_group()
     limit.add_argument("--iters", type=int, help="timed calls per model-only row (default 200, capped at 10 s)")
     limit.add_argument("--duration", type=float, help="seconds per model-only row instead of a count")
@@ -70,13 +75,16 @@ def config_from_args(args: argparse.Namespace):  # noqa: ANN201  (BenchConfig, i
         precisions=precisions,
         graphs=_csv(args.graphs),
         threads=threads,
-        modes=_csv(args.mode),
+        modes=_csv(args.mode) + (("video",) if args.video and "video" not in _csv(args.mode) else ()),
         rounds=args.rounds,
         cache_dir=args.cache,
         timeout=args.timeout,
         device=args.device,
         cuda_graphs=tuple(graphs_on[c] for c in _csv(args.cuda_graph)),
         compile=args.compile,
+        video=args.video,
+        background_load=args.background_load,
+        auto=not args.no_auto,
         **quick,
     )
     if args.iters is not None:
@@ -90,6 +98,7 @@ def config_from_args(args: argparse.Namespace):  # noqa: ANN201  (BenchConfig, i
 def run(args: argparse.Namespace) -> int:
     from mfv2.bench.matrix import run_bench
     from mfv2.bench.report import (
+        auto_lines,
         compare_results,
         failure_lines,
         format_compare,
@@ -115,6 +124,8 @@ def run(args: argparse.Namespace) -> int:
     print(format_table(report["results"]))
     for line in failure_lines(report["results"]):
         print(f"not run: {line}")
+    for line in auto_lines(report):
+        print(line)
     if old is not None:
         print(f"Change against {args.compare}:")
         print(format_compare(report["compare"]))

@@ -5,9 +5,9 @@ an export directory: each installed CPU backend at each precision the export hol
 passed (a low-precision variant that missed its gate is not in the manifest), at the usable thread
 count, then the two fastest again at fewer threads. The fastest wins, except that a low precision
 must beat the fastest fp32 path by :data:`MIN_GAIN`, else fp32 is kept: no path slower than fp32 is
-ever chosen, and a tie goes to the faithful one. bf16 is tried only where the CPU has bf16 hardware,
-and int8 only where its weights are exact on this CPU's integer instructions (``avx2_exact``, issue
-#16) or the CPU has VNNI.
+ever chosen, and a tie goes to the faithful one. int8 is tried only where its weights are exact on
+this CPU's integer instructions (``avx2_exact``, issue #16) or the CPU has VNNI. bf16 is not a
+candidate: it runs the fp32 files at a precision no export gate has judged (ask for it by name).
 
 The choice is cached as JSON under :func:`mfv2.fileio.cache_dir` (``auto/``), keyed by the CPU (model
 name and flags), the runtime versions, mfv2's version and the export's manifest hash, so it is made
@@ -46,7 +46,7 @@ AUTO = "auto"
 #: A low-precision path must be at least this much faster than the fastest fp32 one to be chosen.
 MIN_GAIN = 0.05
 _CPU_BACKENDS = ("onnxruntime", "openvino")
-_PRECISIONS = ("fp32", "bf16", "int8")
+_PRECISIONS = ("fp32", "int8")  # the precisions an export gate judges
 _RUNTIMES = ("onnxruntime", "openvino")
 _BF16_FLAGS = {"avx512_bf16", "amx_bf16"}
 _VNNI_FLAGS = {"avx512_vnni", "avx_vnni", "amx_int8"}
@@ -136,7 +136,8 @@ def auto_candidates(manifest: Manifest, *, backend: str = AUTO, precision: str =
     """(backend, precision, graph) paths the export can run here whose accuracy gate passed.
 
     A path is in the manifest only if its parity gate passed at export; on top of that int8 needs
-    weights exact on this CPU (``avx2_exact``) unless it has VNNI, and bf16 needs bf16 hardware.
+    weights exact on this CPU (``avx2_exact``) unless it has VNNI. A fixed ``precision="bf16"`` is
+    honoured only where the CPU has bf16 hardware (elsewhere it runs at a fraction of fp32's speed).
     """
     from mfv2.runtimes.base import FileBackend, get_backend, select_artifacts
 

@@ -25,9 +25,20 @@ ARGS = ["--variant", "tiny", "--quick", "--backends", "onnxruntime,tensorrt", "-
 @pytest.fixture(scope="module")
 def bench_run(tmp_path_factory):
     d = tmp_path_factory.mktemp("bench")
-    code = main(["bench", *ARGS, "--cache", str(d / "cache"), "--json", str(d / "b.json"), "--markdown",
-                 str(d / "b.md"), "--plot", str(d / "b.png")])  # fmt: skip
+    with pytest.MonkeyPatch.context() as mp:  # the backend=auto calibration caches its pick here
+        mp.setenv("MFV2_CACHE", str(d / "cache"))
+        code = main(["bench", *ARGS, "--cache", str(d / "cache"), "--json", str(d / "b.json"), "--markdown",
+                     str(d / "b.md"), "--plot", str(d / "b.png")])  # fmt: skip
     return code, d
+
+
+def test_bench_reports_what_auto_picked(bench_run) -> None:
+    code, d = bench_run
+    pick = json.loads((d / "b.json").read_text())["auto"]["tiny"]
+    assert pick["status"] == "ok" and pick["backend"] in ("onnxruntime", "openvino") and pick["trials"]
+    fp32 = min(t["median_ms"] for t in pick["trials"] if t["precision"] == "fp32" and t["median_ms"] is not None)
+    assert pick["median_ms"] <= fp32
+    assert "## What backend=auto picked" in (d / "b.md").read_text() and "auto picked" in (d / "b.md").read_text()
 
 
 def test_bench_json_is_well_formed(bench_run) -> None:
@@ -133,7 +144,10 @@ def test_plan_rows_baseline_first_and_default_precisions() -> None:
     [
         (["--threads", "two"], "--threads must be comma-separated integers"),
         (["--precisions", "fp64"], "unknown precision fp64"),
-        (["--mode", "video"], "unknown mode/graph video"),
+        (["--mode", "bogus"], "unknown mode/graph bogus"),
+        (["--mode", "video"], "video mode needs a video file (none given)"),
+        (["--video", "/nonexistent.mp4"], "/nonexistent.mp4 is not a file"),
+        (["--background-load", "-1"], "background_load must be >= 0"),
         (["--compare", "/nonexistent/old.json"], "does not exist"),
     ],
 )

@@ -39,8 +39,9 @@ def test_candidates_follow_the_gate_and_the_cpu(tiny_export):
     m = load_manifest(tiny_export)
     paths = auto_candidates(m, flags=["avx2"])
     assert ("onnxruntime", "fp32", "split") in paths and ("onnxruntime", "int8", "split") in paths
-    assert not any(p == "bf16" for _, p, _ in paths)  # no bf16 hardware in these flags
-    assert ("openvino", "bf16", "split") in auto_candidates(m, flags=["avx512_bf16"])
+    assert not any(p == "bf16" for _, p, _ in auto_candidates(m, flags=["avx512_bf16"]))  # no gate judges bf16
+    assert auto_candidates(m, precision="bf16", flags=["avx2"]) == []  # asked for by name: only with bf16 hardware
+    assert auto_candidates(m, precision="bf16", flags=["avx512_bf16"]) == [("openvino", "bf16", "split")]
     # An int8 graph whose weights saturate AVX2's int16 pair sums is left out without VNNI only.
     for a in m.artifacts:
         if a.precision == "int8" and a.format == "onnx-dynamic":
