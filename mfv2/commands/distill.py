@@ -69,8 +69,11 @@ def run(args: argparse.Namespace) -> int:
                 start = init.source + (f" (MLP sliced to ratio {init.mlp_ratio:g})" if init.mlp_ratio else "")
                 start += f" (search factor {init.search_factor:g})" if init.search_factor else ""
             else:
-                start = f"fresh {MODEL_KINDS.get(s.kind).title}"
+                kind = MODEL_KINDS.get(s.kind)
+                cfg = kind.named(kind.config(init.fresh), s.spec.model_name)
+                start = f"fresh {kind.title}-{cfg.name} ({cfg.describe()})"
                 start += f" (backbone from {init.backbone_from})" if init.backbone_from else ""
+                start += f" (backbone from MAE {init.mae})" if init.mae else ""
             print(f"{s.index:2d}. {s.name:<12} {s.config.get('objective', {}).get('name', 'supervised'):<15} "
                   f"from {start}; teacher {s.spec.teacher or '-'}; {o.get('epochs')} epochs x "
                   f"{s.config.get('data', {}).get('samples_per_epoch')} samples -> {s.output}")

@@ -27,7 +27,8 @@ class ModelKind:
 
     Attributes:
         title: the kind's name in messages (``MixFormerV2``).
-        build: ``(variant, checkpoint, drop_path_rate) -> model``.
+        build: ``(variant, checkpoint, drop_path_rate, template_size, search_size) -> model``; sizes ``None``
+            keep the variant's (or the checkpoint's), others rebuild its fixed position tables.
         save: ``(model, path, meta) -> path``, the mfv2 format of the kind (loads again with ``build``).
         read_state: ``path -> state dict`` of any file of the kind (official or mfv2).
         config: ``variant name | {config fields} -> config``.
@@ -36,7 +37,7 @@ class ModelKind:
     """
 
     title: str
-    build: Callable[[str | None, str | None, float], nn.Module]
+    build: Callable[[str | None, str | None, float, int | None, int | None], nn.Module]
     save: Callable[[nn.Module, Path, dict[str, Any]], Path]
     read_state: Callable[[Path], dict[str, torch.Tensor]]
     config: Callable[[str | Mapping[str, Any]], Any]
@@ -56,10 +57,11 @@ class ModelKind:
 
 
 def _mixformerv2() -> ModelKind:
-    def build(variant: str | None, checkpoint: str | None, drop_path_rate: float) -> nn.Module:
+    def build(variant: str | None, checkpoint: str | None, drop_path_rate: float, template: int | None,
+              search: int | None) -> nn.Module:
         from mfv2.models import build_model
 
-        return build_model(variant, checkpoint, drop_path_rate=drop_path_rate)
+        return build_model(variant, checkpoint, drop_path_rate=drop_path_rate, template_size=template, search_size=search)
 
     def save(model: nn.Module, path: Path, meta: dict[str, Any]) -> Path:
         from mfv2.models import save_native
@@ -90,10 +92,11 @@ def _mixformerv2() -> ModelKind:
 
 
 def _mixvit() -> ModelKind:
-    def build(variant: str | None, checkpoint: str | None, drop_path_rate: float) -> nn.Module:
+    def build(variant: str | None, checkpoint: str | None, drop_path_rate: float, template: int | None,
+              search: int | None) -> nn.Module:
         from mfv2.models.mixformerv2.mixvit import build_mixvit
 
-        return build_mixvit(variant, checkpoint, drop_path_rate=drop_path_rate)
+        return build_mixvit(variant, checkpoint, drop_path_rate=drop_path_rate, template_size=template, search_size=search)
 
     def save(model: nn.Module, path: Path, meta: dict[str, Any]) -> Path:
         from mfv2.models.mixformerv2.mixvit import save_mixvit
@@ -129,10 +132,20 @@ MODEL_KINDS.add("mixvit", _mixvit())
 
 
 def build_network(
-    kind: str, variant: str | None, checkpoint: str | os.PathLike[str] | None = None, drop_path_rate: float = 0.0
+    kind: str,
+    variant: str | None,
+    checkpoint: str | os.PathLike[str] | None = None,
+    drop_path_rate: float = 0.0,
+    *,
+    template_size: int | None = None,
+    search_size: int | None = None,
 ) -> nn.Module:
-    """A model of ``kind`` (``mixformerv2`` or ``mixvit``); with a checkpoint, ``variant`` may be ``None``."""
-    return MODEL_KINDS.get(kind).build(variant, None if checkpoint is None else str(checkpoint), drop_path_rate)
+    """A model of ``kind`` (``mixformerv2`` or ``mixvit``); with a checkpoint, ``variant`` may be ``None``.
+
+    ``template_size``/``search_size`` build it at other input sizes (fixed sin-cos tables rebuilt).
+    """
+    path = None if checkpoint is None else str(checkpoint)
+    return MODEL_KINDS.get(kind).build(variant, path, drop_path_rate, template_size, search_size)
 
 
 def save_network(kind: str, model: nn.Module, path: str | os.PathLike[str], meta: dict[str, Any]) -> Path:

@@ -172,9 +172,12 @@ def test_compress_options_are_checked(teacher_file):
         _objective(teacher_file, teacher_kind="mixvit")
     with pytest.raises(ConfigError, match="unknown key"):
         _objective(teacher_file, replace_probability=0.5)
-    objective = _objective(teacher_file)
+    objective = _objective(teacher_file, teacher_input="checkpoint")
     with pytest.raises(ConfigError, match="same crops"):
         objective.prepare(MixFormerV2(TINY.replace(search_size=48)))
+    objective = _objective(teacher_file)  # teacher_input: student rebuilds the teacher's tables for 48
+    objective.prepare(MixFormerV2(TINY.replace(search_size=48)))
+    assert objective.teacher.config.search_size == 48
 
 
 TINY_DATA = [

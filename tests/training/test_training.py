@@ -185,9 +185,13 @@ def test_distill_rejects_mismatched_teacher(tmp_path):
 
     wide = MIXVIT_VARIANTS.get("tiny").__class__(**{**MIXVIT_VARIANTS.get("tiny").to_dict(), "search_size": 96})
     path = save_mixvit(MixViT(wide), tmp_path / "teacher96.pth")
-    cfg = tiny_config(objective={"name": "distill", "options": {"teacher_checkpoint": str(path)}})
+    options = {"teacher_checkpoint": str(path), "teacher_input": "checkpoint"}
+    cfg = tiny_config(objective={"name": "distill", "options": options})
     with pytest.raises(ConfigError, match=r"teacher's inputs .*\(32, 96, 16\) differ from the student's \(32, 64, 16\)"):
         Trainer(TrainConfig.from_dict(cfg), tmp_path / "run")
+    cfg = tiny_config(objective={"name": "distill", "options": {"teacher_checkpoint": str(path)}})
+    trainer = Trainer(TrainConfig.from_dict(cfg), tmp_path / "run2")  # the default runs it at the student's sizes
+    assert trainer.objective.teacher.config.search_size == 64
 
 
 def test_amp_bf16_on_cpu(tmp_path):

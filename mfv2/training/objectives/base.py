@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import nn
@@ -21,7 +21,7 @@ from mfv2.errors import ConfigError
 from mfv2.registry import Registry
 from mfv2.training.config import from_mapping
 from mfv2.training.losses import box_iou, cxcywh_to_xyxy, xywh_to_xyxy
-from mfv2.training.models import build_network
+from mfv2.training.models import build_network, input_sizes
 
 __all__ = [
     "Objective",
@@ -116,12 +116,15 @@ class TeacherOptions:
     """The frozen teacher: its model ``kind``, a registered ``variant`` and/or a ``checkpoint``.
 
     Without ``teacher_checkpoint`` the teacher keeps random weights (smoke tests only). A route fills
-    these fields in from the stage it names as teacher.
+    these fields in from the stage it names as teacher. ``teacher_input: student`` runs the teacher at
+    the student's input sizes (its fixed sin-cos tables rebuilt for them, e.g. the released 128/288
+    MixViT-B teaching a 112/224 student); ``checkpoint`` keeps the sizes the teacher was trained at.
     """
 
     teacher_kind: str = "mixvit"
     teacher_variant: str | None = None
     teacher_checkpoint: str | None = None
+    teacher_input: Literal["student", "checkpoint"] = "student"
 
     def __post_init__(self) -> None:
         if self.teacher_checkpoint is None and self.teacher_variant is None:
@@ -138,5 +141,20 @@ class TeacherObjective(Objective):
         o = self.options
         if o.teacher_checkpoint is None:
             log.warning("%s: no teacher_checkpoint, the %s teacher has random weights", type(self).__name__, o.teacher_kind)
-        self.teacher: Any = build_network(o.teacher_kind, o.teacher_variant, o.teacher_checkpoint).to(self.device).eval()
-        self.teacher.requires_grad_(False)
+        self.teacher: Any = self._build_teacher()
+
+    def _build_teacher(self, template_size: int | None = None, search_size: int | None = None) -> Any:
+        o = self.options
+        teacher = build_network(o.teacher_kind, o.teacher_variant, o.teacher_checkpoint,
+                                template_size=template_size, search_size=search_size)
+        return teacher.to(self.device).eval().requires_grad_(False)
+
+    def prepare(self, model: nn.Module) -> None:
+        """With ``teacher_input: student``, rebuild the teacher at the student's input sizes if they differ."""
+        if self.options.teacher_input != "student":
+            return
+        student, teacher = input_sizes(unwrap(model)), input_sizes(self.teacher)
+        if student[:2] != teacher[:2]:
+            log.info("teacher (template %d, search %d) runs at the student's template %d, search %d (sin-cos tables "
+                     "rebuilt)", teacher[0], teacher[1], student[0], student[1])
+            self.teacher = self._build_teacher(student[0], student[1])

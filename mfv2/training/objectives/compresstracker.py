@@ -220,6 +220,7 @@ class CompressObjective(TeacherObjective):
         self.last_mask: tuple[bool, ...] = ()
 
     def prepare(self, model: nn.Module) -> None:
+        super().prepare(model)
         student = unwrap(model)
         if not hasattr(student, "box_head"):
             raise ConfigError("objective 'compress' needs a MixFormerV2 student (model.kind: mixformerv2)")

@@ -73,11 +73,13 @@ class DistillObjective(TeacherObjective):
     Options = DistillOptions
 
     def prepare(self, model: nn.Module) -> None:
+        super().prepare(model)
         student = unwrap(model)
         if input_sizes(student) != input_sizes(self.teacher):
             raise ConfigError(
                 f"the teacher's inputs (template, search, patch) {input_sizes(self.teacher)} differ from the "
-                f"student's {input_sizes(student)}; distillation feeds both the same crops"
+                f"student's {input_sizes(student)}; distillation feeds both the same crops (set "
+                "objective.options.teacher_input: student to run the teacher at the student's sizes)"
             )
         if self.options.score == 0:
             freeze_score_head(student)

@@ -31,7 +31,7 @@ import logging
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import torch
 import torch.nn.functional as F
@@ -217,10 +217,11 @@ def _search_tokens(tokens: torch.Tensor, num_search: int) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class LoReTrackOptions(TeacherOptions):
-    """Teacher (:class:`~.base.TeacherOptions`, ``teacher_kind`` must be ``mixformerv2``) and loss
-    weights of ``loretrack`` (see the module docstring)."""
+    """Teacher (:class:`~.base.TeacherOptions`, ``teacher_kind`` must be ``mixformerv2``, at its own
+    resolution) and loss weights of ``loretrack`` (see the module docstring)."""
 
     teacher_kind: str = "mixformerv2"
+    teacher_input: Literal["student", "checkpoint"] = "checkpoint"
     init_from_teacher: bool = True
     l1: float = 5.0
     ciou: float = 2.0
@@ -255,6 +256,7 @@ class LoReTrackObjective(TeacherObjective):
         self._student_qkv: _QkvCapture | None = None
 
     def prepare(self, model: nn.Module) -> None:
+        super().prepare(model)
         student = unwrap(model)
         s, t = student.config, self.teacher.config
         if not hasattr(student, "box_head"):

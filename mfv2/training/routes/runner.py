@@ -219,6 +219,13 @@ def _init_checkpoint(stage: PlannedStage, plan: Mapping[str, PlannedStage], seed
         sd.update(_backbone_weights(source.output, source.kind, sd))
         model.load_state_dict(sd)
         meta["init"] = f"backbone from {init.backbone_from}"
+    if init.mae is not None:
+        from mfv2.training.mae import mae_backbone_weights
+
+        sd = model.state_dict()
+        sd.update(mae_backbone_weights(init.mae, sd))
+        model.load_state_dict(sd)
+        meta["init"] = f"backbone from MAE {init.mae}"
     return kind.save(model, path, meta)
 
 

@@ -39,7 +39,9 @@ class StageInit:
     ``mlp_ratio`` (with ``source``) slices the MLPs; ``search_factor`` (with ``source``) records a new
     search crop factor in the model, so that the stage trains and the tracker crops at it;
     ``backbone_from`` (with ``variant`` or ``config``) copies the patch embedding and blocks of an earlier
-    stage's model (MixViT or MixFormerV2) into the fresh student, as the official stage 1 copies MAE weights.
+    stage's model (MixViT or MixFormerV2) into the fresh student; ``mae`` copies them from an MAE ViT file
+    instead (:mod:`mfv2.training.mae`), as the official stage 1 does, also when the student's width differs
+    from its teacher's.
     """
 
     source: str | None = None
@@ -48,13 +50,14 @@ class StageInit:
     config: Mapping[str, Any] | None = None
     mixvit: str | Mapping[str, Any] | None = None
     backbone_from: str | None = None
+    mae: str | None = None
     search_factor: float | None = None
 
     @classmethod
     def from_dict(cls, data: Any, where: str) -> StageInit:
         if not isinstance(data, dict):
             raise ConfigError(f"{where} must be a mapping such as {{from: stage1}} or {{variant: S}}, got {data!r}")
-        valid = {"from", "mlp_ratio", "search_factor", "variant", "config", "mixvit", "backbone_from"}
+        valid = {"from", "mlp_ratio", "search_factor", "variant", "config", "mixvit", "backbone_from", "mae"}
         unknown = sorted(set(data) - valid)
         if unknown:
             raise ConfigError(f"unknown key(s) {', '.join(unknown)} in {where}; valid keys: {', '.join(sorted(valid))}")
@@ -68,8 +71,11 @@ class StageInit:
         if factor is not None and (init.source is None or not isinstance(factor, (int, float)) or factor <= 0):
             raise ConfigError(f"{where}: search_factor re-records a positive crop factor in an earlier stage's model "
                               "(with from: STAGE); a fresh model takes it in config")
-        if init.backbone_from is not None and init.kind != "mixformerv2":
-            raise ConfigError(f"{where}: backbone_from initialises a fresh MixFormerV2; use it with variant or config")
+        for key in ("backbone_from", "mae"):
+            if getattr(init, key) is not None and init.kind != "mixformerv2":
+                raise ConfigError(f"{where}: {key} initialises a fresh MixFormerV2; use it with variant or config")
+        if init.backbone_from is not None and init.mae is not None:
+            raise ConfigError(f"{where}: give backbone_from or mae, not both (both set the patch embedding and blocks)")
         return init
 
     @property
