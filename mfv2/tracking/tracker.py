@@ -194,12 +194,12 @@ class Tracker:
     @classmethod
     def create(
         cls,
-        backend: str = "onnxruntime",
+        backend: str = "auto",
         *,
         model: Any = None,
         checkpoint: Any = None,
         config: TrackerConfig | str | None = None,
-        precision: str = "fp32",
+        precision: str | None = None,
         threads: int | None = None,
         graph: GraphMode = "auto",
         **options: Any,
@@ -207,13 +207,18 @@ class Tracker:
         """Load a model on ``backend`` and wrap it in a tracker that owns it.
 
         Args:
-            backend: runtime backend name.
+            backend: runtime backend name, or ``auto`` (default): the fastest CPU path of the export
+                whose accuracy gate passed, measured once on this machine (:mod:`mfv2.runtimes.auto`).
             model: an export directory (or, for ``torch``, a ``MixFormerV2`` instance).
             checkpoint: a checkpoint file instead of ``model`` (exported on the fly for file backends).
             config: a :class:`TrackerConfig`, a preset name (``lasot``, ``got10k``, ...), or ``None`` for
                 the model's recorded settings.
-            precision, threads, graph, options: passed to :func:`~mfv2.runtimes.load_backend`.
+            precision: ``fp32``, ``fp16``, ``bf16``, ``int8`` or ``auto``; default ``auto`` with
+                ``backend="auto"``, else ``fp32``.
+            threads, graph, options: passed to :func:`~mfv2.runtimes.load_backend`.
         """
+        if precision is None:
+            precision = "auto" if backend == "auto" else "fp32"
         if model is not None and checkpoint is not None:
             raise ConfigError("give either model= (an export directory) or checkpoint=, not both")
         if model is None and checkpoint is None and not (backend == "torch" and "variant" in options):

@@ -108,3 +108,14 @@ def test_auto_without_an_export_is_the_official_path(tiny_model):
 
     with load_backend("auto", tiny_model, precision="auto") as runner:
         assert (runner.backend, runner.precision) == ("torch", "fp32") and runner.auto is None
+
+
+def test_tracker_create_defaults_to_auto(tiny_export, cache):
+    from mfv2.tracking import Tracker
+
+    with Tracker.create(model=tiny_export, threads=1) as tracker:
+        runner = tracker.runner
+        assert runner.auto is not None and runner.backend == runner.auto.backend
+    with Tracker.create("onnxruntime", model=tiny_export, threads=1) as tracker:  # a named backend keeps fp32
+        runner = tracker.runner
+        assert (runner.backend, runner.precision, runner.auto) == ("onnxruntime", "fp32", None)

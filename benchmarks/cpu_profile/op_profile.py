@@ -7,7 +7,7 @@ products (QK^T, AV) and its softmax, quantize/dequantize and layout reorders, La
 rest; ``per_call_overhead`` is the wall time of a call minus the sum of its ops (binding, dispatch,
 output copies, thread wake-up).
 
-Usage: .venv/bin/python benchmarks/cpu_profile/profile.py EXPORT_DIR [OUT_DIR] [--iters N]
+Usage: .venv/bin/python benchmarks/cpu_profile/op_profile.py EXPORT_DIR [OUT_DIR] [--iters N]
 (``EXPORT_DIR`` from ``mfv2 export --random-init --variant S --precision fp32,int8 --openvino fp32,int8``).
 Writes ``profile.json`` and ``profile.md`` into ``OUT_DIR`` (default: this folder).
 """
@@ -241,7 +241,7 @@ def main() -> None:
             rows.append({"path": label, "threads": threads, **r})
             print(f"{label} t{threads}: {r['wall_median_ms']:.2f} ms, {r['share_pct']}", flush=True)
     report = {"isa": cpu_isa(), "load": [round(x, 2) for x in os.getloadavg()], "rows": rows,
-              "command": f"python benchmarks/cpu_profile/profile.py {args.export} --iters {args.iters}"}  # fmt: skip
+              "command": f"python benchmarks/cpu_profile/op_profile.py {args.export} --iters {args.iters}"}  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "profile.json").write_text(json.dumps(report, indent=1))
     (args.out / "profile.md").write_text(_markdown(report))
