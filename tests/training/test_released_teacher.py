@@ -9,7 +9,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from conftest import read_key_list  # noqa: E402
+from tests.conftest import read_key_list  # noqa: E402
 from mfv2.errors import ConfigError  # noqa: E402
 from mfv2.models.mixformerv2.mixvit import MIXVIT_VARIANTS, MixViT, detect_mixvit_config  # noqa: E402
 from mfv2.training.mae import mae_backbone_weights  # noqa: E402
