@@ -1,13 +1,16 @@
-"""Typed configuration: the model architecture and the online tracker, with YAML round-trip."""
+"""Typed configuration: the one config base, the model architecture and the online tracker, YAML I/O."""
 
 from __future__ import annotations
 
 import dataclasses
 import os
 import re
+import types
+import typing
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import yaml
 
@@ -16,8 +19,11 @@ from mfv2.fileio import atomic_write_text
 from mfv2.registry import Registry
 
 __all__ = [
+    "Config",
+    "from_mapping",
     "ModelConfig",
     "TrackerConfig",
+    "ExportConfig",
     "VARIANTS",
     "variant_config",
     "load_yaml",
@@ -25,14 +31,70 @@ __all__ = [
     "save_yaml",
 ]
 
-C = TypeVar("C", bound="_DictMixin")
+C = TypeVar("C", bound="Config")
+D = TypeVar("D", bound="_DictMixin")
+T = TypeVar("T")
+
+
+def from_mapping(cls: type[T], data: Any, where: str | None = None) -> T:
+    """Instantiate a (possibly nested) config dataclass from a mapping, typed and strict.
+
+    Unknown keys are rejected with the list of valid ones; values are checked against the field's
+    type hint (``int``, ``float``, ``str``, ``bool``, ``X | None``, ``tuple[X, ...]``, ``Literal``,
+    ``dict``) and nested dataclasses are built the same way. ``where`` names the mapping in errors
+    (default: the class name); nested fields are named ``where.field``.
+    """
+    where = where or cls.__name__
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where} must be a mapping, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(f"unknown {where} key(s) {', '.join(map(str, unknown))}; valid keys: {', '.join(fields)}")
+    hints = typing.get_type_hints(cls)
+    kwargs = {name: _convert(hints[name], value, f"{where}.{name}") for name, value in data.items()}
+    try:
+        return cls(**kwargs)
+    except TypeError as e:
+        raise ConfigError(f"bad {where}: {e}") from e
+
+
+def _convert(hint: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(hint)
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+        return hint.from_dict(value, where) if issubclass(hint, Config) else from_mapping(hint, value, where)
+    if origin is tuple and value is not None:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where} must be a list, got {value!r}")
+        (item,) = {a for a in typing.get_args(hint) if a is not Ellipsis}
+        return tuple(_convert(item, v, f"{where}[{i}]") for i, v in enumerate(value))
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if value is None:
+            return None
+        if len(args) == 1:
+            return _convert(args[0], value, where)
+        # Several types (``str | ModelConfig``): a mapping builds the dataclass among them, other values stay.
+        nested = [a for a in args if isinstance(a, type) and dataclasses.is_dataclass(a)]
+        return _convert(nested[0], value, where) if nested and isinstance(value, Mapping) else value
+    if origin is dict and not isinstance(value, Mapping):
+        raise ConfigError(f"{where} must be a mapping, got {value!r}")
+    if origin is Literal:
+        if value not in typing.get_args(hint):
+            raise ConfigError(f"{where} must be one of {', '.join(map(str, typing.get_args(hint)))}, got {value!r}")
+        return value
+    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if hint in (int, str, bool) and type(value) is not hint:
+        raise ConfigError(f"{where} must be {hint.__name__}, got {value!r}")
+    return value
 
 
 class _DictMixin:
-    """``from_dict`` that rejects unknown keys and ``to_dict`` that round-trips."""
+    """The untyped ``from_dict`` of SyntheticConfig and BenchConfig until they move onto :class:`Config`."""
 
     @classmethod
-    def from_dict(cls: type[C], data: dict[str, Any]) -> C:
+    def from_dict(cls: type[D], data: dict[str, Any]) -> D:
         names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
         unknown = sorted(set(data) - names)
         if unknown:
@@ -47,12 +109,32 @@ class _DictMixin:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)  # type: ignore[call-overload]
 
+    def replace(self: D, **changes: Any) -> D:
+        return dataclasses.replace(self, **changes)  # type: ignore[type-var]
+
+
+class Config:
+    """The base of every config dataclass: typed, nested ``from_dict`` (:func:`from_mapping`), a
+    ``to_dict`` that round-trips, and ``replace``."""
+
+    @classmethod
+    def from_dict(cls: type[C], data: Any, where: str | None = None) -> C:
+        return from_mapping(cls, data, where)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
     def replace(self: C, **changes: Any) -> C:
+        """A copy with ``changes``; an unknown name is a :class:`ConfigError` listing the valid ones."""
+        names = [f.name for f in dataclasses.fields(self)]  # type: ignore[arg-type]
+        unknown = sorted(set(changes) - set(names))
+        if unknown:
+            raise ConfigError(f"unknown {type(self).__name__} option(s) {', '.join(unknown)}; valid: {', '.join(names)}")
         return dataclasses.replace(self, **changes)  # type: ignore[type-var]
 
 
 @dataclass(frozen=True)
-class ModelConfig(_DictMixin):
+class ModelConfig(Config):
     """Architecture of a MixFormerV2 network.
 
     The released variants are ``S`` (depth 4, MLP ratio 1, 112/224 crops) and ``B`` (depth 8, MLP
@@ -171,7 +253,7 @@ def _b_sized(variant: str | ModelConfig) -> bool:
 
 
 @dataclass(frozen=True)
-class TrackerConfig(_DictMixin):
+class TrackerConfig(Config):
     """Behaviour of the online tracker; defaults are the official MixFormerV2-S settings.
 
     ``online_size`` is the number of online templates kept (the official code crashes above 1).
@@ -230,6 +312,34 @@ class TrackerConfig(_DictMixin):
     @classmethod
     def presets(cls) -> list[str]:
         return list(_UPDATE_INTERVALS)
+
+
+@dataclass(frozen=True)
+class ExportConfig(Config):
+    """What :func:`mfv2.export` writes (see its docstring for each option).
+
+    ``precisions`` and ``openvino`` take a list or a comma-separated string; the pipeline checks them,
+    the opset and the simplifier against the format table (:mod:`mfv2.artifacts`) before any work.
+    """
+
+    variant: str | ModelConfig | None = None
+    batch: int = 1
+    opset: int = 17
+    allow_low_opset: bool = False
+    precisions: tuple[str, ...] = ("fp32",)
+    openvino: tuple[str, ...] = ()
+    simplify: Literal["onnxsim", "onnxslim", "none"] = "onnxsim"
+    tracker: TrackerConfig | None = None
+    seed: int = 0
+    overwrite: bool = False
+    skip_failed: bool = False
+
+    def __post_init__(self) -> None:
+        for key in ("precisions", "openvino"):  # a list, a tuple or "fp32,fp16"
+            value = getattr(self, key)
+            object.__setattr__(self, key, tuple(value.split(",")) if isinstance(value, str) else tuple(value))
+        if not isinstance(self.batch, int) or isinstance(self.batch, bool) or self.batch < 1:
+            raise ConfigError(f"batch must be a positive integer, got {self.batch!r}")
 
 
 class _YamlLoader(yaml.SafeLoader):

@@ -1,12 +1,13 @@
-"""Crop factors a model records (``ModelConfig.search_factor`` / ``template_factor``) reach training and tracking."""
+"""The typed config base; crop factors a model records (``ModelConfig.search_factor`` / ``template_factor``) reach training and tracking."""
 
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 
-from mfv2.config import ModelConfig, TrackerConfig, variant_config
+from mfv2.config import VARIANTS, ExportConfig, ModelConfig, TrackerConfig, variant_config
 from mfv2.errors import ConfigError
 
 TINY = variant_config("tiny")
@@ -91,3 +92,43 @@ def test_presets_keep_the_recorded_factors_in_track_eval_and_export(tmp_path):
         runner.close()
     out = export(ckpt, tmp_path / "export", tracker=TrackerConfig.preset("lasot", "S"), simplify="none")
     assert load_manifest(out).tracker.search_factor == 3.0
+
+
+def test_every_config_round_trips_through_its_dict() -> None:
+    for cfg in (VARIANTS.get("B"), TrackerConfig.preset("got10k", "B"), ExportConfig(variant=VARIANTS.get("tiny"), tracker=TrackerConfig())):
+        assert type(cfg).from_dict(cfg.to_dict()) == cfg
+
+
+def test_values_are_typed_and_nested_configs_built() -> None:
+    cfg = ExportConfig.from_dict({"variant": VARIANTS.get("tiny").to_dict(), "tracker": {"search_factor": 5}, "precisions": ["fp32", "int8"]})
+    assert cfg.variant == VARIANTS.get("tiny") and cfg.tracker == TrackerConfig(search_factor=5.0)
+    assert cfg.precisions == ("fp32", "int8") and isinstance(cfg.tracker.search_factor, float)
+    assert ExportConfig.from_dict({"variant": "S"}).variant == "S"
+    assert ExportConfig(precisions="fp32,fp16").precisions == ("fp32", "fp16")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=r"ModelConfig.depth must be int, got '4'"):
+        ModelConfig.from_dict({"depth": "4"})
+    with pytest.raises(ConfigError, match=r"ExportConfig.tracker.update_interval must be int, got 2.5"):
+        ExportConfig.from_dict({"tracker": {"update_interval": 2.5}})
+    with pytest.raises(ConfigError, match=r"ExportConfig.simplify must be one of onnxsim, onnxslim, none, got 'x'"):
+        ExportConfig.from_dict({"simplify": "x"})
+
+
+def test_unknown_keys_and_options_list_the_valid_ones() -> None:
+    with pytest.raises(ConfigError, match=r"unknown TrackerConfig key\(s\) intervall; valid keys: template_factor, search_factor, update_interval,"):
+        TrackerConfig.from_dict({"intervall": 3})
+    with pytest.raises(ConfigError, match=r"unknown ExportConfig.tracker key\(s\) x; valid keys: template_factor"):
+        ExportConfig.from_dict({"tracker": {"x": 1}})
+    with pytest.raises(ConfigError, match=r"unknown ExportConfig option\(s\) precision; valid: variant, batch, opset, .*skip_failed$"):
+        ExportConfig().replace(precision="fp16")
+    with pytest.raises(ConfigError, match="batch must be a positive integer, got 0"):
+        ExportConfig(batch=0)
+
+
+def test_export_takes_a_config_or_keywords_and_names_a_misspelt_one(tmp_path: Path) -> None:
+    import mfv2
+
+    with pytest.raises(ConfigError, match=r"unknown ExportConfig option\(s\) precison; valid: variant, batch"):
+        mfv2.export(None, tmp_path / "out", precison="fp16")
+    with pytest.raises(ConfigError, match="opset 15 decomposes LayerNormalization"):
+        mfv2.export(None, tmp_path / "out", ExportConfig(opset=15), variant="tiny")
+    assert not (tmp_path / "out").exists()

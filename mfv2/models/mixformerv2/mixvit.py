@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from mfv2.config import Config
 from mfv2.errors import ConfigError
 from mfv2.fileio import atomic_path
 from mfv2.models.checkpoint import load_pickled
@@ -55,7 +56,7 @@ MIXVIT_FORMAT = "mfv2-mixvit"
 
 
 @dataclass(frozen=True)
-class MixViTConfig:
+class MixViTConfig(Config):
     """Architecture of a MixViT teacher.
 
     ``head`` is ``corner_up`` (72x72 map for a 288 crop, both official teacher configs) or ``corner``;
@@ -88,17 +89,6 @@ class MixViTConfig:
             raise ConfigError(f"MixViTConfig.head must be 'corner' or 'corner_up', got {self.head!r}")
         if self.head_channels < 8 or self.head_channels % 8:
             raise ConfigError(f"head_channels must be a positive multiple of 8, got {self.head_channels}")
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> MixViTConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ConfigError(f"unknown MixViTConfig key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(names))}")
-        return cls(**data)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
     @property
     def search_grid(self) -> int:
