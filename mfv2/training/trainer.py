@@ -220,6 +220,7 @@ class Trainer:
         self.model: nn.Module = build_network(m.kind, m.variant, m.checkpoint, m.drop_path_rate).to(self.device).train()
         self.objective: Objective = build_objective(cfg.objective.name, cfg.objective.options, device=self.device)
         self.objective.prepare(self.model)
+        self.objective.set_total_epochs(cfg.optim.epochs)
         self.net: nn.Module = self.model
         if self.dist.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None

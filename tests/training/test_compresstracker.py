@@ -14,6 +14,7 @@ from mfv2.models import MixFormerV2, build_model, save_native  # noqa: E402
 from mfv2.training.objectives.compresstracker import (  # noqa: E402
     CompressObjective,
     init_student_from_teacher,
+    keep_students,
     replaced_blocks,
     replacement_probability,
     sample_replacement,
@@ -71,13 +72,36 @@ def test_stage_division_rejects_impossible_students(student):
         stage_division(4, student)
 
 
-def test_replacement_probability_decays_to_zero():
-    linear = [replacement_probability(e, 0.8, 4) for e in range(1, 8)]
-    assert linear == pytest.approx([0.8, 0.6, 0.4, 0.2, 0.0, 0.0, 0.0])
-    cosine = [replacement_probability(e, 0.8, 4, "cosine") for e in range(1, 7)]
-    assert cosine[0] == pytest.approx(0.8) and cosine[2] == pytest.approx(0.4) and cosine[4:] == [0.0, 0.0]
-    assert cosine[1] > linear[1] and cosine[3] < linear[3]  # slow start, fast end
-    assert all(a >= b for a, b in zip(cosine, cosine[1:]))
+def test_replacement_probability_follows_the_authors_schedule():
+    # p = 0.5 for the first 10 % of the run, falling to 0 (student only) at 90 %
+    linear = [replacement_probability(e / 10, 0.5) for e in range(11)]
+    assert linear == pytest.approx([0.5, 0.5, 0.4375, 0.375, 0.3125, 0.25, 0.1875, 0.125, 0.0625, 0.0, 0.0])
+    cosine = [replacement_probability(e / 10, 0.5, ramp="cosine") for e in range(11)]
+    assert cosine[:2] == [0.5, 0.5] and cosine[5] == pytest.approx(0.25) and cosine[9:] == [0.0, 0.0]
+    assert cosine[3] > linear[3] and cosine[7] < linear[7]  # slow start, fast end
+    assert replacement_probability(0.3, 0.8, 0.0, 1.0) == pytest.approx(0.56)
+
+
+def test_at_least_one_student_block_runs():
+    g = torch.Generator().manual_seed(0)
+    masks = [keep_students((True, True, True, True), 1, g) for _ in range(400)]
+    assert all(sum(m) == 3 for m in masks)
+    assert {m.index(False) for m in masks} == {0, 1, 2, 3}  # the student block kept is random
+    assert keep_students((True, False), 1, g) == (True, False) and keep_students((True, True), 0, g) == (True, True)
+    assert keep_students((True, True, True), 2, g).count(False) == 2
+
+
+def test_the_objective_samples_by_epoch_of_the_run_and_never_the_whole_teacher(teacher_file):
+    objective = _objective(teacher_file, replace_prob=1.0)
+    student = _student(objective)
+    objective.set_total_epochs(10)
+    objective.on_epoch_start(1, student)
+    assert objective.probability == 1.0
+    for _ in range(5):
+        objective(student, _batch())
+        assert objective.last_mask.count(False) >= 1  # p = 1 would replace both blocks
+    objective.on_epoch_start(10, student)
+    assert objective.probability == 0.0
 
 
 def test_sample_replacement_draws_each_block_with_probability_p():
@@ -87,17 +111,17 @@ def test_sample_replacement_draws_each_block_with_probability_p():
     assert sample_replacement(4, 0.0, g) == (False,) * 4 and sample_replacement(4, 1.0, g) == (True,) * 4
 
 
-def test_student_starts_from_the_first_block_of_each_stage(teacher_file):
+def test_student_starts_from_the_last_block_of_each_stage(teacher_file):
     objective = _objective(teacher_file)
     student = _student(objective)
     teacher = objective.teacher
     assert objective.stages == ((0, 1), (2, 3))
-    for i, j in ((0, 0), (1, 2)):
+    for i, j in ((0, 1), (1, 3)):
         assert torch.equal(student.backbone.blocks[i].mlp.fc1.weight, teacher.backbone.blocks[j].mlp.fc1.weight)
     assert torch.equal(student.box_head.layers[0][0].weight, teacher.box_head.layers[0][0].weight)
-    last = MixFormerV2(TINY)
-    assert init_student_from_teacher(last, teacher, objective.stages, layer="last") == [1, 3]
-    assert torch.equal(last.backbone.blocks[1].attn.qkv.bias, teacher.backbone.blocks[3].attn.qkv.bias)
+    first = MixFormerV2(TINY)
+    assert init_student_from_teacher(first, teacher, objective.stages, layer="first") == [0, 2]
+    assert torch.equal(first.backbone.blocks[1].attn.qkv.bias, teacher.backbone.blocks[2].attn.qkv.bias)
     with pytest.raises(ConfigError, match="init_from_teacher: false"):
         init_student_from_teacher(MixFormerV2(TINY.replace(mlp_ratio=1.0)), teacher, objective.stages)
 
@@ -128,7 +152,7 @@ def test_replaced_blocks_run_the_teacher_stage_and_are_restored(teacher_file):
 
 @pytest.mark.parametrize("mask", [(True, False), (False, True), (False, False), (True, True)])
 def test_only_computed_student_blocks_get_gradients(teacher_file, mask, monkeypatch):
-    objective = _objective(teacher_file)
+    objective = _objective(teacher_file, min_student_blocks=0)
     student = _student(objective)
     monkeypatch.setattr("mfv2.training.objectives.compresstracker.sample_replacement", lambda n, p: mask)
     loss, stats = objective(student, _batch())
@@ -144,7 +168,7 @@ def test_only_computed_student_blocks_get_gradients(teacher_file, mask, monkeypa
 
 
 def test_compress_loss_falls_on_a_fixed_batch(teacher_file):
-    objective = _objective(teacher_file, replace_prob=0.5, decay_epochs=1)
+    objective = _objective(teacher_file, replace_prob=0.5)
     student = _student(objective)
     batch = _batch(8, seed=3)
     opt = torch.optim.AdamW([p for p in student.parameters() if p.requires_grad], lr=1e-3)
@@ -205,11 +229,11 @@ def test_compress_route_trains_a_shallower_student(teacher_file, tmp_path):
     result = run_route(load_route(path), tmp_path / "run", overrides=TINY_DATA, given={"stage1": teacher_file})
     model = build_model(checkpoint=result.final)
     assert (model.config.depth, model.config.name) == (2, "tiny-CT2")
-    # replace_prob 0.5 decaying linearly over decay_epochs 5
-    assert [float(r["train/replace_p"]) for r in result.history] == pytest.approx([0.5, 0.4])
+    # replace_prob 0.5 held for the first 10 % of the 2 epochs, 0 at 90 %: epoch 2 starts half-way
+    assert [float(r["train/replace_p"]) for r in result.history] == pytest.approx([0.5, 0.5 * (1 - 0.4 / 0.8)])
     teacher = build_model(checkpoint=teacher_file)
-    # Trained from the teacher's blocks 0 and 2: close to them, but changed.
-    for i, j in ((0, 0), (1, 2)):
+    # Trained from the teacher's blocks 1 and 3: close to them, but changed.
+    for i, j in ((0, 1), (1, 3)):
         w, w0 = model.backbone.blocks[i].mlp.fc2.weight, teacher.backbone.blocks[j].mlp.fc2.weight
         assert not torch.equal(w, w0) and (w - w0).abs().max() < 0.05
 
@@ -230,4 +254,5 @@ def test_shipped_compress_configs_are_valid(name):
     cfg = load_train_config(name)
     assert cfg.objective.name == "compress" and "compress" in OBJECTIVES
     options = from_mapping(CompressOptions, {**cfg.objective.options, "teacher_checkpoint": "t.pt"}, name)
-    assert options.replace_prob > 0 and options.decay_epochs < cfg.optim.epochs
+    assert (options.replace_prob, options.hold_fraction, options.student_only_fraction) == (0.5, 0.1, 0.9)
+    assert options.init_layer == "last" and options.min_student_blocks == 1

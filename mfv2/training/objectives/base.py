@@ -72,6 +72,11 @@ class Objective:
     def __init__(self, options: Mapping[str, Any] | None = None, *, device: torch.device | str = "cpu") -> None:
         self.options: Any = from_mapping(self.Options, dict(options or {}), f"objective.options ({type(self).__name__})")
         self.device = torch.device(device)
+        self.total_epochs = 1
+
+    def set_total_epochs(self, epochs: int) -> None:
+        """The run's length in epochs, for schedules given as fractions of the run (the trainer calls it)."""
+        self.total_epochs = max(int(epochs), 1)
 
     def prepare(self, model: nn.Module) -> None:
         """Called once before the optimiser is built: freeze parameters, check compatibility."""

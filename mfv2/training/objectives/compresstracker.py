@@ -7,16 +7,19 @@ Efficient Transformer Object Tracking", 2024), applied to MixFormerV2 as the ``c
   student has blocks (:func:`stage_division`; 8 -> 4 gives {0, 1}, {2, 3}, {4, 5}, {6, 7}); student
   block ``i`` learns to stand in for teacher stage ``i``.
 * **Replacement training**: every step, each student block is independently replaced by its frozen
-  teacher stage with probability ``p(epoch)`` (:func:`replacement_probability`: ``replace_prob`` at
-  epoch 1, decaying to 0 after ``decay_epochs``, linear or cosine), so the student learns inside the
-  teacher's context. Gradients flow through the teacher stages into earlier student blocks, but only
-  student parameters are updated; a replaced block gets no gradient that step.
+  teacher stage with probability ``p`` (:func:`replacement_probability`, the authors' schedule:
+  ``replace_prob`` 0.5 for the first ``hold_fraction`` 10 % of the run, then falling (linearly, or
+  along half a cosine) to 0, the student alone, at ``student_only_fraction`` 90 %), and at least
+  ``min_student_blocks`` (1) student blocks run in every step (:func:`keep_students`; the authors' code
+  never runs the whole teacher). The student learns inside the teacher's context. Gradients flow
+  through the teacher stages into earlier student blocks, but only student parameters are updated; a
+  replaced block gets no gradient that step.
 * **Prediction guidance and stage-wise feature mimicking**: ground-truth ``l1`` L1 + ``ciou`` CIoU,
   the teacher's predictions (``kl`` KL on the edge distributions, ``teacher_l1``/``teacher_ciou`` on
   its boxes) and ``feat`` times the MSE between each computed student block's output and its
   teacher stage's output (from a separate pass of the whole teacher).
-* The student starts from the teacher: block ``i`` copies the first (``init_layer: first``) or last
-  block of stage ``i``; patch embedding, prediction tokens and heads are copied
+* The student starts from the teacher: block ``i`` copies the last block of stage ``i`` (``init_layer:
+  last``, the authors' code; ``first`` is the other choice, which our comparison found far worse); patch embedding, prediction tokens and heads are copied
   (:func:`init_student_from_teacher`, done in :meth:`CompressObjective.prepare`, so a resumed run
   restores its own weights afterwards).
 
@@ -47,6 +50,7 @@ __all__ = [
     "stage_division",
     "replacement_probability",
     "sample_replacement",
+    "keep_students",
     "TeacherStage",
     "replaced_blocks",
     "init_student_from_teacher",
@@ -76,17 +80,23 @@ def stage_division(teacher_depth: int, student_depth: int) -> tuple[tuple[int, .
 
 
 def replacement_probability(
-    epoch: float, start: float, decay_epochs: float, schedule: Literal["linear", "cosine"] = "linear"
+    progress: float,
+    start: float,
+    hold_fraction: float = 0.1,
+    student_only_fraction: float = 0.9,
+    ramp: Literal["linear", "cosine"] = "linear",
 ) -> float:
-    """Probability that a student block is replaced in (1-based) ``epoch``.
+    """Probability that a student block is replaced, ``progress`` (in [0, 1]) into the run.
 
-    ``start`` in epoch 1, falling to 0 at epoch ``1 + decay_epochs`` and staying there: linearly, or
-    along half a cosine.
+    ``start`` until ``hold_fraction``, then falling to 0 at ``student_only_fraction`` (linearly, or along
+    half a cosine) and 0 after: the student alone.
     """
-    t = max(epoch - 1.0, 0.0) / decay_epochs
-    if t >= 1.0:
+    if progress <= hold_fraction:
+        return start
+    if progress >= student_only_fraction:
         return 0.0
-    if schedule == "cosine":
+    t = (progress - hold_fraction) / (student_only_fraction - hold_fraction)
+    if ramp == "cosine":
         return start * 0.5 * (1.0 + math.cos(math.pi * t))
     return start * (1.0 - t)
 
@@ -94,6 +104,17 @@ def replacement_probability(
 def sample_replacement(num_blocks: int, p: float, generator: torch.Generator | None = None) -> tuple[bool, ...]:
     """One Bernoulli(``p``) draw per student block: ``True`` means "replaced by its teacher stage"."""
     return tuple(bool(r) for r in (torch.rand(num_blocks, generator=generator) < p).tolist())
+
+
+def keep_students(mask: Sequence[bool], minimum: int, generator: torch.Generator | None = None) -> tuple[bool, ...]:
+    """``mask`` with random replaced blocks given back to the student until ``minimum`` student blocks run."""
+    out = list(mask)
+    replaced = [i for i, r in enumerate(out) if r]
+    missing = minimum - (len(out) - len(replaced))
+    if missing > 0:
+        for k in torch.randperm(len(replaced), generator=generator)[:missing].tolist():
+            out[replaced[k]] = False
+    return tuple(out)
 
 
 class TeacherStage(nn.Module):
@@ -172,10 +193,12 @@ class CompressOptions(TeacherOptions):
 
     teacher_kind: str = "mixformerv2"
     replace_prob: float = 0.5
-    decay_epochs: float = 40.0
-    schedule: Literal["linear", "cosine"] = "linear"
+    hold_fraction: float = 0.1
+    student_only_fraction: float = 0.9
+    ramp: Literal["linear", "cosine"] = "linear"
+    min_student_blocks: int = 1
     init_from_teacher: bool = True
-    init_layer: Literal["first", "last"] = "first"
+    init_layer: Literal["first", "last"] = "last"
     l1: float = 5.0
     ciou: float = 2.0
     kl: float = 5.0
@@ -192,8 +215,13 @@ class CompressOptions(TeacherOptions):
             )
         if not 0.0 <= self.replace_prob <= 1.0:
             raise ConfigError(f"objective.options.replace_prob is a probability in [0, 1], got {self.replace_prob}")
-        if self.decay_epochs <= 0:
-            raise ConfigError(f"objective.options.decay_epochs must be > 0, got {self.decay_epochs}")
+        if not 0.0 <= self.hold_fraction < self.student_only_fraction <= 1.0:
+            raise ConfigError(
+                "objective.options needs 0 <= hold_fraction < student_only_fraction <= 1 (fractions of the run), got "
+                f"{self.hold_fraction} and {self.student_only_fraction}"
+            )
+        if self.min_student_blocks < 0:
+            raise ConfigError(f"objective.options.min_student_blocks must be >= 0, got {self.min_student_blocks}")
         weights = ("l1", "ciou", "kl", "teacher_l1", "teacher_ciou", "feat")
         if any(getattr(self, w) < 0 for w in weights):
             raise ConfigError(f"objective.options weights {', '.join(weights)} must be >= 0")
@@ -239,7 +267,9 @@ class CompressObjective(TeacherObjective):
 
     def on_epoch_start(self, epoch: int, model: nn.Module) -> None:
         o = self.options
-        self.probability = replacement_probability(epoch, o.replace_prob, o.decay_epochs, o.schedule)
+        progress = (epoch - 1) / self.total_epochs
+        self.probability = replacement_probability(progress, o.replace_prob, o.hold_fraction, o.student_only_fraction,
+                                                   o.ramp)
         log.info("epoch %d: replacement probability %.4f", epoch, self.probability)
 
     def __call__(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
@@ -248,7 +278,7 @@ class CompressObjective(TeacherObjective):
         inputs = (batch["template"], batch["online_template"], batch["search"])
         with torch.no_grad():
             t_out = self.teacher(*inputs)
-        self.last_mask = sample_replacement(len(self.stages), self.probability)
+        self.last_mask = keep_students(sample_replacement(len(self.stages), self.probability), self.options.min_student_blocks)
         with replaced_blocks(student, self._stage_modules, self.last_mask):
             out = model(*inputs)
         pred = cxcywh_to_xyxy(out["pred_boxes"].float())
