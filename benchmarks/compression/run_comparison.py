@@ -127,7 +127,8 @@ def _crop_ious(work: Path) -> dict[str, dict[str, float]]:
     import torch
 
     from mfv2.models import build_model
-    from mfv2.training.data import ProcessingSettings, TrackingProcessing, TrackingSampler, build_dataset
+    from mfv2.datasets import build_dataset
+    from mfv2.training.data import ProcessingSettings, TrackingProcessing, TrackingSampler
     from mfv2.training.objectives.loretrack import resize_crops
     from mfv2.training.losses import box_iou, cxcywh_to_xyxy, xywh_to_xyxy
 

@@ -151,5 +151,5 @@ def run(args: argparse.Namespace) -> int:
         body = {**summaries[results.name], "run": info, "compare": {k: v for k, v in list(summaries.items())[1:]}}
         print(f"wrote {atomic_write_text(args.json, to_json(body))}")
     if args.plot:
-        print(f"wrote {plot_curves(args.plot, summaries, title=f'{kind}: {dataset.root.name}')}")
+        print(f"wrote {plot_curves(args.plot, summaries, title=f'{kind}: {root.name}')}")
     return 0

@@ -64,15 +64,6 @@ IOU_CONVENTION: dict[str, str] = {
 }  # fmt: skip
 
 
-def _read_frame(path: Path) -> np.ndarray:
-    import cv2
-
-    frame = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if frame is None:
-        raise ConfigError(f"cannot read image {path}; check the file or re-extract the dataset")
-    return frame
-
-
 def track_sequence(tracker: Any, seq: TrackingSequence) -> tuple[np.ndarray, np.ndarray]:
     """Run ``tracker`` (the OpenCV tracker API) over one sequence, starting from its first box.
 
@@ -84,13 +75,13 @@ def track_sequence(tracker: Any, seq: TrackingSequence) -> tuple[np.ndarray, np.
         raise ConfigError(f"sequence {seq.name}: first-frame box {init.tolist()} is not a valid x,y,w,h")
     boxes = np.zeros((len(seq), 4), dtype=np.float64)
     times = np.zeros(len(seq), dtype=np.float64)
-    frame = _read_frame(seq.frame_paths[0])
+    frame = seq.frame(0)
     t0 = time.perf_counter()
     tracker.init(frame, tuple(float(v) for v in init))
     times[0] = time.perf_counter() - t0
     boxes[0] = init
-    for i, path in enumerate(seq.frame_paths[1:], start=1):
-        frame = _read_frame(path)
+    for i in range(1, len(seq)):
+        frame = seq.frame(i)
         t0 = time.perf_counter()
         _, box = tracker.update(frame)
         times[i] = time.perf_counter() - t0

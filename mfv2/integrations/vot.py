@@ -13,7 +13,7 @@ Python (``protocol = python``, ``command = mfv2.integrations.vot:VOTTracker``, `
 Either way the tracker receives the initial region and reports an axis-aligned rectangle and its
 confidence (the tracker's score, a probability) for every frame. mfv2 follows one box, so an
 initial polygon becomes the bounding box of its vertices and a mask the bounding box of its pixels
-(:mod:`mfv2.datasets.vot_regions`). This module is not named ``vot`` at the top level, so the
+(:mod:`mfv2.datasets.vot`). This module is not named ``vot`` at the top level, so the
 toolkit's own ``import vot`` is unaffected.
 """
 
@@ -30,7 +30,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from mfv2.datasets.vot_regions import Box, mask_box, polygon_box
+from mfv2.datasets.vot import Box, mask_box, polygon_box
 from mfv2.errors import ConfigError, Mfv2Error
 
 __all__ = ["VOTTracker", "region_box", "serve", "main", "get_parser", "trackers_ini", "vot_overlaps", "vot_accuracy",

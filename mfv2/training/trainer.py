@@ -31,11 +31,12 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, Sampler, SequentialSampler
 
 from mfv2.config import save_yaml
+from mfv2.datasets import build_dataset
 from mfv2.errors import ConfigError, Mfv2Error
 from mfv2.fileio import atomic_path
 from mfv2.training.checkpoints import LATEST, checkpoint_dir, load_training_state, rng_state, save_training_checkpoint, set_rng_state
 from mfv2.training.config import DataConfig, DatasetSpec, TrainConfig
-from mfv2.training.data import ProcessingSettings, TrackingProcessing, TrackingSampler, build_dataset
+from mfv2.training.data import ProcessingSettings, TrackingProcessing, TrackingSampler
 from mfv2.training.distributed import all_gather_objects, barrier, cleanup_distributed, setup_distributed
 from mfv2.training.models import build_network, input_sizes
 from mfv2.training.objectives import Objective, build_objective

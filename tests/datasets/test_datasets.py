@@ -208,7 +208,7 @@ def test_open_dataset_errors(tmp_path: Path) -> None:
         D.open_dataset(tmp_path / "empty", "lasott")
     with pytest.raises(ConfigError, match="no LaSOT sequence under"):
         D.open_dataset(tmp_path / "empty", "lasot")
-    assert set(D.dataset_kinds()) == {"lasot", "got10k", "trackingnet", "otb", "uav123", "vot",
+    assert set(D.dataset_kinds()) == {"lasot", "got10k", "trackingnet", "otb", "uav123", "vot", "coco",
                                       "synthetic"}
 
 
@@ -254,3 +254,21 @@ def test_got10k_submission_layout(tmp_path: Path) -> None:
                                [[0.1, 0.4], [0.2, 0.5], [0.3, 0.6]])
     with pytest.raises(ConfigError, match="_001.txt not found"):
         D.read_got10k_result(tmp_path, "missing")
+
+
+def test_open_dataset_rejects_unknown_options_with_the_valid_list(tmp_path: Path) -> None:
+    """A misspelt or misplaced option is an error naming the valid ones, never silently dropped."""
+    from mfv2.synthetic import write_benchmark
+
+    root = write_benchmark(tmp_path / "bench", num_sequences=1, num_frames=4, height=64, width=80)
+    with pytest.raises(ConfigError, match=r"unknown option\(s\) splt for dataset 'synthetic'; valid: root, split, "
+                                          r"frame_ranges, num_sequences"):
+        D.open_dataset(root, splt="test")
+    otb = tmp_path / "otb" / "Seq"
+    otb.mkdir(parents=True)
+    (otb / "groundtruth_rect.txt").write_text("1,2,3,4\n")
+    with pytest.raises(ConfigError, match="unknown option.*split for dataset 'otb'; valid: root, frame_ranges$"):
+        D.open_dataset(tmp_path / "otb", split="train")
+    assert len(D.open_dataset(tmp_path / "otb", split=None)) == 1  # None: the reader's default
+    with pytest.raises(ConfigError, match="synthetic clips on disk take no generator options"):
+        D.open_dataset(root, "synthetic", num_frames=10)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from mfv2.datasets import detect_layout, open_dataset
-from mfv2.datasets.vot_regions import mask_box, parse_region, polygon_box
+from mfv2.datasets.vot import mask_box, parse_region, polygon_box
 from mfv2.cli import main
 from mfv2.errors import ConfigError
 from mfv2.layouts import cover_labels, write_layout

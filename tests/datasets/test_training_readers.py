@@ -12,7 +12,7 @@ cv2 = pytest.importorskip("cv2")
 pytest.importorskip("torch")
 
 from mfv2.errors import ConfigError  # noqa: E402
-from mfv2.training.data import DATASETS, SyntheticDataset, build_dataset  # noqa: E402
+from mfv2.datasets import DATASETS, build_dataset, open_dataset  # noqa: E402
 
 BGR = (255, 0, 0)  # pure blue in OpenCV order -> (0, 0, 255) in RGB
 
@@ -75,28 +75,32 @@ def test_got10k_split_files(got10k_root, tmp_path):
     specs = tmp_path / "data_specs"
     specs.mkdir()
     (specs / "got10k_vot_val_split.txt").write_text("2\n0\n")
-    ds = build_dataset("got10k", root=str(got10k_root), split="vot-val", split_dir=str(specs))
+    ds = build_dataset("got10k", root=str(got10k_root), subset="vot-val", split_dir=str(specs))
     assert [ds.sequence_name(i) for i in range(len(ds))] == ["GOT-10k_Train_000003", "GOT-10k_Train_000001"]
     with pytest.raises(ConfigError, match="got10k_vot_train_split.txt.*pytracking"):
-        build_dataset("got10k", root=str(got10k_root), split="vot-train")
+        build_dataset("got10k", root=str(got10k_root), subset="vot-train")
     (specs / "bad.txt").write_text("7\n")
     with pytest.raises(ConfigError, match="outside list.txt"):
-        build_dataset("got10k", root=str(got10k_root), split="val", split_file=str(specs / "bad.txt"))
-    with pytest.raises(ConfigError, match="unknown GOT-10k split"):
+        build_dataset("got10k", root=str(got10k_root), subset="val", split_file=str(specs / "bad.txt"))
+    with pytest.raises(ConfigError, match="unknown GOT-10k subset 'test'; choose from vot-train"):
+        build_dataset("got10k", root=str(got10k_root), subset="test")
+    with pytest.raises(ConfigError, match="unknown GOT-10k split 'vot-train'.*subset: vot-train"):
+        build_dataset("got10k", root=str(got10k_root), split="vot-train")
+    with pytest.raises(ConfigError, match="no GOT-10k split test under"):  # a split is a folder
         build_dataset("got10k", root=str(got10k_root), split="test")
 
 
 def test_got10k_errors(tmp_path, got10k_root):
-    with pytest.raises(ConfigError, match="GOT-10k root: folder .* does not exist"):
+    with pytest.raises(ConfigError, match="dataset root .*missing is not a directory"):
         build_dataset("got10k", root=str(tmp_path / "missing"))
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ConfigError, match="list.txt not found"):
+    with pytest.raises(ConfigError, match=r"no GOT-10k split train under .*train\|val\|test>/list.txt"):
         build_dataset("got10k", root=str(tmp_path / "empty"))
     ds = build_dataset("got10k", root=str(got10k_root / "train"))  # the train folder itself works too
     (got10k_root / "train" / "GOT-10k_Train_000002" / "cover.label").write_text("1\n2\n")
-    with pytest.raises(ConfigError, match="cover.label has 2 values but the sequence has 20"):
+    with pytest.raises(ConfigError, match="cover.label: 2 labels for 20 frames"):
         ds.sequence_info(1)
-    (got10k_root / "train" / "GOT-10k_Train_000003" / "00000004.jpg").unlink()
+    (got10k_root / "train" / "GOT-10k_Train_000003" / "00000004.jpg").write_bytes(b"not a jpeg")
     with pytest.raises(ConfigError, match="cannot read image .*00000004.jpg"):
         ds.frames(2, [3])
 
@@ -133,7 +137,7 @@ def test_lasot_reader(lasot_root, tmp_path):
     split.write_text("bird-3\n")
     assert len(build_dataset("lasot", root=str(lasot_root), split_file=str(split))) == 1
     split.write_text("cat-1\n")
-    with pytest.raises(ConfigError, match="missing under"):
+    with pytest.raises(ConfigError, match="lists cat-1 but .* has no such sequence folder"):
         build_dataset("lasot", root=str(lasot_root), split_file=str(split))
 
 
@@ -146,6 +150,7 @@ def test_trackingnet_reader(tmp_path):
         boxes[7, 3] = 0
         _write_boxes(root / f"TRAIN_{k}" / "anno" / f"{vid}.txt", boxes)
     ds = build_dataset("trackingnet", root=str(root), sets=[0, 1])
+    assert open_dataset(root / "TRAIN_1").names == ["b1"]  # one chunk: the evaluation view
     assert [ds.sequence_name(i) for i in range(len(ds))] == ["TRAIN_0/a1", "TRAIN_0/a2", "TRAIN_1/b1"]
     assert np.flatnonzero(~ds.sequence_info(2).visible).tolist() == [7]
     _assert_rgb(ds.frames(2, [0])[0])  # frames are 0-based
@@ -182,10 +187,10 @@ def test_coco_reader(tmp_path):
 
 def test_synthetic_dataset_is_deterministic_and_rgb():
     from mfv2.synthetic import make_sequence
-    from mfv2.training.data.synthetic import sequence_seed
+    from mfv2.datasets.synthetic import sequence_seed
 
-    ds = SyntheticDataset(num_sequences=3, seed=5, num_frames=30, height=96, width=128)
-    again = SyntheticDataset(num_sequences=3, seed=5, num_frames=30, height=96, width=128)
+    ds = build_dataset("synthetic", num_sequences=3, seed=5, num_frames=30, height=96, width=128)
+    again = build_dataset("synthetic", num_sequences=3, seed=5, num_frames=30, height=96, width=128)
     assert len(ds) == 3
     np.testing.assert_array_equal(ds.sequence_info(2).boxes, again.sequence_info(2).boxes)
     assert not np.array_equal(ds.sequence_info(0).boxes, ds.sequence_info(1).boxes)
@@ -199,5 +204,19 @@ def test_build_dataset_checks_options():
         build_dataset("got10k", rooot="/x")
     with pytest.raises(ConfigError, match="needs option.*root"):
         build_dataset("lasot")
-    with pytest.raises(ConfigError, match="unknown training dataset 'got10'.*did you mean got10k"):
+    with pytest.raises(ConfigError, match="unknown dataset kind 'got10'.*did you mean got10k"):
         build_dataset("got10")
+
+
+def test_datasets_pickle_for_dataloader_workers(lasot_root):
+    """DataLoader workers get a copy that opens the same sequences again (readers load through closures)."""
+    import pickle
+
+    ds = build_dataset("lasot", root=str(lasot_root), split="all")
+    first = ds.sequence_info(2)
+    copy = pickle.loads(pickle.dumps(ds))
+    assert copy.names == ds.names and copy.source == ds.source
+    np.testing.assert_array_equal(copy.sequence_info(2).boxes, first.boxes)
+    syn = pickle.loads(pickle.dumps(build_dataset("synthetic", num_sequences=2, seed=3, num_frames=20, height=64, width=80)))
+    again = build_dataset("synthetic", num_sequences=2, seed=3, num_frames=20, height=64, width=80)
+    np.testing.assert_array_equal(syn.frames(1, [5])[0], again.frames(1, [5])[0])

@@ -102,14 +102,15 @@ def test_tiny_teacher_overfits_synthetic_samples():
     """L1 + GIoU on the corners; the loss must fall at least 5x on a few fixed samples."""
     from torch.utils.data import default_collate
 
-    from mfv2.training.data import ProcessingSettings, SyntheticDataset, TrackingProcessing, TrackingSampler
+    from mfv2.datasets import build_dataset
+    from mfv2.training.data import ProcessingSettings, TrackingProcessing, TrackingSampler
     from mfv2.training.objectives import SupervisedObjective
 
     torch.manual_seed(0)
     model = build_mixvit("tiny").train()
     cfg = model.config
     sampler = TrackingSampler(
-        [SyntheticDataset(num_sequences=4, num_frames=40, height=120, width=160)], [1.0],
+        [build_dataset("synthetic", num_sequences=4, num_frames=40, height=120, width=160)], [1.0],
         TrackingProcessing(ProcessingSettings(template_size=cfg.template_size, search_size=cfg.search_size)),
         samples_per_epoch=8, max_gap=20,
     )

@@ -8,11 +8,10 @@ import pytest
 cv2 = pytest.importorskip("cv2")
 pytest.importorskip("torch")
 
+from mfv2.datasets import Dataset, TrackingSequence  # noqa: E402
 from mfv2.errors import Mfv2Error  # noqa: E402
 from mfv2.training.data import (  # noqa: E402
     ProcessingSettings,
-    SequenceInfo,
-    TrackingDataset,
     TrackingProcessing,
     TrackingSampler,
     causal_frame_ids,
@@ -25,28 +24,21 @@ from mfv2.training.data.processing import IMAGENET_MEAN, IMAGENET_STD  # noqa: E
 RNG = np.random.default_rng
 
 
-class _Boxes(TrackingDataset):
+def _Boxes(visible: np.ndarray, box=(60.0, 40.0, 30.0, 20.0), size=(160, 200), is_video=True) -> Dataset:
     """In-memory video: a white rectangle (the target) on grey frames, visible where ``visible`` says."""
+    box = np.array(box, np.float64)
 
-    def __init__(self, visible: np.ndarray, box=(60.0, 40.0, 30.0, 20.0), size=(160, 200), is_video=True):
-        super().__init__()
-        self.visible, self.box, self.size, self.is_video = visible, np.array(box, np.float32), size, is_video
-
-    def __len__(self):
-        return 2
-
-    def sequence_name(self, index):
-        return f"boxes-{index}"
-
-    def _load_info(self, index):
-        return SequenceInfo(np.tile(self.box, (len(self.visible), 1)), self.visible.copy())
-
-    def _frame(self, index, frame_id):
-        img = np.full(self.size + (3,), 90, np.uint8)
-        x, y, w, h = self.box.astype(int)
+    def render(frame_id: int) -> np.ndarray:
+        img = np.full(size + (3,), 90, np.uint8)
+        x, y, w, h = box.astype(int)
         img[y : y + h, x : x + w] = 255
         img[0, 0] = frame_id  # which frame this is, for the tests
         return img
+
+    def load(name: str) -> TrackingSequence:
+        return TrackingSequence(name, "boxes", [], np.tile(box, (len(visible), 1)), visible.copy(), render=render)
+
+    return Dataset("boxes", None, ["boxes-0", "boxes-1"], load, is_video=is_video)
 
 
 def test_sample_ids_window_and_visibility():
@@ -129,7 +121,7 @@ def test_crop_padding_mask_at_the_border():
 
 def test_processing_targets_match_the_crops():
     proc = TrackingProcessing(_no_aug(), augment=False)
-    frame = _Boxes(np.ones(30, bool))._frame(0, 1)
+    frame = _Boxes(np.ones(30, bool)).frames(0, [1])[0]
     box = np.array([60.0, 40.0, 30.0, 20.0])
     out = proc([frame, frame], [box, box], frame, box, RNG(0))
     assert out["template"].shape == (3, 32, 32) and out["search"].shape == (3, 64, 64)
@@ -144,7 +136,7 @@ def test_processing_targets_match_the_crops():
 
 
 def test_joint_flip_moves_box_with_image():
-    frame = _Boxes(np.ones(30, bool))._frame(0, 1)
+    frame = _Boxes(np.ones(30, bool)).frames(0, [1])[0]
     box = np.array([20.0, 40.0, 30.0, 20.0])
     frame[:] = 90
     frame[40:60, 20:50] = 255

@@ -10,7 +10,8 @@ torch = pytest.importorskip("torch")
 from mfv2.errors import ConfigError  # noqa: E402
 from mfv2.models import MixFormerV2, build_model, save_native  # noqa: E402
 from mfv2.training import build_objective, param_groups  # noqa: E402
-from mfv2.training.data import ProcessingSettings, TrackingProcessing, TrackingSampler, build_dataset  # noqa: E402
+from mfv2.datasets import build_dataset  # noqa: E402
+from mfv2.training.data import ProcessingSettings, TrackingProcessing, TrackingSampler  # noqa: E402
 from mfv2.training.objectives.depth_prune import prune_plan  # noqa: E402
 from mfv2.training.pruning import depth_gamma, remove_blocks  # noqa: E402
 from mfv2.models.mixformerv2.vit import BranchScale  # noqa: E402

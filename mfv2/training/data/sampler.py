@@ -25,8 +25,8 @@ from typing import Literal
 import numpy as np
 from torch.utils.data import Dataset
 
+from mfv2.datasets import Dataset as TrackingDataset
 from mfv2.errors import ConfigError, Mfv2Error
-from mfv2.training.data.datasets import TrackingDataset
 from mfv2.training.data.processing import TrackingProcessing
 
 __all__ = ["TrackingSampler", "sample_ids", "causal_frame_ids", "trident_frame_ids", "FrameMode", "MIN_LENGTH"]

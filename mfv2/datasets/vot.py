@@ -1,4 +1,5 @@
-"""VOT regions (rectangles, polygons, masks) as the ``(x, y, w, h)`` boxes mfv2 tracks.
+"""VOT: ``list.txt``, ``<seq>/sequence``, ``color/00000001.jpg``, ``groundtruth.txt`` and per-frame
+``*.tag`` files; and VOT regions (rectangles, polygons, masks) as the ``(x, y, w, h)`` boxes mfv2 tracks.
 
 mfv2 follows one axis-aligned box, so a polygon becomes the bounding box of its vertices and a mask
 the bounding box of its set pixels (pixel ``(c, r)`` covering ``[c, c+1) x [r, r+1)``); a special
@@ -10,13 +11,27 @@ VOT ``groundtruth.txt`` files: ``x,y,w,h``; ``x1,y1,x2,y2,...`` (three or more p
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
+from mfv2.datasets.base import (
+    Dataset,
+    FrameRanges,
+    TrackingSequence,
+    assemble,
+    list_frames,
+    read_flags,
+    read_text,
+    subdirs,
+    tokens,
+)
+from mfv2.datasets.registry import DATASETS
 from mfv2.errors import ConfigError
 
-__all__ = ["polygon_box", "mask_box", "parse_region"]
+__all__ = ["read_vot", "polygon_box", "mask_box", "parse_region"]
 
 Box = tuple[float, float, float, float]
 
@@ -77,3 +92,54 @@ def parse_region(text: str) -> Box | None:
         return polygon_box(list(zip(values[::2], values[1::2])))
     raise ConfigError(f"not a VOT region: {s[:60]!r} holds {len(values)} numbers (4 for a rectangle, "
                       "an even count >= 6 for a polygon, or 'm...' for a mask)")
+
+
+def _vot_base(root: Path) -> Path:
+    return root / "sequences" if (root / "sequences" / "list.txt").is_file() else root
+
+
+@DATASETS.register("vot")
+def read_vot(root: Path, *, frame_ranges: FrameRanges | None = None) -> Dataset:
+    """VOT sequences (a workspace or its ``sequences`` folder): ``list.txt``, ``<seq>/sequence``,
+    ``color/``, ``groundtruth.txt``; polygons and masks become their bounding boxes, special regions
+    NaN rows; frames tagged ``full_occlusion`` or ``out_of_view`` (as ``mfv2 synth --layout vot``
+    writes) are not visible."""
+    ranges = dict(frame_ranges or {})
+    base = _vot_base(root)
+    need = "a VOT sequence folder needs color/ (or the channel in its sequence file) and groundtruth.txt"
+    if (base / "list.txt").is_file():
+        names = [r[0] for r in tokens(base / "list.txt", "")]
+    else:
+        names = [d.name for d in subdirs(base) if (d / "sequence").is_file()]
+    if not names:
+        raise ConfigError(f"no VOT sequence in {base}: expected list.txt and <seq>/sequence, "
+                          f"<seq>/color/00000001.jpg, <seq>/groundtruth.txt")  # fmt: skip
+
+    def load(name: str) -> TrackingSequence:
+        d = base / name
+        folder = d / "color"
+        meta = d / "sequence"
+        if meta.is_file():
+            m = re.search(r"^channels\.color\s*=\s*(.+)$", read_text(meta, "VOT sequence file"), re.MULTILINE)
+            if m:
+                folder = (d / m.group(1).strip()).parent
+        frames = list_frames(folder, need)
+        gt_path = d / "groundtruth.txt"
+        if not gt_path.is_file():
+            raise ConfigError(f"{gt_path} not found: {need}")
+        rows = []
+        for i, line in enumerate(read_text(gt_path, need).splitlines()):
+            if line.strip():
+                try:
+                    box = parse_region(line)
+                except ConfigError as e:
+                    raise ConfigError(f"{gt_path}: line {i + 1}: {e}") from e
+                rows.append(box if box is not None else (np.nan,) * 4)
+        gt = np.array(rows, dtype=np.float64).reshape(-1, 4)
+        hidden = np.zeros(len(frames), dtype=bool)
+        for tag in ("full_occlusion.tag", "out_of_view.tag"):
+            if (d / tag).is_file():
+                hidden |= read_flags(d / tag, len(frames)) > 0
+        return assemble(name, "vot", frames, gt, gt_path, ranges.get(name), hidden=hidden)
+
+    return Dataset("vot", base, names, load)

@@ -1,0 +1,64 @@
+"""Synthetic clips (:mod:`mfv2.synthetic`): written in the LaSOT layout, or rendered in memory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mfv2.datasets.base import Dataset, FrameRanges, TrackingSequence
+from mfv2.datasets.lasot import lasot_layout
+from mfv2.datasets.registry import DATASETS
+from mfv2.errors import ConfigError
+
+__all__ = ["read_synthetic", "sequence_seed"]
+
+
+# In-memory clips are smaller than the benchmark's by default: training renders many.
+_IN_MEMORY: dict[str, Any] = dict(num_frames=100, height=240, width=320)
+
+
+def sequence_seed(base_seed: int, index: int) -> int:
+    """The generator seed of in-memory clip ``index``, derived from ``base_seed`` (independent streams per clip)."""
+    return int(np.random.SeedSequence([base_seed, index]).generate_state(1)[0])
+
+
+@DATASETS.register("synthetic")
+def read_synthetic(root: Path | None, *, split: str | None = None, frame_ranges: FrameRanges | None = None,
+                   num_sequences: int | None = None, seed: int | None = None, num_frames: int | None = None,
+                   height: int | None = None, width: int | None = None, occlusion: bool | None = None,
+                   distractors: int | None = None, clutter: int | None = None, out_of_view: bool | None = None,
+                   backgrounds: str | None = None) -> Dataset:  # fmt: skip
+    """The clips in ``root`` (as ``mfv2 synth`` writes them, in the LaSOT layout), or without ``root``
+    ``num_sequences`` (default 16) clips rendered on demand, clip ``i`` from :func:`sequence_seed`.
+
+    The other options are :class:`mfv2.synthetic.SyntheticConfig` fields of clips in memory (defaults:
+    seed 0, 100 frames of 320x240, occlusion, one distractor). Use different seeds for training and
+    held-out sets.
+    """
+    given = {k: v for k, v in dict(num_frames=num_frames, height=height, width=width, occlusion=occlusion,
+                                   distractors=distractors, clutter=clutter, out_of_view=out_of_view,
+                                   backgrounds=backgrounds).items() if v is not None}  # fmt: skip
+    if root is not None:
+        if num_sequences is not None or seed is not None or given:
+            raise ConfigError("synthetic clips on disk take no generator options; pass no root to render clips in memory")
+        return lasot_layout(root, "synthetic", split, None, frame_ranges)
+    from mfv2.synthetic import SyntheticConfig, make_sequence
+
+    count, base = 16 if num_sequences is None else num_sequences, 0 if seed is None else seed
+    options: dict[str, Any] = {**_IN_MEMORY, **given}
+    if count < 1 or options["num_frames"] < 1:
+        raise ConfigError("synthetic dataset: num_sequences and num_frames must be >= 1")
+    SyntheticConfig(**options)  # a wrong value fails here, not in a DataLoader worker
+    seeds = [sequence_seed(base, i) for i in range(count)]
+    names = [f"synthetic-{s:04d}" for s in seeds]  # the generator's own names
+    index = {n: i for i, n in enumerate(names)}
+
+    def load(name: str) -> TrackingSequence:
+        clip = make_sequence(seed=seeds[index[name]], **options)
+        gt = np.asarray(clip.boxes, dtype=np.float64).reshape(-1, 4)
+        return TrackingSequence(name=name, dataset="synthetic", frame_paths=[], gt=gt,
+                                visible=np.asarray(clip.visible, dtype=bool), render=clip.frame)  # fmt: skip
+
+    return Dataset("synthetic", None, names, load)
