@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
 
 __all__ = ["busy_processes"]
 
-_BUSY = "while True: pass"
+# Each loop also ends by itself once its parent is gone: a bench killed by SIGTERM or SIGKILL runs no
+# ``finally``, and busy orphans would keep a core busy for ever.
+_BUSY = "import os, sys\nparent = int(sys.argv[1])\nwhile os.getppid() == parent: pass"
 
 
 @contextlib.contextmanager
@@ -21,7 +24,7 @@ def busy_processes(n: int) -> Iterator[list[subprocess.Popen[bytes]]]:
     procs: list[subprocess.Popen[bytes]] = []
     try:
         for _ in range(n):
-            procs.append(subprocess.Popen([sys.executable, "-c", _BUSY], stdin=subprocess.DEVNULL,
+            procs.append(subprocess.Popen([sys.executable, "-c", _BUSY, str(os.getpid())], stdin=subprocess.DEVNULL,
                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))  # fmt: skip
         yield procs
     finally:

@@ -83,3 +83,20 @@ def test_auto_lines_say_pick_reason_and_trials():
     lines = auto_lines(report)
     assert lines[0].startswith("S: auto picked openvino int8 split, 2 thread(s): 10.00 ms") and "(cached)" in lines[0]
     assert "openvino int8 t2 10.00 ms" in lines[1] and lines[2] == "B: auto could not choose: failed: auto: no candidate path"
+
+
+def test_busy_processes_end_when_the_bench_is_killed(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    code = ("import sys, time\nfrom mfv2.bench.load import busy_processes\nwith busy_processes(1) as p:\n"
+            "    print(p[0].pid, flush=True)\n    time.sleep(60)\n")  # fmt: skip
+    bench = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    child = int(bench.stdout.readline())
+    bench.send_signal(signal.SIGKILL)  # no finally runs
+    bench.wait()
+    deadline = time.time() + 10
+    while time.time() < deadline and os.path.exists(f"/proc/{child}") and "Z" not in open(f"/proc/{child}/stat").read().split()[2]:
+        time.sleep(0.1)
+    assert not os.path.exists(f"/proc/{child}") or open(f"/proc/{child}/stat").read().split()[2] == "Z"
