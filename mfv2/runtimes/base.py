@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import inspect
 import logging
 import os
 from abc import ABC, abstractmethod
@@ -145,6 +146,28 @@ class Backend(ABC):
             raise ConfigError(f"threads must be >= 1, got {threads}")
         self.precision = precision
         self.threads = threads
+
+    @classmethod
+    def option_names(cls) -> tuple[str, ...] | None:
+        """The keyword options this backend takes (its constructor's), or None if it takes any."""
+        params = list(inspect.signature(cls.__init__).parameters.values())[1:]
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+            return None
+        return tuple(p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY)
+
+    @classmethod
+    def check_options(cls, options: Mapping[str, Any], extra: Sequence[str] = ()) -> None:
+        """Raise :class:`ConfigError` for option names the backend does not take, listing the valid ones
+        (``extra``: names the caller handles itself, such as ``graph``)."""
+        names = cls.option_names()
+        if names is None:
+            return
+        valid = [*names, *extra]
+        unknown = sorted(set(options) - set(valid))
+        if unknown:
+            raise ConfigError(
+                f"bad option for the {cls.name} backend: {', '.join(unknown)}; valid options: {', '.join(valid)}"
+            )
 
     @classmethod
     def is_available(cls) -> bool:

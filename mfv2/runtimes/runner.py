@@ -225,6 +225,7 @@ def load_backend(
     if graph not in ("auto", "split", "full"):
         raise ConfigError(f"graph must be auto, split or full, got {graph!r}")
     export_first = issubclass(cls, FileBackend) and _is_checkpoint(artifact)
+    cls.check_options(backend_options, ("graph", "verify_hashes", *(("variant",) if export_first else ())))
     variant = backend_options.pop("variant", None) if export_first else None
     try:
         backend = cls(precision=precision, threads=threads, **backend_options)

@@ -190,7 +190,9 @@ def test_unknown_backend_suggests_a_name(export_dir):
         ({"threads": 0}, "threads must be >= 1"),
         ({"graph": "half"}, "graph must be"),
         ({"device": "gpu"}, "device must be one of"),
-        ({"colour": "red"}, "bad option for the onnxruntime backend"),
+        ({"colour": "red"}, r"bad option for the onnxruntime backend: colour; valid options: precision, threads, device, "
+                            r"cache_dir, spinning, graph, verify_hashes$"),
+        ({"variant": "S"}, "bad option for the onnxruntime backend: variant;"),  # variant only with a checkpoint
     ],
 )
 def test_bad_backend_options(export_dir, options, message):
