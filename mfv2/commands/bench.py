@@ -6,6 +6,8 @@ import argparse
 import shlex
 import sys
 
+from mfv2.commands._common import BACKENDS_HELP, GRAPHS, PRECISIONS, csv_choices
+
 HELP = "benchmark backends x precisions x graphs x threads, model-only and the whole tracker loop"
 EXAMPLE = (
     "mfv2 bench --variant S --backends torch,onnxruntime,openvino --precisions fp32,bf16,int8 "
@@ -21,8 +23,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--variant", default="S", help="model variant(s), comma-separated (default S); random weights")
     p.add_argument("--model", help="an export directory to benchmark instead of --variant")
     p.add_argument("--checkpoint", help="weights for the torch rows and the export (default: seeded random weights)")
-    p.add_argument("--backends", help="comma-separated (default: every installed backend)")
-    p.add_argument("--precisions", help="comma-separated fp32,fp16,bf16,int8 (default: sensible ones per backend)")
+    p.add_argument("--backends", help=f"comma-separated among {BACKENDS_HELP.removesuffix(', or auto')} (default: every installed backend)")
+    p.add_argument("--precisions", help=f"comma-separated among {','.join(PRECISIONS)} (default: sensible ones per backend)")
     p.add_argument("--graphs", default="split,full", help="split and/or full (default both)")
     p.add_argument("--threads", help="thread counts, comma-separated (default: the usable CPUs)")
     p.add_argument("--mode", default="model,tracker",
@@ -59,10 +61,7 @@ def config_from_args(args: argparse.Namespace):  # noqa: ANN201  (BenchConfig, i
         threads = tuple(int(t) for t in _csv(args.threads)) if args.threads else ()
     except ValueError as e:
         raise ConfigError(f"--threads must be comma-separated integers, e.g. 1,2 (got {args.threads!r})") from e
-    precisions = _csv(args.precisions) if args.precisions else None
-    bad = [p for p in precisions or () if p not in ("fp32", "fp16", "bf16", "int8")]
-    if bad:
-        raise ConfigError(f"unknown precision {', '.join(bad)}; use fp32, fp16, bf16 or int8")
+    precisions = csv_choices("--precisions", args.precisions, PRECISIONS, "precision") if args.precisions else None
     graphs_on = {"off": False, "on": True}
     if not _csv(args.cuda_graph) or any(c not in graphs_on for c in _csv(args.cuda_graph)):
         raise ConfigError(f"--cuda-graph takes off, on or off,on, got {args.cuda_graph!r}")
@@ -73,7 +72,7 @@ def config_from_args(args: argparse.Namespace):  # noqa: ANN201  (BenchConfig, i
         checkpoint=args.checkpoint,
         backends=_csv(args.backends) if args.backends else None,
         precisions=precisions,
-        graphs=_csv(args.graphs),
+        graphs=csv_choices("--graphs", args.graphs, tuple(g for g in GRAPHS if g != "auto"), "graph"),
         threads=threads,
         modes=_csv(args.mode) + (("video",) if args.video and "video" not in _csv(args.mode) else ()),
         rounds=args.rounds,

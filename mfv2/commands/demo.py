@@ -12,7 +12,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output", default="demo_report", help="report folder (default demo_report)")
     p.add_argument("--checkpoint", help="model to use (default: the shipped demo model, else seeded random S weights)")
     p.add_argument("--frames", type=int, default=150, help="length of the synthetic clip (default 150)")
-    p.add_argument("--threads", type=int, default=None, help="threads per backend (default: each backend's choice)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads of each runtime (default: the runtime's choice)")
     p.add_argument("--quick", action="store_true", help="fp32 paths and a short clip only")
 
 

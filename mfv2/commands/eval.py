@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from mfv2.commands._common import add_model_options, add_runtime_options
+
 HELP = "run a tracker over a dataset (LaSOT, GOT-10k, TrackingNet, OTB, UAV123, VOT, synthetic) and score it (OPE)"
 EXAMPLE = "mfv2 eval data/LaSOTTest --backend onnxruntime --model exports/S --results results/S-ort --json S-ort.json --plot S-ort.png"
 
@@ -16,16 +18,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split", help="GOT-10k train/val/test or TrackingNet TEST/TRAIN_<i>")
     p.add_argument("--synthetic", type=int, metavar="N", help="generate a synthetic benchmark of N clips and evaluate on it")
     p.add_argument("--frames", type=int, default=300, help="frames per synthetic clip (default 300)")
-    p.add_argument("--backend", default="onnxruntime", help="torch, onnxruntime, openvino, tensorrt (default onnxruntime)")
-    p.add_argument("--model", help="export directory (onnxruntime/openvino/tensorrt)")
-    p.add_argument("--checkpoint", help="checkpoint (torch; other backends export it on the fly); default without "
-                   "--model: the shipped demo model")
-    p.add_argument("--variant", help="architecture of --checkpoint (default: detect)")
+    add_model_options(p, checkpoint_help="checkpoint (torch; other backends export it on the fly); default without "
+                      "--model and --baseline: the shipped demo model",
+                      variant_help="architecture of --checkpoint (default: detect)")
     p.add_argument("--baseline", metavar="NAME", help="score a reference tracker instead of a model: static (the first "
                    "box in every frame), mil (OpenCV), kcf or csrt (opencv-contrib-python)")
-    p.add_argument("--precision", default="fp32", help="fp32, fp16, bf16 or int8 (default fp32)")
-    p.add_argument("--graph", default="auto", choices=("auto", "split", "full"), help="graph to run (default auto)")
-    p.add_argument("--threads", type=int, help="runtime threads (default: the runtime's choice)")
+    add_runtime_options(p, device=False)  # TrackerSpec carries no device yet
     p.add_argument("--preset", help="tracker settings of this dataset (default: the dataset's own)")
     p.add_argument("--results", help="result folder (default results/<dataset>/<model>-<backend>-<precision>)")
     p.add_argument("--no-resume", action="store_true", help="re-run sequences that already have results")

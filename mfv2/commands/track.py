@@ -10,6 +10,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
+from mfv2.commands._common import add_model_options, add_runtime_options, backend_options
+
 HELP = "track one target through a video file, camera, stream URL or image folder"
 EXAMPLE = "mfv2 track clip.mp4 --backend onnxruntime --model exports/S --init 120,80,60,90 --output boxes.txt"
 
@@ -18,20 +20,14 @@ log = logging.getLogger(__name__)
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("source", metavar="SRC", help="video file, folder of images (natural name order), camera index or stream URL")
-    p.add_argument("--backend", default="onnxruntime", help="torch, onnxruntime, openvino or tensorrt (default onnxruntime)")
-    model = p.add_mutually_exclusive_group()
-    model.add_argument("--model", metavar="DIR", help="export directory written by 'mfv2 export'")
-    model.add_argument("--checkpoint", metavar="CK", help="checkpoint; other backends than torch export it once into a "
-                       "cache (default without --model: the shipped demo model, trained on synthetic clips only)")
-    p.add_argument("--variant", help="architecture (S, B, ...): of --checkpoint, or checked against --model (default: detect)")
+    add_model_options(p, checkpoint_help="checkpoint; other backends than torch export it once into a cache (default "
+                      "without --model: the shipped demo model, trained on synthetic clips only)",
+                      variant_help="architecture (S, B, ...): of --checkpoint, or checked against --model (default: detect)")
     p.add_argument("--init", metavar="x,y,w,h", help="target box in the first frame; without it, draw it (needs a display)")
     p.add_argument("--preset", help="official per-dataset tracker settings: lasot, got10k, trackingnet, vot20, otb, uav, ...")
     p.add_argument("--update-interval", type=int, metavar="N", help="frames between online-template updates")
     p.add_argument("--lost-threshold", type=float, metavar="P", help="score below which a frame counts as lost (default 0)")
-    p.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16", "int8"), help="default fp32")
-    p.add_argument("--graph", default="auto", choices=("auto", "split", "full"), help="split template-KV graphs or the full graph")
-    p.add_argument("--threads", type=int, help="CPU threads of the runtime")
-    p.add_argument("--device", help="backend device: cpu/cuda (torch), cpu/cuda/tensorrt (onnxruntime), CPU/GPU (openvino), N (tensorrt)")
+    add_runtime_options(p)
     p.add_argument("--output", metavar="boxes.txt", help="one x,y,w,h line per frame, the first being the init box")
     p.add_argument("--jsonl", metavar="PATH", help="one JSON line per frame: box, ok, score and stage timings in ms")
     p.add_argument("--save-video", metavar="out.mp4", help="write the frames with the box drawn (mp4v)")
@@ -54,23 +50,6 @@ def parse_box(text: str) -> tuple[float, float, float, float]:
     if len(values) != 4:
         raise ConfigError(f"--init takes x,y,w,h (four comma-separated numbers, e.g. 120,80,60,90), got {text!r}")
     return values  # type: ignore[return-value]
-
-
-def _backend_options(args: argparse.Namespace) -> dict[str, Any]:
-    from mfv2.errors import ConfigError
-
-    options: dict[str, Any] = {}
-    if args.variant and args.checkpoint:
-        options["variant"] = args.variant
-    if args.device:
-        if args.backend == "tensorrt":
-            try:
-                options["device_id"] = int(args.device.removeprefix("cuda:"))
-            except ValueError as e:
-                raise ConfigError(f"--device for tensorrt is a GPU index such as 0, got {args.device!r}") from e
-        else:
-            options["device"] = args.device
-    return options
 
 
 def _model_source(args: argparse.Namespace) -> str:
@@ -228,7 +207,7 @@ def run(args: argparse.Namespace) -> int:
     window = _window("mfv2 track") if args.show else None
     with FrameSource(args.source) as source, load_backend(
         args.backend, _model_source(args), precision=args.precision, threads=args.threads, graph=args.graph,
-        verify_hashes=not args.no_verify, **_backend_options(args),
+        verify_hashes=not args.no_verify, **backend_options(args),
     ) as runner:
         tracker = Tracker(runner, _tracker_config(args, runner))
         frames = iter(source)

@@ -143,7 +143,8 @@ def test_plan_rows_baseline_first_and_default_precisions() -> None:
     "argv,message",
     [
         (["--threads", "two"], "--threads must be comma-separated integers"),
-        (["--precisions", "fp64"], "unknown precision fp64"),
+        (["--precisions", "fp64"], "--precisions: unknown precision fp64; choose from fp32, fp16, int8, bf16"),
+        (["--graphs", "split,half"], "--graphs: unknown graph half; choose from split, full"),
         (["--mode", "bogus"], "unknown mode/graph bogus"),
         (["--mode", "video"], "video mode needs a video file (none given)"),
         (["--video", "/nonexistent.mp4"], "/nonexistent.mp4 is not a file"),
