@@ -323,7 +323,7 @@ class ExportConfig(Config):
     """
 
     variant: str | ModelConfig | None = None
-    batch: int = 1
+    batch: int | Literal["dynamic"] = 1
     opset: int = 17
     allow_low_opset: bool = False
     precisions: tuple[str, ...] = ("fp32",)
@@ -338,8 +338,8 @@ class ExportConfig(Config):
         for key in ("precisions", "openvino"):  # a list, a tuple or "fp32,fp16"
             value = getattr(self, key)
             object.__setattr__(self, key, tuple(value.split(",")) if isinstance(value, str) else tuple(value))
-        if not isinstance(self.batch, int) or isinstance(self.batch, bool) or self.batch < 1:
-            raise ConfigError(f"batch must be a positive integer, got {self.batch!r}")
+        if self.batch != "dynamic" and (not isinstance(self.batch, int) or isinstance(self.batch, bool) or self.batch < 1):
+            raise ConfigError(f"batch must be a positive integer or 'dynamic', got {self.batch!r}")
 
 
 class _YamlLoader(yaml.SafeLoader):

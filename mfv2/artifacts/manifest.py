@@ -71,11 +71,13 @@ class Manifest:
 
     Inputs are RGB NCHW float32, ``(x / 255 - mean) / std``. Output ``boxes`` (B, 4) are cx, cy, w, h
     normalised to the search crop; ``score`` (B,) is a probability (the sigmoid is in the graph).
+    ``batch`` is the fixed batch B of the graphs (targets per call), or ``None`` for graphs with a
+    dynamic batch axis (ONNX Runtime and OpenVINO run any B; TensorRT engines need a fixed one).
     """
 
     model: ModelConfig
     tracker: TrackerConfig
-    batch: int = 1
+    batch: int | None = 1
     opset: int = 17
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[float, ...] = IMAGENET_STD
@@ -106,6 +108,9 @@ class Manifest:
             body["tracker"] = TrackerConfig.from_dict(body["tracker"])
             body["artifacts"] = [Artifact(**a) for a in body.get("artifacts", [])]
             body["mean"], body["std"] = tuple(body["mean"]), tuple(body["std"])
+            batch = body.get("batch", 1)
+            if batch is not None and (isinstance(batch, bool) or not isinstance(batch, int) or batch < 1):
+                raise ConfigError(f"malformed export manifest: batch must be a positive integer or null (dynamic), got {batch!r}")
             return cls(**body)
         except (KeyError, TypeError) as e:
             raise ConfigError(f"malformed export manifest: {e}") from e

@@ -19,7 +19,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     src.add_argument("--random-init", action="store_true", help="seeded random weights of --variant (demos, tests)")
     p.add_argument("--output", required=True, help="export directory to create")
     p.add_argument("--variant", help="S, B, tiny, ... (default: detect from the checkpoint; S with --random-init)")
-    p.add_argument("--batch", type=int, default=1, help="fixed batch: targets tracked per call (default 1)")
+    p.add_argument("--batch", type=_batch, default=1, metavar="N|dynamic",
+                   help="targets tracked per call: a fixed batch N (default 1; TensorRT needs one), or 'dynamic' "
+                        "(any number, ONNX Runtime and OpenVINO)")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset, >= 17 (default 17)")
     p.add_argument("--allow-low-opset", action="store_true", help="accept opsets < 17 (TensorRT fp16 may overflow)")
     p.add_argument("--precision", default="fp32", help="ONNX precisions, comma-separated: fp32,fp16,int8 (default fp32)")
@@ -109,3 +111,16 @@ def run(args: argparse.Namespace) -> int:
         print(f"{r['file']:34s} not written: parity gate missed ({'; '.join(r['failed'])})")
     print(f"next: mfv2 track VIDEO --model {out} --init x,y,w,h   |   on a GPU: mfv2 build-engine {out} --fp16")
     return 0
+
+
+def _batch(text: str) -> int | str:
+    """``--batch``: a positive integer or ``dynamic``."""
+    if text == "dynamic":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or 'dynamic', got {text!r}")
+    return value

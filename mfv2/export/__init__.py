@@ -41,7 +41,10 @@ def export(
         calibration: BGR uint8 frames, or ``(frame, box_xywh)`` pairs, for the real crops of parity
             and int8 calibration; ``None`` uses a synthetic clip. A bare frame gets a centred box.
         variant: architecture; ``None`` detects it from the checkpoint (``"S"`` for random weights).
-        batch: fixed batch size, the number of targets tracked per call.
+        batch: fixed batch size, the number of targets tracked per call (padded with inactive rows
+            when fewer are live), or ``"dynamic"``: graphs with a dynamic batch axis, for ONNX
+            Runtime and OpenVINO (TensorRT engines need a fixed batch). The manifest records it
+            (``batch``: the number, or null for dynamic).
         opset: ONNX opset, >= 17 so LayerNormalization stays one op.
         allow_low_opset: accept opsets below 17 (with a warning about TensorRT fp16 overflow).
         precisions: ONNX precisions among ``fp32``, ``fp16``, ``int8``; the fp32 graphs are always

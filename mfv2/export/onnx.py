@@ -43,6 +43,7 @@ __all__ = [
     "is_head_node",
     "METADATA_KEY",
     "graph_io",
+    "BATCH_AXES",
     "check_opset",
     "export_graph",
     "check_model",
@@ -71,8 +72,12 @@ def is_head_node(name: str) -> bool:
     return name == SIGMOID_NODE or any(scope in name for scope in HEAD_SCOPES)
 
 
+#: The batch axis of every graph input and output (``kv`` is (depth, 2, B, heads, tokens, head_dim)).
+BATCH_AXES = {"template": 0, "online_template": 0, "search": 0, "kv": 2, "boxes": 0, "score": 0}
+
+
 def graph_io(cfg: ModelConfig, batch: int = 1) -> dict[str, tuple[dict[str, list[int]], dict[str, list[int]]]]:
-    """Input and output ``name -> shape`` of each graph for ``cfg`` at ``batch`` targets."""
+    """Input and output ``name -> shape`` of each graph for ``cfg`` at ``batch`` targets (-1: a dynamic batch)."""
     B, Z, X = batch, cfg.template_size, cfg.search_size
     kv = [cfg.depth, 2, B, cfg.num_heads, 2 * cfg.num_template_tokens, cfg.head_dim]
     images = {"template": [B, 3, Z, Z], "online_template": [B, 3, Z, Z]}
@@ -139,9 +144,12 @@ def _wrappers(model: MixFormerV2) -> dict[str, torch.nn.Module]:
 
 
 def export_graph(
-    model: MixFormerV2, graph: str, path: str | os.PathLike[str], *, batch: int = 1, opset: int = LAYERNORM_OPSET
+    model: MixFormerV2, graph: str, path: str | os.PathLike[str], *, batch: int = 1, opset: int = LAYERNORM_OPSET,
+    dynamic_batch: bool = False,
 ) -> Path:
     """Trace ``graph`` of ``model`` to ``path`` with fixed shapes (TorchScript exporter, constant folding).
+
+    With ``dynamic_batch`` the batch axis of every input and output is left dynamic (traced at ``batch``).
 
     Raises:
         ExportError: if tracing fails.
@@ -166,6 +174,7 @@ def export_graph(
                 output_names=list(outs),
                 opset_version=opset,
                 do_constant_folding=True,
+                dynamic_axes={n: {BATCH_AXES[n]: "batch"} for n in (*ins, *outs)} if dynamic_batch else None,
                 dynamo=False,
             )
     except Exception as e:  # the exporter raises many unrelated types
@@ -228,7 +237,7 @@ def artifact_metadata(manifest: Manifest, artifact: Artifact) -> dict[str, str]:
         "variant": cfg.name,
         "graph": artifact.graph,
         "precision": artifact.precision,
-        "batch": str(manifest.batch),
+        "batch": "dynamic" if manifest.batch is None else str(manifest.batch),
         "opset": str(manifest.opset),
         "template_size": str(cfg.template_size),
         "search_size": str(cfg.search_size),

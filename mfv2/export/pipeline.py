@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 _PARITY_RANDOM = 2  # random-input samples per parity check
 _PARITY_CROPS = 12  # real-crop samples per parity check (they give iou_fraction)
 _CALIBRATION_CROPS = 32  # int8 calibration samples (ONNX Runtime and NNCF)
+_DYNAMIC_TRACE_BATCH = 2  # targets a dynamic-batch export is traced and checked at
 
 
 def export_model(
@@ -129,20 +130,23 @@ class _Job:
     """One export in progress in ``tmp``: samples and references are computed once, then each artifact."""
 
     def __init__(
-        self, model: MixFormerV2, tmp: Path, *, batch: int, opset: int, simplify: str, tracker: TrackerConfig,
+        self, model: MixFormerV2, tmp: Path, *, batch: int | str, opset: int, simplify: str, tracker: TrackerConfig,
         frames: Sequence[Any] | None, seed: int, skip_failed: bool = False,
     ) -> None:
         from mfv2.artifacts import Manifest
         from mfv2.export.onnx import graph_io
         from mfv2.export.validate import make_samples, torch_reference
 
-        self.model, self.tmp, self.batch, self.opset, self.simplify = model, tmp, batch, opset, simplify
+        # A dynamic batch is traced, calibrated and checked at _DYNAMIC_TRACE_BATCH targets.
+        self.dynamic = batch == "dynamic"
+        self.batch = _DYNAMIC_TRACE_BATCH if batch == "dynamic" else int(batch)
+        self.model, self.tmp, self.opset, self.simplify = model, tmp, opset, simplify
         self.frames, self.seed, self.skip_failed = frames, seed, skip_failed
-        self.io = graph_io(model.config, batch)
-        self.samples = make_samples(model.config, tracker, batch=batch, random=_PARITY_RANDOM, crops=_PARITY_CROPS,
+        self.io = graph_io(model.config, -1 if self.dynamic else self.batch)
+        self.samples = make_samples(model.config, tracker, batch=self.batch, random=_PARITY_RANDOM, crops=_PARITY_CROPS,
                                     frames=frames, seed=seed)
         self.refs = torch_reference(model, self.samples)
-        self.manifest = Manifest(model=model.config, tracker=tracker, batch=batch, opset=opset)
+        self.manifest = Manifest(model=model.config, tracker=tracker, batch=None if self.dynamic else self.batch, opset=opset)
         self._extra: dict[str, dict[str, Any]] = {}  # file name -> facts for its artifact's ``extra``
         self._calibration: dict[str, list[dict[str, np.ndarray]]] | None = None
 
@@ -185,7 +189,7 @@ class _Job:
         started = time.perf_counter()
         for graph, path in files.items():
             if precision == "fp32":
-                export_graph(self.model, graph, path, batch=self.batch, opset=self.opset)
+                export_graph(self.model, graph, path, batch=self.batch, opset=self.opset, dynamic_batch=self.dynamic)
                 simplify(path, self.simplify)
             elif precision == "fp16":
                 to_fp16(self._files("fp32", "onnx")[graph], path)

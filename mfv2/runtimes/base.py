@@ -20,7 +20,7 @@ import inspect
 import logging
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from importlib.metadata import entry_points
 from pathlib import Path
 from types import TracebackType
@@ -36,6 +36,7 @@ from mfv2.registry import Registry
 __all__ = [
     "Session",
     "BaseSession",
+    "DeviceValue",
     "Backend",
     "FileBackend",
     "BACKENDS",
@@ -74,12 +75,41 @@ class Session(Protocol):
     ) -> None: ...
 
 
+class DeviceValue(ABC):
+    """An output left where the runtime computed it (an ``OrtValue``, an OpenVINO tensor, a torch tensor,
+    a TensorRT device buffer), readable as NumPy.
+
+    A session of the same backend binds it as it is (no copy, no host round trip); ``np.asarray``
+    copies it to the host for any other reader. Values from ONNX Runtime and OpenVINO live in the
+    session's output buffer, so they hold until that session's next :meth:`~BaseSession.infer`.
+    """
+
+    @property
+    @abstractmethod
+    def shape(self) -> tuple[int, ...]: ...
+
+    @abstractmethod
+    def numpy(self) -> np.ndarray:
+        """The value on the host (a view where the device is the host)."""
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        a = self.numpy()
+        return a if dtype is None else a.astype(dtype, copy=False)
+
+
+def _rows_index(ndim: int, axis: int, rows: Any) -> tuple[Any, ...]:
+    return (slice(None),) * axis + (rows,) + (slice(None),) * (ndim - axis - 1)
+
+
 class BaseSession(ABC):
     """Input checking, persistent inputs and context-manager support shared by the built-in sessions.
 
     :meth:`bind` keeps inputs that change rarely (the template KV) inside the runtime so that
-    :meth:`infer` needs only the per-frame ones. Subclasses implement ``_bind`` (hand bound inputs to
-    the runtime, copying them once) and ``_run`` (one inference on the per-call inputs).
+    :meth:`infer` needs only the per-frame ones; :meth:`write_rows` and :meth:`keep_rows` change some
+    batch rows of a bound input in place (one target's templates in a batch). Subclasses implement
+    ``_bind`` (hand bound inputs to the runtime: arrays copied once, :class:`DeviceValue` objects of
+    their own backend as they are), ``_run`` (one inference on the per-call inputs) and, for the
+    in-place row edits, ``_host_bound`` (the host array a bound input lives in).
     """
 
     def __init__(self, input_names: Sequence[str], output_names: Sequence[str], device: str,
@@ -90,25 +120,70 @@ class BaseSession(ABC):
         #: Shapes the graph declares; non-int entries are dynamic axes.
         self.input_shapes = {k: tuple(v) for k, v in (input_shapes or {}).items()}
         self._bound: set[str] = set()
+        self._keep: frozenset[str] = frozenset()  # outputs returned as DeviceValues
+        self._checked_keys: tuple[str, ...] | None = None  # the per-call feed names last checked
 
-    def bind(self, feeds: Mapping[str, np.ndarray]) -> None:
+    def keep_on_device(self, names: Collection[str]) -> None:
+        """Return the outputs ``names`` of every following :meth:`infer` as :class:`DeviceValue` objects."""
+        unknown = [n for n in names if n not in self.output_names]
+        if unknown:
+            raise ShapeError(f"{type(self).__name__} has outputs {', '.join(self.output_names)}, not {', '.join(unknown)}")
+        self._keep = frozenset(names)
+
+    def bind(self, feeds: Mapping[str, Any]) -> None:
         """Keep ``feeds`` as inputs of every following :meth:`infer` call until bound again."""
         self._check_names(feeds, partial=True)
         self._bind(feeds)
         self._bound.update(feeds)
+        self._checked_keys = None
 
     @abstractmethod
-    def _bind(self, feeds: Mapping[str, np.ndarray]) -> None: ...
+    def _bind(self, feeds: Mapping[str, Any]) -> None: ...
 
-    def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Run the graph on ``feeds`` plus the bound inputs."""
-        self._check_names(feeds, partial=False)
+    def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, Any]:
+        """Run the graph on ``feeds`` plus the bound inputs (the names are checked once per set of names)."""
+        keys = tuple(feeds)
+        if keys != self._checked_keys:
+            self._check_names(feeds, partial=False)
+            self._checked_keys = keys
         return self._run(feeds)
 
     @abstractmethod
-    def _run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+    def _run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, Any]: ...
 
-    def _check_names(self, feeds: Mapping[str, np.ndarray], partial: bool) -> None:
+    def _host_bound(self, name: str) -> np.ndarray | None:
+        """The host array the bound input ``name`` lives in (edits reach the runtime), or None."""
+        return None
+
+    def write_rows(self, name: str, axis: int, rows: Sequence[int], value: Any, source: Sequence[int] | None = None) -> None:
+        """Overwrite rows ``rows`` along ``axis`` of the bound input ``name`` with rows ``source`` of ``value``
+        (default all of them, in order); a row one past the end appends one.
+
+        Rows already there are written in place where the runtime reads a host array; otherwise
+        (and to append) the input is bound again.
+        """
+        current = self._host_bound(name)
+        held = current if current is not None else np.asarray(self._bound_value(name))
+        v = np.asarray(value) if source is None else np.take(np.asarray(value), list(source), axis=axis)
+        size = held.shape[axis]
+        if max(rows) >= size:
+            pad = list(held.shape)
+            pad[axis] = max(rows) + 1 - size
+            held = np.concatenate([held, np.zeros(pad, held.dtype)], axis=axis)
+            current = None
+        held[_rows_index(held.ndim, axis, list(rows))] = v
+        if current is None:
+            self.bind({name: held})
+
+    def keep_rows(self, name: str, axis: int, rows: Sequence[int]) -> None:
+        """Bind ``name`` again with only the rows ``rows`` (in that order) along ``axis``."""
+        held = self._host_bound(name)
+        self.bind({name: np.take(held if held is not None else np.asarray(self._bound_value(name)), list(rows), axis=axis)})
+
+    def _bound_value(self, name: str) -> Any:
+        raise ShapeError(f"{type(self).__name__} cannot edit rows of its bound input {name!r}")
+
+    def _check_names(self, feeds: Mapping[str, Any], partial: bool) -> None:
         unknown = [k for k in feeds if k not in self.input_names]
         missing = [] if partial else [k for k in self.input_names if k not in feeds and k not in self._bound]
         if unknown or missing:
@@ -119,6 +194,7 @@ class BaseSession(ABC):
 
     def close(self) -> None:
         self._bound.clear()
+        self._checked_keys = None
 
     def __enter__(self) -> BaseSession:
         return self

@@ -4,7 +4,8 @@ Sessions use graph optimisation level ALL, sequential execution and an explicit 
 count. Idle intra-op threads do not spin by default: on a machine whose cores other work shares, a
 spinning thread takes a core from that work and then waits for it (issue #23: dynamic int8 S decoder,
 2 threads, host at load 10 on 2 cores: 91.6 ms without spinning, 122.9 ms with it, same run). Inputs go through an IOBinding, so a bound input (the template KV) is handed to ONNX Runtime
-once per template update instead of being copied on every frame. At int8 the CPU runs the
+once per template update instead of being copied on every frame; an output kept on the device (the
+encoder's KV) comes back as the ``OrtValue`` ONNX Runtime wrote, which the decoder binds as it is. At int8 the CPU runs the
 dynamically quantized graphs (``*.int8-dynamic.onnx``) when the export has them, else (older exports)
 the static Q/DQ ones; the CUDA and TensorRT providers always take the Q/DQ graphs.
 """
@@ -24,9 +25,9 @@ import numpy as np
 from mfv2.artifacts import Artifact, Manifest
 from mfv2.errors import BackendUnavailableError, ConfigError
 from mfv2.fileio import atomic_path, sha256
-from mfv2.runtimes.base import BACKENDS, BaseSession, FileBackend
+from mfv2.runtimes.base import BACKENDS, BaseSession, DeviceValue, FileBackend
 
-__all__ = ["OnnxRuntimeBackend", "OrtSession", "PROVIDERS"]
+__all__ = ["OnnxRuntimeBackend", "OrtSession", "OrtDeviceValue", "PROVIDERS"]
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,24 @@ PROVIDERS: dict[str, tuple[str, ...]] = {
     "tensorrt": ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"),
 }
 _NUMPY_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
+
+
+class OrtDeviceValue(DeviceValue):
+    """An ``OrtValue`` output of an :class:`OrtSession` (each run writes kept outputs into a new one)."""
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.value.shape())
+
+    @property
+    def device(self) -> str:
+        return str(self.value.device_name()).lower()
+
+    def numpy(self) -> np.ndarray:
+        return np.asarray(self.value.numpy())  # on the CPU a view of ONNX Runtime's buffer
 
 
 class OrtSession(BaseSession):
@@ -62,21 +81,41 @@ class OrtSession(BaseSession):
         for name in self.output_names:
             self._binding.bind_output(name)
         self._held: dict[str, Any] = {}  # OrtValues bound across calls, kept alive here
+        self._last_shapes: tuple[tuple[int, ...], ...] | None = None
         log.debug("onnxruntime: %s on %s", path.name, used)
 
-    def _bind(self, feeds: Mapping[str, np.ndarray]) -> None:
+    def _bind(self, feeds: Mapping[str, Any]) -> None:
         for name, array in feeds.items():
-            owned = np.array(array, dtype=self._types[name], copy=True, order="C")
-            value = self._ort.OrtValue.ortvalue_from_numpy(owned, self.device.split(":")[0], 0)
+            if isinstance(array, OrtDeviceValue) and array.device == self.device.split(":")[0]:
+                # bound as it is: the same buffer, no copy (on the CPU, host edits reach it)
+                value, owned = array.value, array.numpy() if self.device == "cpu" else None
+            else:
+                owned = np.array(array, dtype=self._types[name], copy=True, order="C")
+                value = self._ort.OrtValue.ortvalue_from_numpy(owned, self.device.split(":")[0], 0)
             self._binding.bind_ortvalue_input(name, value)
             self._held[name] = (owned, value)
 
-    def _run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        arrays = {k: np.ascontiguousarray(v, dtype=self._types[k]) for k, v in feeds.items()}
-        for name, array in arrays.items():
-            self._binding.bind_cpu_input(name, array)
+    def _host_bound(self, name: str) -> np.ndarray | None:
+        owned = self._held[name][0] if name in self._held else None
+        return owned if self.device == "cpu" else None
+
+    def _bound_value(self, name: str) -> Any:
+        return self._held[name][1].numpy()
+
+    def _run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, Any]:
+        for name, array in feeds.items():
+            self._binding.bind_cpu_input(name, np.ascontiguousarray(array, dtype=self._types[name]))
+        shapes = tuple(np.shape(a) for a in feeds.values())
+        # Kept outputs get a fresh buffer per run (the last one stays valid wherever it is bound); the
+        # others keep theirs while the input shapes do (a dynamic batch that changes needs new ones).
+        for name in self.output_names if shapes != self._last_shapes else self._keep:
+            self._binding.bind_output(name, self.device.split(":")[0])
+        self._last_shapes = shapes
         self._session.run_with_iobinding(self._binding)
-        return dict(zip(self.output_names, self._binding.copy_outputs_to_cpu()))
+        if not self._keep:
+            return dict(zip(self.output_names, self._binding.copy_outputs_to_cpu()))
+        return {n: OrtDeviceValue(v) if n in self._keep else np.array(v.numpy())
+                for n, v in zip(self.output_names, self._binding.get_outputs())}
 
     def close(self) -> None:
         super().close()

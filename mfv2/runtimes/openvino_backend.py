@@ -3,7 +3,9 @@
 ``precision`` picks both the file and the CPU's inference precision: ``fp32`` runs f32, ``bf16`` runs
 the fp32 graph in bfloat16 (on CPUs with AVX512-BF16/AMX; others fall back to f32, with a warning),
 ``fp16`` the fp16-compressed IR, ``int8`` the quantized graph. A bound input (the template KV) is set
-on the infer request once; only the search crop is set per frame. Threads are not pinned to cores by
+on the infer request once; only the search crop is set per frame. An output kept on the device (the
+encoder's KV) is handed over as the request's own output tensor, which the decoder sets as it is.
+Threads are not pinned to cores by
 default (``ENABLE_CPU_PINNING`` off) and one stream serves the LATENCY hint: a pinned thread whose core
 is busy with other work cannot move, and the whole parallel op waits for it (issue #23: int8 S
 decoder, 2 threads, one busy-looping process beside it on a loaded 2-core host: 141 ms unpinned,
@@ -25,14 +27,29 @@ from mfv2._openvino import core as shared_core
 from mfv2._openvino import import_openvino
 from mfv2.artifacts import Artifact, Manifest
 from mfv2.errors import ConfigError
-from mfv2.runtimes.base import BACKENDS, BaseSession, FileBackend
+from mfv2.runtimes.base import BACKENDS, BaseSession, DeviceValue, FileBackend
 
-__all__ = ["OpenVinoBackend", "OpenVinoSession"]
+__all__ = ["OpenVinoBackend", "OpenVinoSession", "OpenVinoDeviceValue"]
 
 log = logging.getLogger(__name__)
 
 # precision -> INFERENCE_PRECISION_HINT (None: the device default, i.e. what the graph holds).
 _INFERENCE_PRECISION = {"fp32": "f32", "bf16": "bf16", "fp16": None, "int8": None}
+
+
+class OpenVinoDeviceValue(DeviceValue):
+    """An output tensor of an :class:`OpenVinoSession`'s request, valid until that session's next run."""
+
+    def __init__(self, tensor: Any, device: str) -> None:
+        self.tensor = tensor
+        self.device = device
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.tensor.shape)
+
+    def numpy(self) -> np.ndarray:
+        return np.asarray(self.tensor.data)  # a view of the tensor's host memory
 
 
 class OpenVinoSession(BaseSession):
@@ -68,15 +85,23 @@ class OpenVinoSession(BaseSession):
             self._held[name] = a
         return self._ov.Tensor(a, shared_memory=True)
 
-    def _bind(self, feeds: Mapping[str, np.ndarray]) -> None:
+    def _bind(self, feeds: Mapping[str, Any]) -> None:
         for name, array in feeds.items():
-            self._request.set_tensor(name, self._tensor(name, array, copy=True))
+            if isinstance(array, OpenVinoDeviceValue) and array.device == self.device:
+                self._request.set_tensor(name, array.tensor)  # the same memory, no copy
+                self._held[name] = array.numpy()
+            else:
+                self._request.set_tensor(name, self._tensor(name, array, copy=True))
 
-    def _run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def _host_bound(self, name: str) -> np.ndarray | None:
+        return self._held.get(name)
+
+    def _run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, Any]:
         for name, array in feeds.items():
             self._request.set_tensor(name, self._tensor(name, array, copy=False))
         self._request.infer()
-        return {n: self._request.get_tensor(n).data.copy() for n in self.output_names}
+        return {n: OpenVinoDeviceValue(self._request.get_tensor(n), self.device) if n in self._keep
+                else self._request.get_tensor(n).data.copy() for n in self.output_names}
 
     def close(self) -> None:
         super().close()

@@ -3,6 +3,11 @@
 With the split graphs the template encoder runs only when a template changes and its KV output stays
 bound inside the search decoder's runtime; with the full graph the templates stay bound instead. Both
 paths give the same boxes (the split one is a re-ordering of the same arithmetic).
+
+The KV goes from the encoder to the decoder without a host round trip: the encoder leaves it on the
+device (an ``OrtValue``, an OpenVINO tensor, a torch tensor) and the decoder binds that very buffer.
+A batch of targets (``set_templates(..., rows=)``) keeps one bound batch in the decoder whose rows
+are rewritten in place when one target's templates change; per frame only the search crops move.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -23,7 +28,7 @@ from mfv2.artifacts import MANIFEST_NAME, Manifest, exporter_fingerprint, load_m
 from mfv2.errors import BackendUnavailableError, ConfigError, Mfv2Error, ShapeError
 from mfv2.fileio import cache_dir as default_cache_dir
 from mfv2.fileio import sha256
-from mfv2.runtimes.base import SPLIT_GRAPHS, FileBackend, GraphMode, Session, get_backend
+from mfv2.runtimes.base import SPLIT_GRAPHS, DeviceValue, FileBackend, GraphMode, Session, get_backend
 
 __all__ = ["ModelRunner", "load_backend", "cached_export", "CHECKPOINT_SUFFIXES"]
 
@@ -40,6 +45,8 @@ class ModelRunner:
         graph: ``"split"`` (template encoder + search decoder) or ``"full"``.
         backend, precision: what was loaded.
         online_templates: number of online templates the graphs take, ``None`` if any number.
+        batch: the fixed batch of the graphs, ``None`` for a dynamic batch (any number of targets).
+        rows: batch rows bound now (the targets :meth:`predict` expects crops for).
     """
 
     def __init__(self, sessions: Mapping[str, Session], manifest: Manifest, *, backend: str, precision: str) -> None:
@@ -56,12 +63,19 @@ class ModelRunner:
             self._encoder, self._decoder = None, sessions["full"]
         else:
             raise ConfigError(f"a runner needs the full graph or both of {', '.join(SPLIT_GRAPHS)}; got {', '.join(sessions)}")
-        m, b = manifest.model, manifest.batch
-        self._template_shape = (b, 3, m.template_size, m.template_size)
-        self._search_shape = (b, 3, m.search_size, m.search_size)
+        m = manifest.model
+        self.batch: int | None = manifest.batch
+        self._template_shape = (self.batch, 3, m.template_size, m.template_size)
+        self._search_shape = (self.batch, 3, m.search_size, m.search_size)
         self.online_templates = self._declared_online_count()
         self.auto: Any = None  #: the :class:`~mfv2.runtimes.auto.AutoChoice` when loaded with ``auto``
         self._fixed: dict[str, np.ndarray] = {}  # bound inputs of sessions that cannot bind themselves
+        if self._encoder is not None and hasattr(self._encoder, "keep_on_device"):
+            self._encoder.keep_on_device(["kv"])
+        self._kv_shared = False  # the decoder's KV is the encoder's output buffer (rewritten by its next run)
+        self._kv_value: Any = None
+        self._scratch: dict[str, np.ndarray] = {}  # fixed-batch encoder inputs for row updates
+        self.rows = 0
         self._ready = False
 
     @property
@@ -92,44 +106,152 @@ class ModelRunner:
                     declared = declared[:1] + declared[2:]
                 elif key == "online_template":
                     count = 1
-                if len(declared) != 4 or any(isinstance(d, int) and d != w for d, w in zip(declared, want[key])):
+                batch_differs = isinstance(declared[0], int) != isinstance(want[key][0], int)  # fixed vs dynamic
+                if len(declared) != 4 or batch_differs or any(isinstance(d, int) and d != w for d, w in zip(declared, want[key])):
                     raise ConfigError(
-                        f"the {name} graph takes {key} {list(declared)} but its manifest says {list(want[key])}; "
+                        f"the {name} graph takes {key} {_dims(declared)} but its manifest says {_dims(want[key])}; "
                         "the export directory does not match its model, re-export it"
                     )
         return count
 
-    def set_templates(self, template: np.ndarray, online_template: np.ndarray) -> None:
+    def set_templates(self, template: np.ndarray, online_template: np.ndarray, rows: Sequence[int] | None = None) -> None:
         """Set the templates used by every following :meth:`predict` call.
 
         Args:
             template: (B, 3, Z, Z) float32, RGB ImageNet-normalised crop of the first frame.
             online_template: (B, 3, Z, Z) or (B, K, 3, Z, Z) float32, the online template(s).
+            rows: the batch rows these B templates are for; the other rows keep theirs. ``None``
+                (default) replaces the whole batch. A fixed batch takes rows below :attr:`batch`; a
+                dynamic one also row :attr:`rows` (and on), which appends targets.
+
+        Raises:
+            ShapeError: arrays of the wrong shape, or rows outside the batch.
         """
-        t = self._checked("template", template, self._template_shape)
+        t, ot = self._template_pair(template, online_template)
+        b = t.shape[0]
+        if rows is None:
+            if self.batch is not None and b != self.batch:
+                raise ShapeError(f"template: expected {_dims(self._template_shape)} float32, got {t.shape}")
+            self._set_all(t, ot)
+            self.rows = b
+        else:
+            rows = [int(r) for r in rows]
+            limit = self.batch if self.batch is not None else self.rows + b
+            if len(rows) != b or len(set(rows)) != b or min(rows) < 0 or max(rows) >= limit:
+                raise ShapeError(
+                    f"rows {rows} for {b} template(s): need {b} distinct rows below {limit} "
+                    f"({'the fixed batch' if self.batch is not None else 'the bound rows plus the new ones'})"
+                )
+            new = sorted(r for r in rows if r >= self.rows)
+            if self.batch is None and new != list(range(self.rows, self.rows + len(new))):
+                raise ShapeError(f"rows {rows}: new rows of a dynamic batch must follow the {self.rows} bound ones without gaps")
+            self._set_rows(t, ot, rows)
+            self.rows = self.batch if self.batch is not None else max(self.rows, max(rows) + 1)
+        self._ready = True
+
+    def drop_rows(self, rows: Sequence[int]) -> None:
+        """Forget batch rows: a dynamic batch shrinks (later rows move up, in order); a fixed batch keeps
+        them as padding, whose outputs are to be ignored until they are set again."""
+        gone = {int(r) for r in rows}
+        if self.batch is not None or not gone:
+            return
+        keep = [r for r in range(self.rows) if r not in gone]
+        if not keep:
+            self.rows, self._ready = 0, False
+            return
+        for session, name, axis in self._batch_inputs():
+            if name in self._fixed:
+                self._fixed[name] = np.take(self._fixed[name], keep, axis=axis)
+            else:
+                session.keep_rows(name, axis, keep)  # type: ignore[attr-defined]
+        self.rows = len(keep)
+
+    def _template_pair(self, template: np.ndarray, online_template: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if not isinstance(template, np.ndarray) or template.ndim != 4 or template.shape[1:] != self._template_shape[1:]:
+            got = template.shape if isinstance(template, np.ndarray) else type(template).__name__
+            raise ShapeError(f"template: expected {_dims(self._template_shape)} float32, got {got}")
+        t = np.ascontiguousarray(template, dtype=np.float32)
         ot = np.ascontiguousarray(online_template, dtype=np.float32)
         k = ot.shape[1] if ot.ndim == 5 else 1
         inner = ot.shape[2:] if ot.ndim == 5 else ot.shape[1:]
         if ot.ndim not in (4, 5) or ot.shape[0] != t.shape[0] or inner != self._template_shape[1:]:
             raise ShapeError(
-                f"online_template: expected {self._template_shape} or (B, K, 3, Z, Z) float32, got {ot.shape}"
+                f"online_template: expected {_dims(self._template_shape)} or (B, K, 3, Z, Z) float32, got {ot.shape}"
             )
         if self.online_templates is not None and k != self.online_templates:
             raise ShapeError(
                 f"this {self.backend} model takes {self.online_templates} online template(s), got {k}; "
                 "use online_size 1 or the torch backend"
             )
+        return t, ot
+
+    def _set_all(self, t: np.ndarray, ot: np.ndarray) -> None:
         if self._encoder is not None:
             kv = self._encoder.infer({"template": t, "online_template": ot})["kv"]
-            self._bind(self._decoder, {"kv": kv})
+            self._bind(self._decoder, {"kv": kv})  # a DeviceValue: bound as it is, no copy
+            self._kv_shared = isinstance(kv, DeviceValue) and "kv" not in self._fixed
+            self._kv_value = kv
         else:
             self._bind(self._decoder, {"template": t, "online_template": ot})
-        self._ready = True
 
-    def _bind(self, session: Session, feeds: dict[str, np.ndarray]) -> None:
+    def _set_rows(self, t: np.ndarray, ot: np.ndarray, rows: list[int]) -> None:
+        """Encode the templates of ``rows`` only and write their KV (or, full graph, the templates) into the bound batch."""
+        if self._kv_shared and self._ready:
+            # The decoder reads the encoder's output buffer, which the encoder run below rewrites: own it once.
+            self._bind(self._decoder, {"kv": np.array(self._kv_value, dtype=np.float32)})
+        self._kv_shared, self._kv_value = False, None
+        if self._encoder is None:
+            updates = {"template": t, "online_template": ot}
+            source = None
+        elif self.batch is None:
+            updates, source = {"kv": self._encoder.infer({"template": t, "online_template": ot})["kv"]}, None
+        else:
+            # A fixed-batch encoder runs all its rows: the changed templates go in at their own rows.
+            for name, x in (("template", t), ("online_template", ot)):
+                buf = self._scratch.get(name)
+                if buf is None or buf.shape[1:] != x.shape[1:]:
+                    buf = self._scratch[name] = np.zeros((self.batch, *x.shape[1:]), np.float32)
+                buf[rows] = x
+            kv = self._encoder.infer({"template": self._scratch["template"], "online_template": self._scratch["online_template"]})["kv"]
+            updates, source = {"kv": kv}, rows
+        fresh = not self._ready or (self.batch is None and self.rows == 0)
+        for session, name, axis in self._batch_inputs():
+            value = updates[name]
+            if fresh:
+                self._bind(session, {name: self._first_batch(value, axis, rows, source)})
+                continue
+            if name in self._fixed:
+                held = self._fixed[name]
+                v = np.asarray(value) if source is None else np.take(np.asarray(value), source, axis=axis)
+                if max(rows) >= held.shape[axis]:
+                    pad = list(held.shape)
+                    pad[axis] = max(rows) + 1 - held.shape[axis]
+                    held = self._fixed[name] = np.concatenate([held, np.zeros(pad, held.dtype)], axis=axis)
+                held[(slice(None),) * axis + (rows,)] = v
+            else:
+                session.write_rows(name, axis, rows, value, source)  # type: ignore[attr-defined]
+
+    def _first_batch(self, value: Any, axis: int, rows: list[int], source: list[int] | None) -> np.ndarray:
+        """The first bound batch: zeros for the padding rows, ``value``'s rows at ``rows``."""
+        v = np.asarray(value)
+        if source is not None:
+            v = np.take(v, source, axis=axis)
+        shape = list(v.shape)
+        shape[axis] = self.batch if self.batch is not None else max(rows) + 1
+        batch = np.zeros(shape, np.float32)
+        batch[(slice(None),) * axis + (rows,)] = v
+        return batch
+
+    def _batch_inputs(self) -> list[tuple[Session, str, int]]:
+        """(session, input, batch axis) of every bound per-target input."""
+        if self._encoder is not None:
+            return [(self._decoder, "kv", 2)]  # kv: (depth, 2, B, heads, tokens, head_dim)
+        return [(self._decoder, "template", 0), (self._decoder, "online_template", 0)]
+
+    def _bind(self, session: Session, feeds: dict[str, Any]) -> None:
         bind = getattr(session, "bind", None)
         if bind is None:
-            self._fixed = {k: np.array(v, copy=True) for k, v in feeds.items()}
+            self._fixed.update({k: np.array(v, dtype=np.float32, copy=True) for k, v in feeds.items()})
         else:
             bind(feeds)
 
@@ -145,20 +267,16 @@ class ModelRunner:
         """
         if not self._ready:
             raise Mfv2Error("ModelRunner.predict() called before set_templates(); set the templates first")
-        s = self._checked("search", search, self._search_shape)
-        out = self._decoder.infer({**self._fixed, "search": s})
+        if not isinstance(search, np.ndarray) or search.shape[1:] != self._search_shape[1:] or search.shape[0] != self.rows:
+            got = search.shape if isinstance(search, np.ndarray) else type(search).__name__
+            raise ShapeError(f"search: expected {_dims((self.rows, *self._search_shape[1:]))} float32, got {got}")
+        s = np.ascontiguousarray(search, dtype=np.float32)
+        out = self._decoder.infer({**self._fixed, "search": s} if self._fixed else {"search": s})
         b = s.shape[0]
         return (
             np.asarray(out["boxes"], dtype=np.float32).reshape(b, 4),
             np.asarray(out["score"], dtype=np.float32).reshape(b),
         )
-
-    @staticmethod
-    def _checked(name: str, x: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-        if not isinstance(x, np.ndarray) or x.shape != shape:
-            got = x.shape if isinstance(x, np.ndarray) else type(x).__name__
-            raise ShapeError(f"{name}: expected {shape} float32, got {got}")
-        return np.ascontiguousarray(x, dtype=np.float32)
 
     def close(self) -> None:
         """Release every session (idempotent)."""
@@ -178,6 +296,11 @@ class ModelRunner:
             f"ModelRunner(backend={self.backend!r}, graph={self.graph!r}, precision={self.precision!r}, "
             f"model={self.manifest.model.name!r}, device={self.device!r})"
         )
+
+
+def _dims(shape: Sequence[Any]) -> str:
+    """A shape for messages, a dynamic axis shown as ``B``."""
+    return "(" + ", ".join(str(d) if isinstance(d, int) else "B" for d in shape) + ")"
 
 
 def _is_checkpoint(artifact: Any) -> bool:

@@ -33,7 +33,7 @@ import numpy as np
 from mfv2.artifacts import MANIFEST_NAME, Manifest, load_manifest
 from mfv2.config import ModelConfig, TrackerConfig
 from mfv2.errors import BackendUnavailableError, ConfigError
-from mfv2.runtimes.base import BACKENDS, Backend, BaseSession, GraphMode, Session
+from mfv2.runtimes.base import BACKENDS, Backend, BaseSession, DeviceValue, GraphMode, Session
 
 __all__ = ["TorchBackend", "TorchSession", "DeviceArray", "COMPILE_MODES"]
 
@@ -45,7 +45,7 @@ COMPILE_MODES: Final = ("default", "max-autotune-no-cudagraphs", "reduce-overhea
 _DEVICE_RE: Final = re.compile(r"cpu|cuda(:\d+)?")
 
 
-class DeviceArray:
+class DeviceArray(DeviceValue):
     """A tensor output left on its device, readable as NumPy.
 
     The torch backend's template encoder returns ``kv`` as one: a :class:`TorchSession` given it
@@ -79,10 +79,6 @@ class DeviceArray:
     def numpy(self) -> np.ndarray:
         """A float32 host copy."""
         return np.asarray(self.tensor.detach().float().cpu().numpy())
-
-    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
-        a = self.numpy()
-        return a if dtype is None else a.astype(dtype, copy=False)
 
     def __len__(self) -> int:
         return int(self.tensor.shape[0])
@@ -125,7 +121,7 @@ class TorchSession(BaseSession):
         super().__init__(input_names, output_names, device)
         self._fn = fn
         self._dtype = dtype
-        self._device_outputs = frozenset(device_outputs)
+        self._keep = frozenset(device_outputs)
         self.step = step
         self._tf32 = tf32
         self._cuda = device.startswith("cuda")
@@ -143,6 +139,27 @@ class TorchSession(BaseSession):
     def _bind(self, feeds: Mapping[str, Any]) -> None:
         self._persistent.update({k: self._tensor(v, copy=True) for k, v in feeds.items()})
 
+    def write_rows(self, name: str, axis: int, rows: Sequence[int], value: Any, source: Sequence[int] | None = None) -> None:
+        """Rows of the bound ``name`` replaced on the device (a new tensor: a CUDA graph sees the change)."""
+        import torch
+
+        held = self._persistent[name]
+        v = self._tensor(value, copy=False)
+        if source is not None:
+            v = v.index_select(axis, torch.tensor(list(source), device=v.device))
+        size = held.shape[axis]
+        if max(rows) >= size:
+            pad = list(held.shape)
+            pad[axis] = max(rows) + 1 - size
+            held = torch.cat([held, held.new_zeros(pad)], dim=axis)
+        self._persistent[name] = held.index_copy(axis, torch.tensor(list(rows), device=held.device), v)
+
+    def keep_rows(self, name: str, axis: int, rows: Sequence[int]) -> None:
+        import torch
+
+        held = self._persistent[name]
+        self._persistent[name] = held.index_select(axis, torch.tensor(list(rows), device=held.device))
+
     def _call(self, args: Mapping[str, Any]) -> Mapping[str, Any]:
         return self.step(args) if self.step is not None else self._fn(**args)
 
@@ -152,8 +169,8 @@ class TorchSession(BaseSession):
         args = {**self._persistent, **{k: self._tensor(v, copy=False) for k, v in feeds.items()}}
         with torch.inference_mode(), _tf32(self._tf32) if self._cuda else contextlib.nullcontext():
             out = self._call(args)
-            kept = {k: DeviceArray(out[k]) for k in self.output_names if k in self._device_outputs}
-            host = [k for k in self.output_names if k not in self._device_outputs]
+            kept = {k: DeviceArray(out[k]) for k in self.output_names if k in self._keep}
+            host = [k for k in self.output_names if k not in self._keep]
             # One device-to-host copy for every host output (each .cpu() is a synchronisation).
             flat = [out[k].reshape(out[k].shape[0], -1).float() for k in host]
             both = torch.cat(flat, dim=1).cpu().numpy() if flat else np.zeros((0, 0), np.float32)
@@ -392,7 +409,7 @@ class TorchBackend(Backend):
             want = variant_config(self.variant)
             if want.replace(name=cfg.name) != cfg:
                 raise ConfigError(f"variant {self.variant} ({want.describe()}) does not match the model ({cfg.describe()})")
-        return Manifest(model=cfg, tracker=TrackerConfig.for_model(cfg), source=source)
+        return Manifest(model=cfg, tracker=TrackerConfig.for_model(cfg), batch=None, source=source)  # eager: any batch
 
 
 def _outputs(out: dict[str, Any]) -> dict[str, Any]:

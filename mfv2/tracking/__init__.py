@@ -9,11 +9,14 @@ from __future__ import annotations
 
 from mfv2.geometry.boxes import clip_box
 from mfv2.geometry.crop import Crop, crop_size, map_box_back, preprocess, sample_target
+from mfv2.tracking.multi import MultiTracker, TargetResult
 from mfv2.tracking.tracker import STAGES, Tracker
 from mfv2.tracking.video import FrameSource, VideoSink, draw_box
 
 __all__ = [
     "Tracker",
+    "MultiTracker",
+    "TargetResult",
     "STAGES",
     "Crop",
     "crop_size",

@@ -159,7 +159,7 @@ class Tracker:
     """Single-target MixFormerV2 tracker with the OpenCV API (``init``, ``update``, ``getTrackingScore``).
 
     Args:
-        runner: a :class:`~mfv2.runtimes.ModelRunner` (any backend) with batch 1.
+        runner: a :class:`~mfv2.runtimes.ModelRunner` (any backend) with batch 1 or a dynamic batch.
         config: tracker settings; ``None`` takes the ones recorded with the model.
 
     Attributes:
@@ -172,8 +172,11 @@ class Tracker:
     def __init__(self, runner: ModelRunner, config: TrackerConfig | None = None) -> None:
         self.runner = runner
         self.config = config if config is not None else runner.manifest.tracker
-        if runner.manifest.batch != 1:
-            raise ConfigError(f"the tracker follows one target but this model was exported for batch {runner.manifest.batch}; export with batch 1")
+        if runner.manifest.batch not in (1, None):
+            raise ConfigError(
+                f"the tracker follows one target but this model was exported for batch {runner.manifest.batch}; export with batch 1, "
+                "or follow several targets with MultiTracker"
+            )
         k = runner.online_templates
         if k is not None and k != 1:
             raise ConfigError(f"the tracker starts with one online template, but this {runner.backend} model takes {k}")
