@@ -114,13 +114,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _batch(text: str) -> int | str:
-    """``--batch``: a positive integer or ``dynamic``."""
+    """``--batch``: an integer (checked by the export) or ``dynamic``."""
     if text == "dynamic":
         return text
     try:
-        value = int(text)
+        return int(text)
     except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer or 'dynamic', got {text!r}")
-    return value
+        raise argparse.ArgumentTypeError(f"batch must be a positive integer or 'dynamic', got {text!r}") from None

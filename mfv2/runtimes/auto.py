@@ -175,8 +175,9 @@ def _time_path(directory: Path, backend: str, precision: str, threads: int, grap
     try:
         m = runner.manifest.model
         rng = np.random.default_rng(0)
-        t = rng.standard_normal((runner.manifest.batch, 3, m.template_size, m.template_size), dtype=np.float32)
-        s = rng.standard_normal((runner.manifest.batch, 3, m.search_size, m.search_size), dtype=np.float32)
+        b = runner.manifest.batch or 1  # a dynamic batch is timed with one target
+        t = rng.standard_normal((b, 3, m.template_size, m.template_size), dtype=np.float32)
+        s = rng.standard_normal((b, 3, m.search_size, m.search_size), dtype=np.float32)
         runner.set_templates(t, t)
         for _ in range(warmup):
             runner.predict(s)
