@@ -339,7 +339,7 @@ class ExportConfig(Config):
             value = getattr(self, key)
             object.__setattr__(self, key, tuple(value.split(",")) if isinstance(value, str) else tuple(value))
         if self.batch != "dynamic" and (not isinstance(self.batch, int) or isinstance(self.batch, bool) or self.batch < 1):
-            raise ConfigError(f"batch must be a positive integer or 'dynamic', got {self.batch!r}")
+            raise ConfigError(f"batch must be a positive integer, got {self.batch!r} (or 'dynamic' for a dynamic batch)")
 
 
 class _YamlLoader(yaml.SafeLoader):
