@@ -4,21 +4,20 @@ A YAML file has the sections ``model``, ``data``, ``optim`` and ``objective`` pl
 unknown keys anywhere are rejected with the list of valid ones. Dataset entries are
 ``{name, ratio, <reader options>}`` and the objective's ``options`` are checked by the objective itself
 (see :mod:`mfv2.training.objectives`). ``--set section.key=value`` on the command line overrides a value.
+Every section is a :class:`mfv2.config.Config` (typed, nested ``from_dict``, ``to_dict``, ``replace``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 import yaml
 
-from mfv2.config import load_yaml, parse_yaml
+from mfv2.config import Config, from_mapping, load_yaml, parse_yaml
 from mfv2.errors import ConfigError
 
 __all__ = [
@@ -30,59 +29,15 @@ __all__ = [
     "TrainConfig",
     "load_train_config",
     "apply_overrides",
-    "from_mapping",
     "builtin_configs",
 ]
 
-T = TypeVar("T")
-
-
-def from_mapping(cls: type[T], data: Any, where: str) -> T:
-    """Instantiate a (possibly nested) config dataclass from a mapping, rejecting unknown keys."""
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where} must be a mapping, got {type(data).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise ConfigError(f"unknown key(s) {', '.join(unknown)} in {where}; valid keys: {', '.join(fields)}")
-    hints = typing.get_type_hints(cls)
-    kwargs = {}
-    for name, value in data.items():
-        kwargs[name] = _convert(hints[name], value, f"{where}.{name}")
-    try:
-        return cls(**kwargs)
-    except TypeError as e:
-        raise ConfigError(f"bad {where}: {e}") from e
-
-
-def _convert(hint: Any, value: Any, where: str) -> Any:
-    origin = typing.get_origin(hint)
-    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
-        return hint.from_dict(value, where) if hasattr(hint, "from_dict") else from_mapping(hint, value, where)
-    if origin is tuple and value is not None:
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where} must be a list, got {value!r}")
-        (item,) = {a for a in typing.get_args(hint) if a is not Ellipsis}
-        return tuple(_convert(item, v, f"{where}[{i}]") for i, v in enumerate(value))
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(hint) if a is not type(None)]
-        return None if value is None else _convert(args[0], value, where)
-    if origin is dict and not isinstance(value, dict):
-        raise ConfigError(f"{where} must be a mapping, got {value!r}")
-    if origin is Literal:
-        if value not in typing.get_args(hint):
-            raise ConfigError(f"{where} must be one of {', '.join(map(str, typing.get_args(hint)))}, got {value!r}")
-        return value
-    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if hint in (int, str, bool) and not (type(value) is hint):
-        raise ConfigError(f"{where} must be {hint.__name__}, got {value!r}")
-    return value
-
-
 def _plain(obj: Any) -> Any:
-    if dataclasses.is_dataclass(obj):
-        return obj.to_dict() if hasattr(obj, "to_dict") else {f.name: _plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    """YAML-ready data of a config: fields recursively, through a section's own ``to_dict`` where it has one."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        if type(obj).to_dict is not Config.to_dict:  # type: ignore[attr-defined]
+            return obj.to_dict()  # type: ignore[attr-defined]
+        return {f.name: _plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
     if isinstance(obj, (list, tuple)):
         return [_plain(v) for v in obj]
     if isinstance(obj, dict):
@@ -91,7 +46,7 @@ def _plain(obj: Any) -> Any:
 
 
 @dataclass(frozen=True)
-class ModelSpec:
+class ModelSpec(Config):
     """The network being trained: ``kind`` (``mixformerv2`` or ``mixvit``), a registered variant, weights.
 
     ``variant: null`` with a ``checkpoint`` takes the architecture the checkpoint records (e.g. to
@@ -105,7 +60,7 @@ class ModelSpec:
 
 
 @dataclass(frozen=True)
-class DatasetSpec:
+class DatasetSpec(Config):
     """One dataset of the mix: the reader ``name``, its sampling ``ratio`` and the reader's options."""
 
     name: str
@@ -113,7 +68,7 @@ class DatasetSpec:
     options: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_dict(cls, data: Any, where: str = "dataset") -> DatasetSpec:
+    def from_dict(cls, data: Any, where: str | None = "dataset") -> DatasetSpec:
         if not isinstance(data, dict) or "name" not in data:
             raise ConfigError(f"{where} must be a mapping with a 'name' (got {data!r})")
         rest = dict(data)
@@ -127,7 +82,7 @@ class DatasetSpec:
 
 
 @dataclass(frozen=True)
-class DataConfig:
+class DataConfig(Config):
     """Datasets, sampler and processing.
 
     ``global_batch_size`` (the official recipes: 256 = 8 GPUs x 32) is split over the processes of the
@@ -176,7 +131,7 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
-class OptimConfig:
+class OptimConfig(Config):
     """AdamW with a backbone learning-rate multiplier, a step schedule and gradient clipping.
 
     The learning rate is multiplied by ``decay_rate`` every ``lr_drop_epoch`` epochs (the official code
@@ -207,7 +162,7 @@ class OptimConfig:
 
 
 @dataclass(frozen=True)
-class ObjectiveConfig:
+class ObjectiveConfig(Config):
     """The registered objective ``name`` and its ``options`` (validated by the objective)."""
 
     name: str = "supervised"
@@ -215,7 +170,7 @@ class ObjectiveConfig:
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(Config):
     """A training run.
 
     Every epoch writes the full state (model, optimiser, scheduler, scaler, RNG) to ``latest.pth``;
@@ -246,16 +201,13 @@ class TrainConfig:
             raise ConfigError(f"keep_full must be >= 1 (latest.pth is the resume point), got {self.keep_full}")
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], where: str = "config") -> TrainConfig:
+    def from_dict(cls, data: Any, where: str | None = "config") -> TrainConfig:
         if not isinstance(data, dict) or "data" not in data:
             raise ConfigError(f"{where} needs a 'data' section with at least one dataset")
         return from_mapping(cls, data, where)
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
-
-    def replace(self, **changes: Any) -> TrainConfig:
-        return dataclasses.replace(self, **changes)
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:

@@ -243,7 +243,8 @@ def test_low_resolution_student_exports_and_tracks_at_its_own_size(lowres_run, t
 
 @pytest.mark.parametrize("name", ["lr_demo_loretrack", "lr_loretrack"])
 def test_shipped_loretrack_configs_use_the_paper_weights(name):
-    from mfv2.training.config import from_mapping, load_train_config
+    from mfv2.config import from_mapping
+    from mfv2.training.config import load_train_config
     from mfv2.training.objectives.loretrack import LoReTrackOptions
 
     cfg = load_train_config(name)

@@ -58,7 +58,7 @@ def test_config_round_trip_and_errors(tmp_path):
     cfg = TrainConfig.from_dict(tiny_config())
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg
     assert cfg.data.datasets[0].options["num_frames"] == 30
-    with pytest.raises(ConfigError, match="unknown key.*epoch .*valid keys: epochs"):
+    with pytest.raises(ConfigError, match="unknown config.optim key.*epoch; valid keys: epochs"):
         TrainConfig.from_dict(tiny_config(**{"optim.epoch": 3}))
     with pytest.raises(ConfigError, match="data.mode must be one of causal"):
         TrainConfig.from_dict(tiny_config(**{"data.mode": "random"}))
@@ -97,7 +97,7 @@ def test_unknown_objective_lists_the_known_ones():
 
     with pytest.raises(ConfigError, match="unknown objective 'supervize'.*did you mean supervised"):
         build_objective("supervize", {}, device="cpu")
-    with pytest.raises(ConfigError, match="unknown key.*weight.*valid keys: l1, iou, iou_loss, score"):
+    with pytest.raises(ConfigError, match="unknown objective.options .*key.*weight.*valid keys: l1, iou, iou_loss, score"):
         build_objective("supervised", {"weight": 1}, device="cpu")
 
 

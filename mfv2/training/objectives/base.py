@@ -19,7 +19,7 @@ from torch import nn
 
 from mfv2.errors import ConfigError
 from mfv2.registry import Registry
-from mfv2.training.config import from_mapping
+from mfv2.config import from_mapping
 from mfv2.training.losses import box_iou, cxcywh_to_xyxy, xywh_to_xyxy
 from mfv2.training.models import build_network, input_sizes
 
