@@ -47,7 +47,7 @@ def check_engine_compatible(sidecar: dict[str, Any], env: dict[str, Any], export
 
     Args:
         sidecar: the engine's sidecar (:func:`read_sidecar`).
-        env: this machine's facts, as :func:`mfv2.export.tensorrt.environment` records them
+        env: this machine's facts, as :func:`mfv2._tensorrt.environment` records them
             (``tensorrt``, ``gpu``, ``compute_capability``).
         export_dir: the export directory, named in the rebuild command.
 

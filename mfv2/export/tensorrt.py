@@ -27,17 +27,15 @@ whose names are checked against the real bindings) are tested on CPU.
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import os
-import shutil
-import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mfv2._tensorrt import environment, import_tensorrt, trt_logger
 from mfv2.artifacts import GRAPH_STEMS, SIDECAR_FORMAT, artifact_name, sidecar_path
 from mfv2.errors import BackendUnavailableError, ConfigError, ExportError
 from mfv2.fileio import atomic_write_bytes, atomic_write_text, sha256
@@ -56,9 +54,6 @@ __all__ = [
     "EnginePlan",
     "tensorrt_issues",
     "plan_engines",
-    "nvidia_smi_driver",
-    "environment",
-    "trt_logger",
     "check_precision",
     "build_engine",
     "build_engines",
@@ -166,77 +161,6 @@ def plan_engines(export_dir: str | os.PathLike[str], precision: str, graphs: tup
     return plans
 
 
-def _run(cmd: list[str]) -> str | None:
-    if shutil.which(cmd[0]) is None:
-        return None
-    try:
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=20, check=True).stdout
-    except (subprocess.SubprocessError, OSError):
-        return None
-
-
-def nvidia_smi_driver(uuid: str) -> str:
-    """The driver version ``nvidia-smi`` reports for the GPU ``uuid``; ``""`` without nvidia-smi (Jetson, slim containers)."""
-    if not uuid:
-        return ""
-    out = _run(["nvidia-smi", f"--id={uuid}", "--query-gpu=driver_version", "--format=csv,noheader"])
-    return out.strip().splitlines()[0].strip() if out and out.strip() else ""
-
-
-def environment(trt: Any, device: DeviceInfo) -> dict[str, Any]:
-    """TensorRT, CUDA and GPU facts of the CUDA device in use, as recorded in and checked against a sidecar.
-
-    The GPU comes from the CUDA runtime (the device that builds or runs the engine, after
-    ``CUDA_VISIBLE_DEVICES``); nvidia-smi only adds the driver version where it exists.
-    """
-    return {
-        "tensorrt": str(getattr(trt, "__version__", "")),
-        "cuda": device.cuda_runtime,
-        "cuda_driver": device.cuda_driver,
-        "gpu": device.name,
-        "compute_capability": device.compute_capability,
-        "gpu_memory_mb": device.memory_mb,
-        "gpu_uuid": device.uuid,
-        "device_id": device.device_id,
-        "driver": nvidia_smi_driver(device.uuid),
-    }
-
-
-def _import_trt() -> Any:
-    try:
-        import tensorrt as trt
-    except ImportError as e:
-        raise BackendUnavailableError(
-            'TensorRT is not installed; pip install "mfv2[tensorrt]" on the machine with the NVIDIA GPU'
-        ) from e
-    return trt
-
-
-@functools.cache
-def trt_logger(trt: Any) -> Any:
-    """The one TensorRT logger of this process, passing TensorRT's messages to :mod:`logging`.
-
-    TensorRT keeps a single global logger (the first one a builder or runtime receives), so every
-    builder and runtime mfv2 creates gets this instance. Messages go to the ``mfv2.tensorrt`` logger:
-    errors as ERROR, warnings as WARNING, info and verbose as DEBUG.
-    """
-    sev = trt.ILogger.Severity
-    levels = {sev.INTERNAL_ERROR: logging.CRITICAL, sev.ERROR: logging.ERROR, sev.WARNING: logging.WARNING,
-              sev.INFO: logging.DEBUG, sev.VERBOSE: logging.DEBUG}
-    sink = logging.getLogger("mfv2.tensorrt")
-
-    class _Logger(trt.ILogger):  # type: ignore[misc, name-defined]
-        def __init__(self) -> None:
-            trt.ILogger.__init__(self)
-
-        def log(self, severity: Any, msg: str) -> None:
-            level = levels.get(severity, logging.DEBUG)
-            if sink.isEnabledFor(level):
-                sink.log(level, "TensorRT: %s", msg)
-
-    return _Logger()
-
-
 def check_precision(precision: str, device: DeviceInfo) -> None:
     """Refuse, before any work, a precision the GPU cannot run: bf16 needs compute capability 8.0 (Ampere) or later.
 
@@ -277,7 +201,7 @@ def build_engine(
         ExportError: parsing or building failed.
     """
 
-    trt = trt or _import_trt()
+    trt = trt or import_tensorrt()
     check_precision(plan.precision, device)
     parse_path = _symmetric_copy(plan) if plan.precision == "int8" else None
     try:
@@ -406,7 +330,7 @@ def build_engines(
     cudart = import_cudart()
     device = device_info(device_id, cudart)  # no GPU, no driver: one line saying so; nvidia-smi is not needed
     check_precision(precision, device)
-    trt = _import_trt()
+    trt = import_tensorrt()
     wanted = graphs or tuple(g for g in GRAPH_STEMS if manifest.find(g, "fp32") is not None)
     plans = plan_engines(d, precision, wanted)
     for plan in plans:

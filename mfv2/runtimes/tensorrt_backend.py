@@ -30,6 +30,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from mfv2._tensorrt import environment, trt_logger
 from mfv2.artifacts import GRAPH_STEMS, Artifact, Manifest, artifact_name, check_engine_compatible, read_sidecar
 from mfv2.errors import ConfigError, Mfv2Error
 from mfv2.runtimes.base import BACKENDS, BaseSession, FileBackend
@@ -46,7 +47,6 @@ class TensorRtSession(BaseSession):
     def __init__(self, path: str | os.PathLike[str], *, device_id: int = 0, cuda_graph: bool = False) -> None:
         import tensorrt as trt
 
-        from mfv2.export.tensorrt import trt_logger
 
         self._cudart = import_cudart()
         self._device_id = device_id
@@ -218,7 +218,6 @@ class TensorRtBackend(FileBackend):
     def open(self, path: Path, artifact: Artifact, manifest: Manifest) -> TensorRtSession:
         import tensorrt as trt
 
-        from mfv2.export.tensorrt import environment
         from mfv2.runtimes.cuda_api import device_info
 
         check_engine_compatible(read_sidecar(path), environment(trt, device_info(self.device_id)), path.parent)

@@ -22,6 +22,7 @@ import pytest
 onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
+from mfv2._tensorrt import trt_logger  # noqa: E402
 from mfv2.artifacts import Artifact, Manifest, load_manifest, read_sidecar  # noqa: E402
 from mfv2.config import TrackerConfig, variant_config  # noqa: E402
 from mfv2.errors import BackendUnavailableError, ConfigError, ExportError  # noqa: E402
@@ -32,7 +33,6 @@ from mfv2.export.tensorrt import (  # noqa: E402
     build_engines,
     plan_engines,
     tensorrt_issues,
-    trt_logger,
 )
 from mfv2.fileio import sha256  # noqa: E402
 from mfv2.runtimes.cuda_api import DeviceInfo  # noqa: E402
