@@ -20,4 +20,7 @@ timeout 480 .venv/bin/mfv2 bench --variant S --threads 2 --backends onnxruntime,
 echo "bench done $(date -u +%FT%TZ), $(uptime)" | tee -a "$OUT/load.txt"
 timeout 240 .venv/bin/python benchmarks/cpu_profile/accuracy.py "$OUT" --clips 64 --frames 100
 .venv/bin/python benchmarks/cpu_profile/targets.py "$OUT"
+# The attention-int8 lever (item 3), same run, on the bench's S export.
+S_EXPORT=$(ls -dt "${MFV2_CACHE:-$HOME/.cache/mfv2}"/bench/S-*/ | head -1)
+timeout 120 .venv/bin/python benchmarks/cpu_profile/attention_int8.py "$S_EXPORT" "$OUT" || echo "attention_int8 did not finish"
 echo "end $(date -u +%FT%TZ), $(uptime)" | tee -a "$OUT/load.txt"
