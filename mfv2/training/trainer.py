@@ -117,11 +117,21 @@ def crop_factors(data: DataConfig, model: nn.Module) -> tuple[float, float]:
 
 
 def build_sampler(
-    specs: tuple[DatasetSpec, ...], cfg: TrainConfig, model: nn.Module, *, samples: int, augment: bool, seed: int
+    specs: tuple[DatasetSpec, ...],
+    cfg: TrainConfig,
+    model: nn.Module,
+    *,
+    samples: int,
+    augment: bool,
+    seed: int,
+    sizes: tuple[int, int] | None = None,
 ) -> TrackingSampler:
-    """The sampler dataset of ``specs`` with processing sized for ``model``."""
+    """The sampler dataset of ``specs`` with processing sized for ``model`` (or cut at ``sizes``,
+    (template, search), with ``model``'s crop factors: what an objective's :meth:`crop_sizes` asks for)."""
     d = cfg.data
     template, search, patch = input_sizes(model)
+    if sizes is not None:
+        template, search = sizes
     template_factor, search_factor = crop_factors(d, model)
     settings = ProcessingSettings(
         template_size=template, search_size=search, template_factor=template_factor,
@@ -237,7 +247,9 @@ class Trainer:
         self.amp_dtype = {"auto": auto, "fp16": torch.float16, "bf16": torch.bfloat16}[o.amp_dtype]
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=o.amp and self.amp_dtype == torch.float16)
         self.skipped_in_a_row = 0
-        self.train_set = build_sampler(d.datasets, cfg, self.model, samples=d.samples_per_epoch, augment=True, seed=cfg.seed)
+        sizes = self.objective.crop_sizes()
+        self.train_set = build_sampler(d.datasets, cfg, self.model, samples=d.samples_per_epoch, augment=True,
+                                       seed=cfg.seed, sizes=sizes)
         self.train_loader, self.train_keys = self._loader(self.train_set, shuffle=True, drop_last=True)
         if self.dist.is_main:
             log.info("training %s-%s on %s; %d samples/epoch, batch %d x %d processes", m.kind, m.variant,
@@ -246,7 +258,8 @@ class Trainer:
                      d.samples_per_epoch, self.batch_size, self.dist.world_size)
         self.val_loader = None
         if d.val_datasets and d.val_samples:
-            val_set = build_sampler(d.val_datasets, cfg, self.model, samples=d.val_samples, augment=False, seed=cfg.seed + 1)
+            val_set = build_sampler(d.val_datasets, cfg, self.model, samples=d.val_samples, augment=False,
+                                    seed=cfg.seed + 1, sizes=sizes)
             self.val_loader, _ = self._loader(val_set, shuffle=False, drop_last=False)
         self.start_epoch = 1
         self.history: list[dict[str, float]] = []

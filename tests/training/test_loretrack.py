@@ -21,6 +21,7 @@ from mfv2.training.objectives.loretrack import (  # noqa: E402
     qkv_kd_loss,
     resize_crops,
     resize_token_grid,
+    token_distance,
 )
 from mfv2.training.routes import load_route, run_route  # noqa: E402
 
@@ -89,8 +90,10 @@ def test_qkv_kd_compares_resized_teacher_queries_keys_and_values():
     teacher = torch.zeros(2, 16, 3 * c)  # 4x4 teacher grid, constant per part: q = 1, k = 2, v = 3
     teacher[..., :c], teacher[..., c:2 * c], teacher[..., 2 * c:] = 1.0, 2.0, 3.0
     student = torch.zeros(2, 9, 3 * c, requires_grad=True)  # 3x3 student grid
-    loss = qkv_kd_loss(student, teacher)
+    loss = qkv_kd_loss(student, teacher, form="mse")  # the paper text's form
     assert loss.item() == pytest.approx(1 + 4 + 9)
+    # the authors' code: KL with temperature 4 over the channels; constant tokens give equal softmaxes
+    assert qkv_kd_loss(student, teacher).item() == pytest.approx(0.0, abs=1e-7)
     loss.backward()
     assert student.grad is not None
     assert qkv_kd_loss(resize_token_grid(teacher, 3), teacher).item() == pytest.approx(0.0)
@@ -103,24 +106,37 @@ def test_discrimination_mask_on_a_hand_made_feature_map():
     grid[1:3, 1:3] = 1.0  # the target: energy 1
     grid[0, 3] = 0.5  # energy 0.25, normalised (0.25 - 0.01) / 0.99 = 0.24 > 0.2
     grid[3, 0] = 0.4  # energy 0.16, normalised 0.15 < 0.2
-    mask = discrimination_mask(grid.reshape(1, 16, 2), tau=0.2).reshape(4, 4)
+    mask = discrimination_mask(grid.reshape(1, 16, 2), tau=0.2, normalise=True).reshape(4, 4)
     expected = torch.zeros(4, 4, dtype=torch.bool)
     expected[1:3, 1:3] = True
     expected[0, 3] = True
     assert torch.equal(mask, expected)
-    assert not discrimination_mask(torch.ones(1, 9, 3)).any()  # nothing stands out
+    assert not discrimination_mask(torch.ones(1, 9, 3), normalise=True).any()  # nothing stands out
+    # the authors' code thresholds the raw energy: 1 and 0.25 pass 0.2, 0.16 and 0.01 do not
+    assert torch.equal(discrimination_mask(grid.reshape(1, 16, 2), tau=0.2).reshape(4, 4), expected)
+    assert discrimination_mask(torch.ones(1, 9, 3)).all()  # raw energy 1 > 0.2 everywhere
 
 
 def test_disc_kd_weights_the_mask_alpha_and_the_rest_beta():
     teacher = torch.full((1, 16, 2), 0.1)
     teacher[0, 5] = 1.0  # one discriminative token
     student = teacher + 0.5  # squared error 0.25 on every token
-    loss, mask = disc_kd_loss(student, teacher, tau=0.2, alpha=0.6, beta=0.4)
+    loss, mask = disc_kd_loss(student, teacher, tau=0.2, alpha=0.6, beta=0.4, form="mse")
     assert mask.sum() == 1 and mask[0, 5]
     assert loss.item() == pytest.approx((0.6 * 0.25 + 15 * 0.4 * 0.25) / 16)
     # The teacher's grid is resized before the mask: a 4x4 teacher against a 2x2 student.
-    loss, mask = disc_kd_loss(torch.zeros(1, 4, 2), teacher)
+    loss, mask = disc_kd_loss(torch.zeros(1, 4, 2), teacher, normalise=True)
     assert mask.shape == (1, 4) and mask[0, 0] and not mask[0, 3]
+
+
+def test_kl_distance_with_temperature_against_a_hand_computation():
+    s, t = torch.tensor([[[1.0, 0.0, -1.0]]]), torch.tensor([[[0.0, 2.0, 0.5]]])
+    T = 4.0
+    ps, pt = torch.softmax(s / T, -1), torch.softmax(t / T, -1)
+    expected = T * T * float((pt * (pt.log() - ps.log())).sum())
+    assert token_distance(s, t, "kl", T).item() == pytest.approx(expected, rel=1e-5)
+    assert token_distance(s, t, "mse").item() == pytest.approx(float(((s - t) ** 2).mean()))
+    assert token_distance(t, t).item() == pytest.approx(0.0, abs=1e-7)
 
 
 def test_resize_crops_handles_both_directions():
@@ -148,7 +164,7 @@ def test_student_starts_from_the_teacher_with_its_own_position_tables(teacher_fi
 
 
 def test_distillation_terms_vanish_for_an_identical_student(teacher_file):
-    objective = LoReTrackObjective({"teacher_checkpoint": str(teacher_file)})
+    objective = LoReTrackObjective({"teacher_checkpoint": str(teacher_file), "mask_norm": "minmax"})
     same = MixFormerV2(TINY).eval()
     objective.prepare(same)
     _, stats = objective(same, _batch(search=64))
@@ -261,3 +277,34 @@ def test_shipped_loretrack_route_plans_s160(tmp_path):
     assert (student["template_size"], student["search_size"]) == (80, 160)
     assert lowres_config("S", 160) == ModelConfig.from_dict({**student, "name": "S-160"})
     assert plan["loretrack"].config["objective"]["options"]["teacher_checkpoint"] == str(tmp_path / "s.pth.tar")
+
+
+def test_the_trainer_cuts_crops_at_the_teachers_resolution(teacher_file, tmp_path):
+    from mfv2.training import TrainConfig, Trainer
+
+    student = save_native(MixFormerV2(LOW).state_dict(), LOW, tmp_path / "low.pt")
+    synth = {"name": "synthetic", "num_sequences": 2, "num_frames": 24, "height": 96, "width": 128}
+    cfg = TrainConfig.from_dict({
+        "model": {"variant": None, "checkpoint": str(student), "drop_path_rate": 0.0},
+        "data": {"datasets": [synth], "max_gap": 10, "samples_per_epoch": 4, "val_samples": 0, "batch_size": 2,
+                 "num_workers": 0},
+        "optim": {"epochs": 1, "lr": 1e-3}, "progress": False, "device": "cpu",
+        "objective": {"name": "loretrack", "options": {"teacher_checkpoint": str(teacher_file)}}})
+    trainer = Trainer(cfg, tmp_path / "run")
+    settings = trainer.train_set.processing.settings
+    assert (settings.template_size, settings.search_size) == (32, 64)  # the teacher's, not the student's 32/48
+    batch = trainer.train_set[0]
+    assert batch["search"].shape[-1] == 64
+    row = trainer.fit().history[0]
+    shares = [row[f"train/share/{k}"] for k in ("l1", "ciou", "qkv_kd", "disc_kd")]
+    assert sum(shares) == pytest.approx(1.0, rel=1e-4) and all(s > 0 for s in shares)
+
+
+@pytest.mark.parametrize(("route", "sizes"), [("lr_s192", (96, 192)), ("lr_s", (80, 160)), ("lr_s128", (64, 128))])
+def test_the_three_loretrack_s_routes_ship(route, sizes, tmp_path):
+    from mfv2.training.routes import plan_route
+
+    stage = {s.name: s for s in plan_route(load_route(route), tmp_path, given={"teacher": tmp_path / "s.pth.tar"})}
+    init = stage["loretrack"].spec.init.config
+    assert (init["template_size"], init["search_size"]) == sizes and stage["loretrack"].spec.model_name == f"S-{sizes[1]}"
+    assert stage["loretrack"].config["objective"]["options"]["loss_form"] == "kl"

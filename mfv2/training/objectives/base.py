@@ -74,6 +74,10 @@ class Objective:
         self.device = torch.device(device)
         self.total_epochs = 1
 
+    def crop_sizes(self) -> tuple[int, int] | None:
+        """(template, search) sizes the training crops are cut at; ``None``: the trained model's."""
+        return None
+
     def set_total_epochs(self, epochs: int) -> None:
         """The run's length in epochs, for schedules given as fractions of the run (the trainer calls it)."""
         self.total_epochs = max(int(epochs), 1)

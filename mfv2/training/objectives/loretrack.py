@@ -8,21 +8,28 @@ grid); the teacher is the frozen model at its native size. The loss is
     l1 * L1 + ciou * CIoU (ground truth) + qkv * QKV-KD + disc * Disc-KD
 
 * **QKV-KD** (:func:`qkv_kd_loss`): in the last block, the queries, keys and values of the student's
-  search tokens mimic the teacher's (sum of the three MSEs), the teacher's search-token grid resized
+  search tokens mimic the teacher's (the sum over q, k, v), the teacher's search-token grid resized
   bilinearly to the student's (:func:`resize_token_grid`). They are captured with a forward hook on
   ``backbone.blocks[-1].attn.qkv``.
 * **Disc-KD** (:func:`disc_kd_loss`): the teacher's last-block search features, resized the same way,
-  give a discrimination mask (:func:`discrimination_mask`: per-token mean of squared activations,
-  min-max normalised per sample, above ``tau``); the per-token MSE between student and teacher
-  features is weighted ``alpha`` inside the mask and ``beta`` outside.
+  give a discrimination mask (:func:`discrimination_mask`: per-token mean of squared activations above
+  ``tau``); the per-token distance between student and teacher features is weighted ``alpha`` inside
+  the mask and ``beta`` outside.
+
+Where the authors' code and the paper's text differ, the code is the default and the text one
+``--set`` away: the per-token distance is KL with temperature ``temperature`` 4 between the channel
+softmaxes (times T², ``loss_form: kl``; the text's MSE is ``loss_form: mse``), the weights 0.01 were
+tuned for it; the mask thresholds the raw energy (``mask_norm: none``; ``minmax`` normalises it per
+sample to [0, 1] first, which marks most tokens).
 
 With ``qkv: 0`` and ``disc: 0`` the objective trains the plain low-resolution model (same start, same
 data), the baseline LoReTrack improves on. The student starts from the teacher's weights
 (``init_from_teacher``); the position tables are the only tensors that differ.
 
 Both networks see the same crops (same crop factors: the low-resolution crop covers the same region in
-fewer pixels). The trainer samples crops at the student's size, so the teacher gets them resized
-bilinearly to its own; batches cropped at the teacher's size are resized (antialiased) for the student.
+fewer pixels). As in the authors' code the trainer cuts the crops at the teacher's (high) resolution
+(:meth:`LoReTrackObjective.crop_sizes`): the teacher sees the real high-resolution pixels and the
+student the same crops resized down (bilinear, antialiased).
 """
 
 from __future__ import annotations
@@ -50,6 +57,7 @@ __all__ = [
     "resize_token_grid",
     "resize_crops",
     "discrimination_mask",
+    "token_distance",
     "qkv_kd_loss",
     "disc_kd_loss",
     "LoReTrackOptions",
@@ -144,49 +152,79 @@ def resize_crops(images: torch.Tensor, size: int) -> torch.Tensor:
     return out.reshape(*lead, 3, size, size)
 
 
-def discrimination_mask(features: torch.Tensor, tau: float = 0.2) -> torch.Tensor:
+def discrimination_mask(features: torch.Tensor, tau: float = 0.2, *, normalise: bool = False) -> torch.Tensor:
     """Tokens whose activation energy stands out: (B, N, C) -> (B, N) bool.
 
-    Energy is the per-token mean of squared activations, min-max normalised per sample; the mask is
-    ``energy > tau``. A sample whose tokens all have the same energy gets an empty mask.
+    Energy is the per-token mean of squared activations; the mask is ``energy > tau``. With
+    ``normalise`` the energy is min-max normalised per sample first (a sample whose tokens all have
+    the same energy then gets an empty mask).
     """
     energy = features.float().pow(2).mean(dim=-1)  # (B, N)
+    if not normalise:
+        return energy > tau
     low = energy.amin(dim=1, keepdim=True)
     span = energy.amax(dim=1, keepdim=True) - low
     return (energy - low) / span.clamp(min=torch.finfo(energy.dtype).tiny) > tau
 
 
-def qkv_kd_loss(student_qkv: torch.Tensor, teacher_qkv: torch.Tensor) -> torch.Tensor:
-    """Sum over q, k, v of the MSE between student and grid-resized teacher search tokens.
+LossForm = Literal["kl", "mse"]
+
+
+def token_distance(student: torch.Tensor, teacher: torch.Tensor, form: LossForm = "kl", temperature: float = 4.0) -> torch.Tensor:
+    """Per-token distance (B, N) of (B, N, C) features.
+
+    ``kl``: ``T^2 * KL(softmax(t / T) || softmax(s / T))`` over the channels; ``mse``: mean squared error.
+    """
+    if form == "mse":
+        return (student - teacher).pow(2).mean(dim=-1)
+    log_s = F.log_softmax(student / temperature, dim=-1)
+    log_t = F.log_softmax(teacher / temperature, dim=-1)
+    return temperature**2 * (log_t.exp() * (log_t - log_s)).sum(dim=-1)
+
+
+def qkv_kd_loss(
+    student_qkv: torch.Tensor, teacher_qkv: torch.Tensor, *, form: LossForm = "kl", temperature: float = 4.0
+) -> torch.Tensor:
+    """Sum over q, k, v of the token-mean distance between student and grid-resized teacher search tokens.
 
     Args:
         student_qkv: (B, Ns, 3C) the student's last-block ``qkv`` projection of its search tokens.
         teacher_qkv: (B, Nt, 3C) the teacher's; its grid is resized to the student's.
+        form, temperature: the per-token distance (:func:`token_distance`).
     """
     target = resize_token_grid(teacher_qkv.detach().float(), math.isqrt(student_qkv.shape[1]))
     s = student_qkv.float()
     if s.shape != target.shape:
         raise ValueError(f"student q/k/v {tuple(s.shape)} and teacher {tuple(teacher_qkv.shape)} differ in width")
-    parts = [F.mse_loss(a, b) for a, b in zip(s.chunk(3, dim=-1), target.chunk(3, dim=-1))]
+    parts = [token_distance(a, b, form, temperature).mean() for a, b in zip(s.chunk(3, dim=-1), target.chunk(3, dim=-1))]
     return torch.stack(parts).sum()
 
 
 def disc_kd_loss(
-    student: torch.Tensor, teacher: torch.Tensor, *, tau: float = 0.2, alpha: float = 0.6, beta: float = 0.4
+    student: torch.Tensor,
+    teacher: torch.Tensor,
+    *,
+    tau: float = 0.2,
+    alpha: float = 0.6,
+    beta: float = 0.4,
+    normalise: bool = False,
+    form: LossForm = "kl",
+    temperature: float = 4.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mask-weighted feature MSE of the search tokens, and the mask.
+    """Mask-weighted feature distance of the search tokens, and the mask.
 
     Args:
         student: (B, Ns, C) the student's last-block search features.
         teacher: (B, Nt, C) the teacher's; resized to the student's grid before the mask is taken.
+        tau, normalise: the mask (:func:`discrimination_mask`).
+        form, temperature: the per-token distance (:func:`token_distance`).
 
     Returns:
-        ``mean_n(w_n * mean_c (s - t)^2)`` with ``w = alpha`` in the mask and ``beta`` outside, and the
-        (B, Ns) mask.
+        ``mean_n(w_n * d_n)`` with ``w = alpha`` in the mask and ``beta`` outside, and the (B, Ns) mask.
     """
     target = resize_token_grid(teacher.detach().float(), math.isqrt(student.shape[1]))
-    mask = discrimination_mask(target, tau)
-    error = (student.float() - target).pow(2).mean(dim=-1)  # (B, Ns)
+    mask = discrimination_mask(target, tau, normalise=normalise)
+    error = token_distance(student.float(), target, form, temperature)  # (B, Ns)
     weights = torch.where(mask, torch.full_like(error, alpha), torch.full_like(error, beta))
     return (weights * error).mean(), mask
 
@@ -230,6 +268,9 @@ class LoReTrackOptions(TeacherOptions):
     tau: float = 0.2
     alpha: float = 0.6
     beta: float = 0.4
+    loss_form: LossForm = "kl"
+    temperature: float = 4.0
+    mask_norm: Literal["none", "minmax"] = "none"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -240,8 +281,11 @@ class LoReTrackOptions(TeacherOptions):
             )
         if any(getattr(self, w) < 0 for w in ("l1", "ciou", "qkv", "disc", "alpha", "beta")):
             raise ConfigError("objective.options weights l1, ciou, qkv, disc, alpha and beta must be >= 0")
-        if not 0.0 <= self.tau < 1.0:
-            raise ConfigError(f"objective.options.tau is a threshold on normalised energy in [0, 1), got {self.tau}")
+        if self.tau < 0 or (self.mask_norm == "minmax" and self.tau >= 1.0):
+            raise ConfigError(f"objective.options.tau is an energy threshold >= 0 (below 1 with mask_norm: minmax), "
+                              f"got {self.tau}")
+        if self.temperature <= 0:
+            raise ConfigError(f"objective.options.temperature must be > 0, got {self.temperature}")
 
 
 @OBJECTIVES.register("loretrack")
@@ -273,6 +317,11 @@ class LoReTrackObjective(TeacherObjective):
         student.score_head.requires_grad_(False)
         self._student_qkv = _QkvCapture(student)
 
+    def crop_sizes(self) -> tuple[int, int]:
+        """The teacher's (template, search) sizes: the trainer cuts the crops at the high resolution."""
+        cfg = self.teacher.config
+        return int(cfg.template_size), int(cfg.search_size)
+
     def _inputs(self, cfg: ModelConfig, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return (resize_crops(batch["template"], cfg.template_size),
                 resize_crops(batch["online_template"], cfg.template_size),
@@ -301,16 +350,21 @@ class LoReTrackObjective(TeacherObjective):
             with torch.no_grad():
                 t_out = self.teacher(*self._inputs(t_cfg, batch))
             t_qkv = _search_tokens(self._teacher_qkv.take(), t_cfg.num_search_tokens)
-            qkv = qkv_kd_loss(s_qkv, t_qkv)
+            qkv = qkv_kd_loss(s_qkv, t_qkv, form=o.loss_form, temperature=o.temperature)
             disc, mask = disc_kd_loss(
                 _search_tokens(out["features"][-1], s_cfg.num_search_tokens),
                 _search_tokens(t_out["features"][-1], t_cfg.num_search_tokens),
-                tau=o.tau, alpha=o.alpha, beta=o.beta,
+                tau=o.tau, alpha=o.alpha, beta=o.beta, normalise=o.mask_norm == "minmax",
+                form=o.loss_form, temperature=o.temperature,
             )
             total = total + o.qkv * qkv + o.disc * disc
             stats.update({"Loss/qkv_kd": qkv.item(), "Loss/disc_kd": disc.item(),
                           "disc_mask": mask.float().mean().item()})
         stats["Loss/total"] = total.item()
+        if stats["Loss/total"] > 0:  # each weighted term's share of the loss
+            for key, weight in (("l1", o.l1), ("ciou", o.ciou), ("qkv_kd", o.qkv), ("disc_kd", o.disc)):
+                if f"Loss/{key}" in stats:
+                    stats[f"share/{key}"] = weight * stats[f"Loss/{key}"] / stats["Loss/total"]
         return total, stats
 
     @torch.no_grad()
