@@ -12,7 +12,7 @@ from typing import IO, Any
 
 from mfv2.commands._common import add_model_options, add_runtime_options, backend_options
 
-HELP = "track one target through a video file, camera, stream URL or image folder"
+HELP = "track one or several targets through a video file, camera, stream URL or image folder"
 EXAMPLE = "mfv2 track clip.mp4 --backend onnxruntime --model exports/S --init 120,80,60,90 --output boxes.txt"
 
 log = logging.getLogger(__name__)
@@ -23,13 +23,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_model_options(p, checkpoint_help="checkpoint; other backends than torch export it once into a cache (default "
                       "without --model: the shipped demo model, trained on synthetic clips only)",
                       variant_help="architecture (S, B, ...): of --checkpoint, or checked against --model (default: detect)")
-    p.add_argument("--init", metavar="x,y,w,h", help="target box in the first frame; without it, draw it (needs a display)")
+    p.add_argument("--init", metavar="x,y,w,h", action="append",
+                   help="target box in the first frame; repeat it for several targets, tracked in one batched forward "
+                        "per frame (an export with --batch N or --batch dynamic, or torch); without it, draw the box "
+                        "(needs a display)")
+    p.add_argument("--multi", action="store_true",
+                   help="with no --init: draw several boxes (Enter after each, Esc when done)")
     p.add_argument("--preset", help="official per-dataset tracker settings: lasot, got10k, trackingnet, vot20, otb, uav, ...")
     p.add_argument("--update-interval", type=int, metavar="N", help="frames between online-template updates")
     p.add_argument("--lost-threshold", type=float, metavar="P", help="score below which a frame counts as lost (default 0)")
     add_runtime_options(p)
-    p.add_argument("--output", metavar="boxes.txt", help="one x,y,w,h line per frame, the first being the init box")
-    p.add_argument("--jsonl", metavar="PATH", help="one JSON line per frame: box, ok, score and stage timings in ms")
+    p.add_argument("--output", metavar="boxes.txt",
+                   help="one x,y,w,h line per frame, the first being the init box; with several targets one file each, "
+                        "named by the target id: {id} in the name, else boxes_0.txt, boxes_1.txt, ...")
+    p.add_argument("--jsonl", metavar="PATH",
+                   help="one JSON line per frame: box, ok, score and stage timings in ms (several targets: one line "
+                        "per target and frame, with its \"target\" id)")
     p.add_argument("--save-video", metavar="out.mp4", help="write the frames with the box drawn (mp4v)")
     p.add_argument("--show", action="store_true", help="display the frames while tracking (q or Esc stops)")
     p.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames (cameras and streams)")
@@ -173,12 +182,21 @@ def _box_text(box: Any) -> str:
     return ",".join(f"{v:.2f}" for v in box)
 
 
+def target_outputs(path: str, count: int) -> list[str]:
+    """The results file of each of ``count`` targets: ``{id}`` in ``path`` replaced, else ``_<id>`` before the suffix."""
+    if "{id}" in path:
+        return [path.replace("{id}", str(i)) for i in range(count)]
+    p = Path(path)
+    return [str(p.with_name(f"{p.stem}_{i}{p.suffix}")) for i in range(count)]
+
+
 def _check_outputs(args: argparse.Namespace) -> None:
     """Fail before loading anything if an output cannot be written or two outputs (or the input) coincide."""
     from mfv2.errors import ConfigError
     from mfv2.fileio import check_output_file
 
-    named = [(flag, path) for flag, path in (("--output", args.output), ("--jsonl", args.jsonl),
+    outputs = target_outputs(args.output, len(args.init)) if args.output and args.init and len(args.init) > 1 else [args.output]
+    named = [(flag, path) for flag, path in (*(("--output", o) for o in outputs), ("--jsonl", args.jsonl),
                                              ("--save-video", args.save_video)) if path]
     seen: dict[Path, str] = {}
     source = Path(str(args.source))
@@ -202,7 +220,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.max_frames is not None and args.max_frames < 1:
         raise ConfigError(f"--max-frames must be >= 1, got {args.max_frames}")
-    init_box = parse_box(args.init) if args.init else None
+    init_boxes = [parse_box(b) for b in args.init or ()]
+    if len(init_boxes) > 1 or args.multi:
+        return _run_multi(args, init_boxes)
+    init_box = init_boxes[0] if init_boxes else None
     _check_outputs(args)
     window = _window("mfv2 track") if args.show else None
     with FrameSource(args.source) as source, load_backend(
@@ -254,6 +275,125 @@ def run(args: argparse.Namespace) -> int:
         cv2.destroyWindow(window)
     _summary(tracker, count, lost, args)
     return 0
+
+
+def _select_boxes(frame: Any) -> list[tuple[float, float, float, float]]:
+    import cv2
+
+    from mfv2.errors import ConfigError
+
+    title = _window("mfv2: draw each target, Enter after each, Esc when done")
+    rois = cv2.selectROIs(title, frame, showCrosshair=True)
+    cv2.destroyWindow(title)
+    boxes = [tuple(float(v) for v in r) for r in rois if r[2] > 0 and r[3] > 0]
+    if not boxes:
+        raise ConfigError("no box drawn; draw the targets with the mouse (Enter after each, Esc when done), or pass --init x,y,w,h")
+    return boxes  # type: ignore[return-value]
+
+
+def draw_targets(frame: Any, results: dict[int, Any]) -> Any:
+    """A copy of ``frame`` with every target's box, id and score (lost targets: red, at their last box)."""
+    import cv2
+
+    out = frame.copy()
+    for tid, (ok, box, score) in results.items():
+        x, y, w, h = (int(round(v)) for v in box)
+        colour = (0, 255, 0) if ok else (0, 0, 255)
+        cv2.rectangle(out, (x, y), (x + w, y + h), colour, 2)
+        cv2.putText(out, f"#{tid} {score:.2f}", (x, max(y - 6, 12)), cv2.FONT_HERSHEY_SIMPLEX, 0.5, colour, 1, cv2.LINE_AA)
+    return out
+
+
+def _run_multi(args: argparse.Namespace, init_boxes: list[tuple[float, float, float, float]]) -> int:
+    """Several targets: one MultiTracker, one batched forward per frame."""
+    import time
+    from contextlib import ExitStack
+
+    import cv2
+    from tqdm import tqdm
+
+    from mfv2.errors import ConfigError
+    from mfv2.runtimes import load_backend
+    from mfv2.tracking import FrameSource, MultiTracker, VideoSink
+
+    if args.max_frames is not None and args.max_frames < 1:
+        raise ConfigError(f"--max-frames must be >= 1, got {args.max_frames}")
+    if not init_boxes and not args.show:
+        raise ConfigError("--multi draws the boxes and needs --show; or pass several --init x,y,w,h")
+    if init_boxes:
+        _check_outputs(args)
+    window = _window("mfv2 track") if args.show else None
+    with FrameSource(args.source) as source, load_backend(
+        args.backend, _model_source(args), precision=args.precision, threads=args.threads, graph=args.graph,
+        verify_hashes=not args.no_verify, **backend_options(args),
+    ) as runner:
+        if runner.batch is not None and runner.batch < max(len(init_boxes), 2):
+            raise ConfigError(
+                f"{len(init_boxes) or 'several'} targets need a model with that batch: this export has a fixed batch of "
+                f"{runner.batch}; export with --batch N (N >= the targets) or --batch dynamic, or use the torch backend"
+            )
+        tracker = MultiTracker(runner, _tracker_config(args, runner))
+        frames = iter(source)
+        first = next(frames, None)
+        if first is None:
+            raise ConfigError(f"{args.source} gave no frames")
+        boxes = init_boxes or _select_boxes(first)
+        if not init_boxes:
+            args.init = [_box_text(b) for b in boxes]
+            _check_outputs(args)
+        ids = [tracker.add(first, b) for b in boxes]
+        log.info("tracking %d targets in %s with %r", len(ids), args.source, runner)
+        paths = target_outputs(args.output, len(ids)) if args.output else [None] * len(ids)
+        total = min(filter(None, (source.length, args.max_frames)), default=None)
+        with ExitStack() as stack:
+            outs = {tid: stack.enter_context(_TextOut(p)) for tid, p in zip(ids, paths)}
+            json_out = stack.enter_context(_TextOut(args.jsonl))
+            sink = stack.enter_context(VideoSink(args.save_video, source.fps or 30.0) if args.save_video else _NoSink())
+            bar = stack.enter_context(tqdm(total=total, unit="frame", disable=True if args.no_progress else None, dynamic_ncols=True))
+            results = {tid: (True, tuple(b), 1.0) for tid, b in zip(ids, boxes)}
+            count, lost, seconds = 0, 0, 0.0
+            try:
+                for frame in _chain(first, frames):
+                    if args.max_frames is not None and count >= args.max_frames:
+                        break
+                    if count:
+                        t0 = time.perf_counter()
+                        results = {tid: tuple(r) for tid, r in tracker.update(frame).items()}
+                        seconds += time.perf_counter() - t0
+                    for tid, (ok, box, score) in results.items():
+                        lost += not ok
+                        outs[tid].line(_box_text(box))
+                        json_out.line(json.dumps({"frame": count, "target": tid, "box": [round(v, 3) for v in box],
+                                                  "ok": ok, "score": round(score, 5)}))
+                    drawn = draw_targets(frame, results) if (window is not None or args.save_video) else None
+                    if drawn is not None:
+                        sink.write(drawn)
+                    count += 1
+                    bar.update(1)
+                    if window is not None:
+                        cv2.imshow(window, drawn)
+                        if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
+                            break
+            except KeyboardInterrupt:
+                if source.kind not in ("camera", "stream"):
+                    raise
+                log.info("stopped after %d frames", count)
+    if window is not None:
+        cv2.destroyWindow(window)
+    fps = (count - 1) / seconds if seconds > 0 else 0.0
+    print(f"{count} frames, {len(ids)} targets, {lost} lost target-frames; tracker loop {fps:.1f} fps "
+          f"({fps * len(ids):.1f} target-frames/s) on {args.backend}")
+    for path in filter(None, paths):
+        print(f"wrote boxes to {path}")
+    for label, path in (("per-frame log", args.jsonl), ("video", args.save_video)):
+        if path:
+            print(f"wrote {label} to {path}")
+    return 0
+
+
+def _chain(first: Any, rest: Any) -> Any:
+    yield first
+    yield from rest
 
 
 def _summary(tracker: Any, count: int, lost: int, args: argparse.Namespace) -> None:
