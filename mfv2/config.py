@@ -22,6 +22,9 @@ __all__ = [
     "Config",
     "from_mapping",
     "ModelConfig",
+    "MVTConfig",
+    "MVT_VARIANTS",
+    "FamilyConfig",
     "TrackerConfig",
     "ExportConfig",
     "VARIANTS",
@@ -223,6 +226,57 @@ VARIANTS.add(
 )
 
 
+@dataclass(frozen=True)
+class MVTConfig(_DictMixin):
+    """Architecture of an MVT network (MobileViT-S backbone, pixel-wise correlation, centre head).
+
+    The backbone widths are fixed (MobileViT-S); the input sizes set the feature grids (stride 16),
+    and the template grid fixes the correlation channels (``(template_size / 16) ** 2``, 64 at 128).
+    ``template_factor`` / ``search_factor`` are the crop factors of the official tracker (2 and 4).
+    """
+
+    name: str = "MVT"
+    template_size: int = 128
+    search_size: int = 256
+    head_channels: int = 256
+    template_factor: float = 2.0
+    search_factor: float = 4.0
+
+    def __post_init__(self) -> None:
+        for key in ("template_size", "search_size"):
+            if getattr(self, key) < 32 or getattr(self, key) % 32:
+                raise ConfigError(f"MVTConfig.{key} must be a positive multiple of 32 (stride 16, 2x2 patches), got {getattr(self, key)}")
+        if self.head_channels < 1:
+            raise ConfigError(f"MVTConfig.head_channels must be >= 1, got {self.head_channels}")
+        if not (self.template_factor > 0 and self.search_factor > 0):
+            raise ConfigError("MVTConfig crop factors must be positive")
+
+    @property
+    def stride(self) -> int:
+        return 16
+
+    @property
+    def feat_size(self) -> int:
+        """Side of the search feature map and of the score map (16 at 256)."""
+        return self.search_size // self.stride
+
+    @property
+    def corr_channels(self) -> int:
+        """Template positions, one correlation channel each (64 at 128)."""
+        return (self.template_size // self.stride) ** 2
+
+    def describe(self) -> str:
+        return f"MobileViT-S, template {self.template_size}, search {self.search_size}, head {self.head_channels}"
+
+
+MVT_VARIANTS: Registry[MVTConfig] = Registry("MVT variant")
+MVT_VARIANTS.add("MVT", MVTConfig())
+
+
+#: The architecture config of any model family.
+FamilyConfig = ModelConfig | MVTConfig
+
+
 def variant_config(variant: str | ModelConfig) -> ModelConfig:
     """The :class:`ModelConfig` of a registered variant name, or ``variant`` itself."""
     if isinstance(variant, ModelConfig):
@@ -247,7 +301,9 @@ _UPDATE_INTERVALS: dict[str, tuple[int, int]] = {
 _S_SEARCH_FACTORS: dict[str, float] = {"lasot": 4.4, "trackingnet": 4.55, "got10k": 4.55}
 
 
-def _b_sized(variant: str | ModelConfig) -> bool:
+def _b_sized(variant: str | FamilyConfig) -> bool:
+    if isinstance(variant, MVTConfig):
+        return False  # MVT's crop factors are its own (MVTConfig records them)
     cfg = variant if isinstance(variant, ModelConfig) else VARIANTS.get(variant) if variant in VARIANTS else None
     return cfg.search_size >= 288 if cfg is not None else str(variant).upper().startswith("B")
 
@@ -280,7 +336,7 @@ class TrackerConfig(Config):
             raise ConfigError(f"lost_threshold is a probability in [0, 1], got {self.lost_threshold}")
 
     @classmethod
-    def preset(cls, dataset: str, variant: str | ModelConfig = "S") -> TrackerConfig:
+    def preset(cls, dataset: str, variant: str | FamilyConfig = "S") -> TrackerConfig:
         """The official settings for ``dataset`` (lasot, got10k, trackingnet, vot20, otb, uav, ...).
 
         ``variant`` picks the size class: B-sized models (288-pixel search crops) use the B yaml
@@ -296,15 +352,15 @@ class TrackerConfig(Config):
         return cls(search_factor=factor, update_interval=interval).adapted_to(variant)
 
     @classmethod
-    def for_model(cls, model: ModelConfig) -> TrackerConfig:
+    def for_model(cls, model: FamilyConfig) -> TrackerConfig:
         """The default tracker of a model: the official yaml of its size class (search factor 4.5 or 5.0),
         with the crop factors the model records."""
         return (cls(search_factor=5.0) if _b_sized(model) else cls()).adapted_to(model)
 
-    def adapted_to(self, model: str | ModelConfig) -> TrackerConfig:
+    def adapted_to(self, model: str | FamilyConfig) -> TrackerConfig:
         """These settings with the crop factors ``model`` was trained with, when it records them
         (a variant name records none)."""
-        if not isinstance(model, ModelConfig):
+        if isinstance(model, str):
             return self
         changes = {k: v for k in ("search_factor", "template_factor") if (v := getattr(model, k)) is not None}
         return self.replace(**changes) if changes else self

@@ -9,8 +9,17 @@ TensorRT engine sidecar and its check against this machine). It imports nothing 
 
 from __future__ import annotations
 
-from mfv2.artifacts import engine, formats, manifest
+from mfv2.artifacts import engine, families, formats, manifest
 from mfv2.artifacts.engine import SIDECAR_FORMAT, check_engine_compatible, read_sidecar, sidecar_path
+from mfv2.artifacts.families import (
+    RUNTIME_FAMILIES,
+    RuntimeFamily,
+    TemplatePolicy,
+    decode_center,
+    hann2d,
+    runtime_family,
+    runtime_family_of,
+)
 from mfv2.artifacts.formats import (
     FORMATS,
     GRAPH_STEMS,
@@ -32,4 +41,4 @@ from mfv2.artifacts.manifest import (
     load_manifest,
 )
 
-__all__ = [*manifest.__all__, *formats.__all__, *engine.__all__]
+__all__ = [*manifest.__all__, *formats.__all__, *engine.__all__, *(n for n in families.__all__ if n not in manifest.__all__)]

@@ -18,8 +18,9 @@ from pathlib import Path
 from importlib import metadata
 from typing import Any, Literal
 
-from mfv2.config import ModelConfig, TrackerConfig
-from mfv2.errors import ConfigError
+from mfv2.artifacts.families import IMAGENET_MEAN, IMAGENET_STD, runtime_family, runtime_family_of
+from mfv2.config import ModelConfig, MVTConfig, TrackerConfig
+from mfv2.errors import ConfigError, UnknownNameError
 from mfv2.fileio import atomic_write_text, read_json
 
 __all__ = [
@@ -40,8 +41,6 @@ _VERSION = 1
 
 GraphName = Literal["full", "template_encoder", "search_decoder"]
 GRAPHS: tuple[str, ...] = ("full", "template_encoder", "search_decoder")
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 # Subpackages of mfv2 whose sources make up the exporter (see exporter_fingerprint).
 _EXPORTER_SOURCES = ("artifacts", "export", "models")
 
@@ -69,18 +68,20 @@ class Artifact:
 class Manifest:
     """Contents of ``manifest.json``.
 
-    Inputs are RGB NCHW float32, ``(x / 255 - mean) / std``. Output ``boxes`` (B, 4) are cx, cy, w, h
-    normalised to the search crop; ``score`` (B,) is a probability (the sigmoid is in the graph).
+    Inputs are RGB NCHW float32, ``(x / 255 - mean) / std``. ``family`` names the model family
+    (:mod:`mfv2.artifacts.families`), whose post-processing turns the graphs' outputs into ``boxes``
+    (B, 4) cx, cy, w, h normalised to the search crop and ``score`` (B,), a probability.
     ``batch`` is the fixed batch B of the graphs (targets per call), or ``None`` for graphs with a
     dynamic batch axis (ONNX Runtime and OpenVINO run any B; TensorRT engines need a fixed one).
     """
 
-    model: ModelConfig
+    model: ModelConfig | MVTConfig
     tracker: TrackerConfig
+    family: str = ""  # "" = the family of ``model`` (filled in by __post_init__)
     batch: int | None = 1
     opset: int = 17
-    mean: tuple[float, ...] = IMAGENET_MEAN
-    std: tuple[float, ...] = IMAGENET_STD
+    mean: tuple[float, ...] = ()  # () = the family's
+    std: tuple[float, ...] = ()
     artifacts: list[Artifact] = field(default_factory=list)
     # Low-precision variants that missed their parity gate and were not written (``skip_failed``):
     # {"format", "precision", "graph", "file", "failed": [figures outside the limits], "parity", "tolerance"}.
@@ -89,6 +90,12 @@ class Manifest:
     toolkit: dict[str, str] = field(default_factory=dict)  # mfv2/torch/onnx versions at export
     score: str = "probability"
     boxes: str = "cxcywh, normalised to the search crop"
+
+    def __post_init__(self) -> None:
+        family = runtime_family(self.family) if self.family else runtime_family_of(self.model)
+        self.family = family.name
+        self.mean = tuple(self.mean) or family.mean
+        self.std = tuple(self.std) or family.std
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -104,7 +111,9 @@ class Manifest:
             raise ConfigError(f"manifest version {data['version']} is newer than this mfv2 reads ({_VERSION}); upgrade mfv2")
         body = {k: v for k, v in data.items() if k not in ("format", "version")}
         try:
-            body["model"] = ModelConfig.from_dict(body["model"])
+            family = runtime_family(body.get("family") or "mixformerv2")  # manifests before MVT name none
+            body["family"] = family.name
+            body["model"] = family.config_from_dict(body["model"])
             body["tracker"] = TrackerConfig.from_dict(body["tracker"])
             body["artifacts"] = [Artifact(**a) for a in body.get("artifacts", [])]
             body["mean"], body["std"] = tuple(body["mean"]), tuple(body["std"])
@@ -112,6 +121,8 @@ class Manifest:
             if batch is not None and (isinstance(batch, bool) or not isinstance(batch, int) or batch < 1):
                 raise ConfigError(f"malformed export manifest: batch must be a positive integer or null (dynamic), got {batch!r}")
             return cls(**body)
+        except UnknownNameError as e:
+            raise ConfigError(f"export manifest of an unknown model family: {e}; upgrade mfv2") from e
         except (KeyError, TypeError) as e:
             raise ConfigError(f"malformed export manifest: {e}") from e
 

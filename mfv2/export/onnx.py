@@ -241,7 +241,7 @@ def artifact_metadata(manifest: Manifest, artifact: Artifact) -> dict[str, str]:
         "opset": str(manifest.opset),
         "template_size": str(cfg.template_size),
         "search_size": str(cfg.search_size),
-        "num_bins": str(cfg.num_bins),
+        "num_bins": str(getattr(cfg, "num_bins", "")),
         "template_factor": str(manifest.tracker.template_factor),
         "search_factor": str(manifest.tracker.search_factor),
         "mean": json.dumps(list(manifest.mean)),

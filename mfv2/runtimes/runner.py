@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from mfv2.artifacts import MANIFEST_NAME, Manifest, exporter_fingerprint, load_manifest
+from mfv2.artifacts import MANIFEST_NAME, Manifest, exporter_fingerprint, load_manifest, runtime_family
 from mfv2.errors import BackendUnavailableError, ConfigError, Mfv2Error, ShapeError
 from mfv2.fileio import cache_dir as default_cache_dir
 from mfv2.fileio import sha256
@@ -54,6 +54,7 @@ class ModelRunner:
         self.backend = backend
         self.precision = precision
         self._sessions = dict(sessions)
+        self.family = runtime_family(manifest.family)  #: pre/post-processing and template policy
         if all(g in sessions for g in SPLIT_GRAPHS):
             self.graph = "split"
             self._encoder: Session | None = sessions["template_encoder"]
@@ -114,12 +115,15 @@ class ModelRunner:
                     )
         return count
 
-    def set_templates(self, template: np.ndarray, online_template: np.ndarray, rows: Sequence[int] | None = None) -> None:
+    def set_templates(self, template: np.ndarray, online_template: np.ndarray | None = None,
+                      rows: Sequence[int] | None = None) -> None:  # fmt: skip
         """Set the templates used by every following :meth:`predict` call.
 
         Args:
             template: (B, 3, Z, Z) float32, RGB ImageNet-normalised crop of the first frame.
-            online_template: (B, 3, Z, Z) or (B, K, 3, Z, Z) float32, the online template(s).
+            online_template: (B, 3, Z, Z) or (B, K, 3, Z, Z) float32, the online template(s), for
+                families whose graphs take one (``online_template`` in ``family.template_inputs``);
+                the others (MVT) ignore it.
             rows: the batch rows these B templates are for; the other rows keep theirs. ``None``
                 (default) replaces the whole batch. A fixed batch takes rows below :attr:`batch`; a
                 dynamic one also row :attr:`rows` (and on), which appends targets.
@@ -166,11 +170,15 @@ class ModelRunner:
                 session.keep_rows(name, axis, keep)  # type: ignore[attr-defined]
         self.rows = len(keep)
 
-    def _template_pair(self, template: np.ndarray, online_template: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _template_pair(self, template: np.ndarray, online_template: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
         if not isinstance(template, np.ndarray) or template.ndim != 4 or template.shape[1:] != self._template_shape[1:]:
             got = template.shape if isinstance(template, np.ndarray) else type(template).__name__
             raise ShapeError(f"template: expected {_dims(self._template_shape)} float32, got {got}")
         t = np.ascontiguousarray(template, dtype=np.float32)
+        if "online_template" not in self.family.template_inputs:
+            return t, None
+        if online_template is None:
+            raise ShapeError(f"this {self.family.title} model takes an online template; pass online_template")
         ot = np.ascontiguousarray(online_template, dtype=np.float32)
         k = ot.shape[1] if ot.ndim == 5 else 1
         inner = ot.shape[2:] if ot.ndim == 5 else ot.shape[1:]
@@ -185,34 +193,39 @@ class ModelRunner:
             )
         return t, ot
 
-    def _set_all(self, t: np.ndarray, ot: np.ndarray) -> None:
+    def _feeds(self, t: np.ndarray, ot: np.ndarray | None) -> dict[str, np.ndarray]:
+        """The template inputs of the family's graphs."""
+        return {"template": t} if ot is None else {"template": t, "online_template": ot}
+
+    def _set_all(self, t: np.ndarray, ot: np.ndarray | None) -> None:
         if self._encoder is not None:
-            kv = self._encoder.infer({"template": t, "online_template": ot})["kv"]
+            kv = self._encoder.infer(self._feeds(t, ot))["kv"]
             self._bind(self._decoder, {"kv": kv})  # a DeviceValue: bound as it is, no copy
             self._kv_shared = isinstance(kv, DeviceValue) and "kv" not in self._fixed
             self._kv_value = kv
         else:
-            self._bind(self._decoder, {"template": t, "online_template": ot})
+            self._bind(self._decoder, self._feeds(t, ot))
 
-    def _set_rows(self, t: np.ndarray, ot: np.ndarray, rows: list[int]) -> None:
+    def _set_rows(self, t: np.ndarray, ot: np.ndarray | None, rows: list[int]) -> None:
         """Encode the templates of ``rows`` only and write their KV (or, full graph, the templates) into the bound batch."""
         if self._kv_shared and self._ready:
             # The decoder reads the encoder's output buffer, which the encoder run below rewrites: own it once.
             self._bind(self._decoder, {"kv": np.array(self._kv_value, dtype=np.float32)})
         self._kv_shared, self._kv_value = False, None
         if self._encoder is None:
-            updates = {"template": t, "online_template": ot}
+            updates = self._feeds(t, ot)
             source = None
         elif self.batch is None:
-            updates, source = {"kv": self._encoder.infer({"template": t, "online_template": ot})["kv"]}, None
+            updates, source = {"kv": self._encoder.infer(self._feeds(t, ot))["kv"]}, None
         else:
             # A fixed-batch encoder runs all its rows: the changed templates go in at their own rows.
-            for name, x in (("template", t), ("online_template", ot)):
+            feeds = self._feeds(t, ot)
+            for name, x in feeds.items():
                 buf = self._scratch.get(name)
                 if buf is None or buf.shape[1:] != x.shape[1:]:
                     buf = self._scratch[name] = np.zeros((self.batch, *x.shape[1:]), np.float32)
                 buf[rows] = x
-            kv = self._encoder.infer({"template": self._scratch["template"], "online_template": self._scratch["online_template"]})["kv"]
+            kv = self._encoder.infer({name: self._scratch[name] for name in feeds})["kv"]
             updates, source = {"kv": kv}, rows
         fresh = not self._ready or (self.batch is None and self.rows == 0)
         for session, name, axis in self._batch_inputs():
@@ -245,8 +258,8 @@ class ModelRunner:
     def _batch_inputs(self) -> list[tuple[Session, str, int]]:
         """(session, input, batch axis) of every bound per-target input."""
         if self._encoder is not None:
-            return [(self._decoder, "kv", 2)]  # kv: (depth, 2, B, heads, tokens, head_dim)
-        return [(self._decoder, "template", 0), (self._decoder, "online_template", 0)]
+            return [(self._decoder, "kv", self.family.kv_batch_axis)]
+        return [(self._decoder, name, 0) for name in self.family.template_inputs]
 
     def _bind(self, session: Session, feeds: dict[str, Any]) -> None:
         bind = getattr(session, "bind", None)
@@ -259,11 +272,12 @@ class ModelRunner:
         """Boxes and scores for a search crop.
 
         Args:
-            search: (B, 3, X, X) float32, RGB ImageNet-normalised search crop.
+            search: (B, 3, X, X) float32, RGB search crop normalised as the manifest says.
 
         Returns:
             ``boxes`` (B, 4) float32 cx, cy, w, h normalised to the crop, and ``score`` (B,) float32
-            probabilities. Non-finite values are passed through; the tracker handles them.
+            probabilities, made from the graph outputs by the family's post-processing (MVT: Hann
+            window, argmax, decode). Non-finite values are passed through; the tracker handles them.
         """
         if not self._ready:
             raise Mfv2Error("ModelRunner.predict() called before set_templates(); set the templates first")
@@ -272,11 +286,7 @@ class ModelRunner:
             raise ShapeError(f"search: expected {_dims((self.rows, *self._search_shape[1:]))} float32, got {got}")
         s = np.ascontiguousarray(search, dtype=np.float32)
         out = self._decoder.infer({**self._fixed, "search": s} if self._fixed else {"search": s})
-        b = s.shape[0]
-        return (
-            np.asarray(out["boxes"], dtype=np.float32).reshape(b, 4),
-            np.asarray(out["score"], dtype=np.float32).reshape(b),
-        )
+        return self.family.postprocess(out, s.shape[0])
 
     def close(self) -> None:
         """Release every session (idempotent)."""

@@ -1,10 +1,15 @@
-"""The online MixFormerV2 tracker behind the OpenCV tracker API, the same loop for every backend.
+"""The online tracker behind the OpenCV tracker API, the same loop for every backend and model family.
 
 Per frame, as the official tracker does: crop the search region around the previous box, run the
 network, map the box back around the previous centre, clip it into the frame; keep the best-scoring
 crop (score > 0.5) as the candidate online template and swap it in every ``update_interval`` frames,
 reverting to the first template when no frame qualified. Unlike the official code, ``online_size`` > 1
 works (templates are appended, then replaced oldest first).
+
+What differs between model families comes from the manifest and its
+:class:`~mfv2.artifacts.families.RuntimeFamily`: the normalisation (``mean``/``std``), the crop factors
+(the recorded tracker settings: 2 and 4 for MVT), the post-processing (inside ``runner.predict``: MVT's
+Hann window and decode) and the template policy (``none`` for MVT: the first template stays).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from mfv2.artifacts import Manifest, TemplatePolicy, runtime_family
 from mfv2.config import TrackerConfig
 from mfv2.errors import ConfigError, Mfv2Error, ShapeError
 from mfv2.geometry.boxes import Box, clip_box
@@ -85,14 +91,22 @@ class TargetState:
     """
 
     def __init__(self, config: TrackerConfig, *, template_size: int, search_size: int,
-                 mean: Sequence[float], std: Sequence[float]) -> None:
+                 mean: Sequence[float], std: Sequence[float], template_policy: TemplatePolicy = "online") -> None:
         self.config = config
+        self.template_policy = template_policy
         self.template_size, self.search_size = template_size, search_size
         self.normalize = Normalize(mean, std)
         self.box: Box = (0.0, 0.0, 0.0, 0.0)
         self.size = (0, 0)
         self.score, self.ok = 0.0, False
         self.frames = self.nonfinite_frames = 0
+
+    @classmethod
+    def from_manifest(cls, config: TrackerConfig, manifest: Manifest) -> TargetState:
+        """A target of the model ``manifest`` describes: its crop sizes, normalisation and family's template policy."""
+        m = manifest.model
+        return cls(config, template_size=m.template_size, search_size=m.search_size, mean=manifest.mean,
+                   std=manifest.std, template_policy=runtime_family(manifest.family).template_policy)
 
     def init(self, image: np.ndarray, box: Box) -> None:
         """Start on ``box`` of ``image`` (BGR, checked by the caller)."""
@@ -130,8 +144,11 @@ class TargetState:
 
     def update_templates(self, image: np.ndarray) -> bool:
         """Keep the best confident crop (cut at the new box); every ``update_interval`` frames make it an
-        online template. Returns whether the templates the network sees changed."""
+        online template (policy ``online``; ``none`` keeps the first one). Returns whether the templates
+        the network sees changed."""
         cfg = self.config
+        if self.template_policy == "none":
+            return False
         self._max_score *= cfg.max_score_decay
         if self.score > cfg.update_threshold and self.score > self._max_score:
             crop = sample_target(image, self.box, cfg.template_factor, self.template_size)
@@ -156,7 +173,7 @@ class TargetState:
 
 
 class Tracker:
-    """Single-target MixFormerV2 tracker with the OpenCV API (``init``, ``update``, ``getTrackingScore``).
+    """Single-target tracker (any model family) with the OpenCV API (``init``, ``update``, ``getTrackingScore``).
 
     Args:
         runner: a :class:`~mfv2.runtimes.ModelRunner` (any backend) with batch 1 or a dynamic batch.
@@ -186,9 +203,7 @@ class Tracker:
                 f"(the torch backend); this {runner.backend} export takes {k}"
             )
         self._owns_runner = False
-        m = runner.manifest
-        self._target = TargetState(self.config, template_size=runner.template_size, search_size=runner.search_size,
-                                   mean=m.mean, std=m.std)
+        self._target = TargetState.from_manifest(self.config, runner.manifest)
         self._state: Box | None = None
         self.score = 0.0
         self.last_timings: dict[str, float] = {}
