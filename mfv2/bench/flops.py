@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Literal
 
-from mfv2.config import ModelConfig, variant_config
+from mfv2.config import FamilyConfig, ModelConfig, variant_config
 from mfv2.errors import ConfigError
 
 __all__ = ["FlopCount", "graph_flops", "frame_flops", "FLOP_GRAPHS"]
@@ -59,7 +59,7 @@ def _attention(queries: int, keys: int, dim: int) -> int:
 
 
 def graph_flops(
-    config: str | ModelConfig,
+    config: str | FamilyConfig,
     graph: Literal["full", "template_encoder", "search_decoder"],
     *,
     online_templates: int = 1,
@@ -74,6 +74,8 @@ def graph_flops(
         raise ConfigError(f"unknown graph {graph!r}; graphs: {', '.join(FLOP_GRAPHS)}")
     if online_templates < 1 or batch < 1:
         raise ConfigError(f"online_templates and batch must be >= 1, got {online_templates}, {batch}")
+    if not isinstance(config, (str, ModelConfig)):
+        raise ConfigError(f"analytic FLOPs are counted for MixFormerV2 only, not {type(config).__name__}")
     cfg = variant_config(config)
     C, H, D = cfg.embed_dim, cfg.mlp_hidden, cfg.depth
     nz = (1 + online_templates) * cfg.num_template_tokens  # template tokens, both templates
@@ -117,7 +119,7 @@ def graph_flops(
 
 
 def frame_flops(
-    config: str | ModelConfig, graph: Literal["full", "split"], *, update_interval: int | None = None
+    config: str | FamilyConfig, graph: Literal["full", "split"], *, update_interval: int | None = None
 ) -> int:
     """FLOPs per tracked frame.
 

@@ -21,7 +21,7 @@ import numpy as np
 
 from mfv2.bench.config import BenchConfig
 from mfv2.bench.latency import LatencyStats, summarize_stages, time_calls
-from mfv2.config import ModelConfig, TrackerConfig, variant_config
+from mfv2.config import FamilyConfig, ModelConfig, TrackerConfig, variant_config
 from mfv2.errors import BackendUnavailableError, ConfigError, Mfv2Error
 from mfv2.fileio import cache_dir, sha256
 
@@ -51,7 +51,7 @@ class Artifacts:
     """
 
     label: str
-    config: ModelConfig
+    config: FamilyConfig
     update_interval: int
     checkpoint: str | None = None
     export_dir: str | None = None

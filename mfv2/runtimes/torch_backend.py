@@ -1,8 +1,9 @@
-"""The PyTorch backend: our MixFormerV2 in eager mode, the reference every other backend is checked against.
+"""The PyTorch backend: our models (any family) in eager mode, the reference every other backend is checked against.
 
-Its sessions have the tensor names of the exported graphs (``template``, ``online_template``,
-``search``, ``kv`` -> ``boxes``, ``score``) and apply the sigmoid, so the runner and the tracker
-cannot tell it from an exported model. torch is imported on first use only.
+Its sessions run the model's ``graphs()`` under the tensor names of the exported graphs (the family's
+``graph_io``: MixFormerV2 ``template, online_template, search, kv -> boxes, score``; MVT ``template,
+search, kv -> score_map, size_map, offset_map``), so the runner and the tracker cannot tell it from
+an exported model. torch is imported on first use only.
 
 On a CUDA device (issue 25):
 
@@ -26,12 +27,12 @@ import logging
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import numpy as np
 
-from mfv2.artifacts import MANIFEST_NAME, Manifest, load_manifest
-from mfv2.config import ModelConfig, TrackerConfig
+from mfv2.artifacts import MANIFEST_NAME, Manifest, load_manifest, runtime_family
+from mfv2.config import FamilyConfig, TrackerConfig
 from mfv2.errors import BackendUnavailableError, ConfigError
 from mfv2.runtimes.base import BACKENDS, Backend, BaseSession, DeviceValue, GraphMode, Session
 
@@ -225,8 +226,9 @@ def _cast_model(model: Any, dtype: Any, *, keep_fp32: bool = True) -> Any:
         for name, child in list(parent.named_children()):
             if isinstance(child, nn.LayerNorm):
                 setattr(parent, name, _float32_island(child, restore=True))
-    model.box_head = _float32_island(model.box_head, restore=False)
-    model.score_head = _float32_island(model.score_head, restore=False)
+    for head in ("box_head", "score_head"):  # the heads a family has (MVT: box_head only)
+        if hasattr(model, head):
+            setattr(model, head, _float32_island(getattr(model, head), restore=False))
     return model
 
 
@@ -307,39 +309,33 @@ class TorchBackend(Backend):
     def load(self, artifact: Any, graph: GraphMode) -> tuple[Manifest, dict[str, Session]]:
         import torch
 
-        from mfv2.models import MixFormerV2
+        from torch import nn
 
         self._check_device()
         if self.threads:
             torch.set_num_threads(self.threads)
         model, manifest = self._model(artifact)
         dtype = getattr(torch, _DTYPES[self.precision])
-        if isinstance(artifact, MixFormerV2) and (dtype != torch.float32 or self.device != "cpu"):
+        if isinstance(artifact, nn.Module) and (dtype != torch.float32 or self.device != "cpu"):
             model = copy.deepcopy(model)  # the caller's model stays as it was
         model = _cast_model(model.to(self.device).eval(), dtype, keep_fp32=self.keep_fp32)
-        log.info("torch: MixFormerV2-%s on %s, %s%s, %s graph%s%s", model.config.name, self.device, self.precision,
+        log.info("torch: %s-%s on %s, %s%s, %s graph%s%s", runtime_family(manifest.family).title, model.config.name, self.device, self.precision,
                  " (LayerNorm and heads fp32)" if self.keep_fp32 and self.precision != "fp32" else "",
                  "full" if graph == "full" else "split", ", CUDA graph" if self.cuda_graph else "",
                  f", torch.compile {self.compile}" if self.compile else "")  # fmt: skip
+        graphs = model.graphs()
+        io = runtime_family(manifest.family).graph_io(model.config, 1)
+
+        def session(name: str, desc: str | None, **kw: Any) -> TorchSession:
+            fn, (ins, outs) = graphs[name], io[name]
+            step = self._step(fn, desc) if desc else None
+            return TorchSession(fn, list(ins), list(outs), self.device, dtype, step=step, tf32=self.tf32, **kw)
+
         if graph == "full":
-            def full(template: Any, online_template: Any, search: Any) -> dict[str, Any]:
-                return _outputs(model(template, online_template, search))
-
-            session = TorchSession(full, ["template", "online_template", "search"], ["boxes", "score"], self.device,
-                                   dtype, step=self._step(full, "full graph"), tf32=self.tf32)  # fmt: skip
-            return manifest, {"full": session}
-
-        def encode(template: Any, online_template: Any) -> dict[str, Any]:
-            return {"kv": model.encode_templates(template, online_template)}
-
-        def decode(search: Any, kv: Any) -> dict[str, Any]:
-            return _outputs(model.track_search(search, kv))
-
-        encoder = TorchSession(encode, ["template", "online_template"], ["kv"], self.device, dtype,
-                               device_outputs=["kv"], tf32=self.tf32)  # fmt: skip
-        decoder = TorchSession(decode, ["search", "kv"], ["boxes", "score"], self.device, dtype,
-                               step=self._step(decode, "search decoder"), tf32=self.tf32)  # fmt: skip
-        return manifest, {"template_encoder": encoder, "search_decoder": decoder}
+            return manifest, {"full": session("full", "full graph")}
+        # The encoder's state (``kv``) stays on the device for the decoder.
+        return manifest, {"template_encoder": session("template_encoder", None, device_outputs=["kv"]),
+                          "search_decoder": session("search_decoder", "search decoder")}  # fmt: skip
 
     def _step(self, fn: Callable[..., Mapping[str, Any]], name: str) -> Callable[[Mapping[str, Any]], Mapping[str, Any]] | None:
         """How the per-frame graph runs: compiled and/or replayed from a CUDA graph (None: plain calls)."""
@@ -361,10 +357,12 @@ class TorchBackend(Backend):
         """The network and its manifest from a model, a checkpoint, an export directory or nothing."""
         import torch
 
-        from mfv2.models import MixFormerV2, build_model
+        from torch import nn
 
-        if isinstance(artifact, MixFormerV2):
-            return artifact, self._manifest(artifact.config, {"kind": "model"})
+        from mfv2.models import build_model
+
+        if isinstance(artifact, nn.Module):
+            return artifact, self._manifest(cast(FamilyConfig, artifact.config), {"kind": "model"})
         if artifact is None:
             if self.variant is None:
                 raise ConfigError("the torch backend needs a checkpoint, an export directory, a model, or variant= for random weights")
@@ -402,16 +400,12 @@ class TorchBackend(Backend):
             "pass the checkpoint to the torch backend instead"
         )
 
-    def _manifest(self, cfg: ModelConfig, source: dict[str, Any]) -> Manifest:
+    def _manifest(self, cfg: FamilyConfig, source: dict[str, Any]) -> Manifest:
         if self.variant is not None and source["kind"] != "random":
-            from mfv2.config import variant_config
+            from mfv2.models.family import family_of
 
-            want = variant_config(self.variant)
+            want = family_of(self.variant).config(self.variant)
             if want.replace(name=cfg.name) != cfg:
                 raise ConfigError(f"variant {self.variant} ({want.describe()}) does not match the model ({cfg.describe()})")
         return Manifest(model=cfg, tracker=TrackerConfig.for_model(cfg), batch=None, source=source)  # eager: any batch
 
-
-def _outputs(out: dict[str, Any]) -> dict[str, Any]:
-    """Model outputs under the exported graphs' names, with the score as a probability."""
-    return {"boxes": out["pred_boxes"], "score": out["pred_scores"].sigmoid()}

@@ -11,6 +11,7 @@ Two ways to run it, equal to float tolerance:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import cast
 
 import torch
@@ -148,3 +149,19 @@ class MixFormerV2(nn.Module):
         reg = last.search_step(x, kv[-1, 0], kv[-1, 1], queries=NUM_PRED_TOKENS)
         return self._heads(reg)
 
+
+    def graphs(self) -> dict[str, Callable[..., dict[str, torch.Tensor]]]:
+        """The exported graphs as functions of their named inputs, returning their named outputs
+        (``boxes`` cx, cy, w, h; ``score`` a probability; ``kv`` the template keys/values)."""
+
+        def heads(out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+            return {"boxes": out["pred_boxes"], "score": torch.sigmoid(out["pred_scores"])}
+
+        def full(template: torch.Tensor, online_template: torch.Tensor, search: torch.Tensor) -> dict[str, torch.Tensor]:
+            return heads(cast(dict[str, torch.Tensor], self(template, online_template, search)))
+
+        return {
+            "full": full,
+            "template_encoder": lambda template, online_template: {"kv": self.encode_templates(template, online_template)},
+            "search_decoder": lambda search, kv: heads(self.track_search(search, kv)),
+        }
