@@ -128,8 +128,7 @@ class MultiTracker:
                 f"cannot add a target: {len(self._targets)} are live and {where} holds {self.capacity}; remove one first, "
                 "or export with a larger --batch (or --batch dynamic)"
             )
-        target = TargetState(self.config, template_size=self.runner.template_size, search_size=self.runner.search_size,
-                             mean=self.runner.manifest.mean, std=self.runner.manifest.std)
+        target = TargetState.from_manifest(self.config, self.runner.manifest)  # the family's template policy too
         target.init(image, box)
         row = self._free_row()
         self.runner.set_templates(target.template, target.online, rows=[row])

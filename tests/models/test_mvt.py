@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import read_key_list
+from tests.conftest import read_key_list
 
 torch = pytest.importorskip("torch")
 
