@@ -348,9 +348,9 @@ def _run_multi(args: argparse.Namespace, init_boxes: list[tuple[float, float, fl
         with ExitStack() as stack:
             outs = {tid: stack.enter_context(_TextOut(p)) for tid, p in zip(ids, paths)}
             json_out = stack.enter_context(_TextOut(args.jsonl))
-            sink = stack.enter_context(VideoSink(args.save_video, source.fps or 30.0) if args.save_video else _NoSink())
+            sink: Any = stack.enter_context(VideoSink(args.save_video, source.fps or 30.0) if args.save_video else _NoSink())
             bar = stack.enter_context(tqdm(total=total, unit="frame", disable=True if args.no_progress else None, dynamic_ncols=True))
-            results = {tid: (True, tuple(b), 1.0) for tid, b in zip(ids, boxes)}
+            results: dict[int, Any] = {tid: (True, tuple(b), 1.0) for tid, b in zip(ids, boxes)}
             count, lost, seconds = 0, 0, 0.0
             try:
                 for frame in _chain(first, frames):
@@ -358,7 +358,7 @@ def _run_multi(args: argparse.Namespace, init_boxes: list[tuple[float, float, fl
                         break
                     if count:
                         t0 = time.perf_counter()
-                        results = {tid: tuple(r) for tid, r in tracker.update(frame).items()}
+                        results = dict(tracker.update(frame))
                         seconds += time.perf_counter() - t0
                     for tid, (ok, box, score) in results.items():
                         lost += not ok
@@ -370,7 +370,7 @@ def _run_multi(args: argparse.Namespace, init_boxes: list[tuple[float, float, fl
                         sink.write(drawn)
                     count += 1
                     bar.update(1)
-                    if window is not None:
+                    if window is not None and drawn is not None:
                         cv2.imshow(window, drawn)
                         if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
                             break
