@@ -134,7 +134,12 @@ def test_kl_distance_with_temperature_against_a_hand_computation():
     T = 4.0
     ps, pt = torch.softmax(s / T, -1), torch.softmax(t / T, -1)
     expected = T * T * float((pt * (pt.log() - ps.log())).sum())
-    assert token_distance(s, t, "kl", T).item() == pytest.approx(expected, rel=1e-5)
+    assert token_distance(s, t, "kl", T, "channels").item() == pytest.approx(expected, rel=1e-5)
+    # over the tokens (each channel a distribution over the tokens): the token mean is the channel-mean KL
+    s2, t2 = torch.randn(2, 5, 3), torch.randn(2, 5, 3)
+    ps2, pt2 = torch.softmax(s2 / T, 1), torch.softmax(t2 / T, 1)
+    per_channel = T * T * (pt2 * (pt2.log() - ps2.log())).sum(dim=1)  # (B, C)
+    torch.testing.assert_close(token_distance(s2, t2, "kl", T).mean(dim=1), per_channel.mean(dim=1))
     assert token_distance(s, t, "mse").item() == pytest.approx(float(((s - t) ** 2).mean()))
     assert token_distance(t, t).item() == pytest.approx(0.0, abs=1e-7)
 

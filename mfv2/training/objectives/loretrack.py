@@ -19,7 +19,8 @@ grid); the teacher is the frozen model at its native size. The loss is
 Where the authors' code and the paper's text differ, the code is the default and the text one
 ``--set`` away: the per-token distance is KL with temperature ``temperature`` 4 between the channel
 softmaxes (times T², ``loss_form: kl``; the text's MSE is ``loss_form: mse``), the weights 0.01 were
-tuned for it; the mask thresholds the raw energy (``mask_norm: none``; ``minmax`` normalises it per
+tuned for it. Which axis the softmax runs over is our reading (``kl_axis: tokens``, channel-wise
+distillation: each channel a distribution over the search tokens; ``channels`` is the other reading); the mask thresholds the raw energy (``mask_norm: none``; ``minmax`` normalises it per
 sample to [0, 1] first, which marks most tokens).
 
 With ``qkv: 0`` and ``disc: 0`` the objective trains the plain low-resolution model (same start, same
@@ -170,20 +171,31 @@ def discrimination_mask(features: torch.Tensor, tau: float = 0.2, *, normalise: 
 LossForm = Literal["kl", "mse"]
 
 
-def token_distance(student: torch.Tensor, teacher: torch.Tensor, form: LossForm = "kl", temperature: float = 4.0) -> torch.Tensor:
-    """Per-token distance (B, N) of (B, N, C) features.
+def token_distance(
+    student: torch.Tensor, teacher: torch.Tensor, form: LossForm = "kl", temperature: float = 4.0,
+    axis: Literal["tokens", "channels"] = "tokens",
+) -> torch.Tensor:
+    """Per-token terms (B, N) of the distance between (B, N, C) features, so that their token mean is the loss.
 
-    ``kl``: ``T^2 * KL(softmax(t / T) || softmax(s / T))`` over the channels; ``mse``: mean squared error.
+    ``mse``: mean squared error over the channels. ``kl``: ``T^2 * KL(softmax(t / T) || softmax(s / T))``;
+    with ``axis: tokens`` (channel-wise distillation: each channel a distribution over the tokens,
+    averaged over the channels) token ``n`` carries its share of every channel's KL times ``N``; with
+    ``axis: channels`` each token is a distribution over the channels.
     """
     if form == "mse":
         return (student - teacher).pow(2).mean(dim=-1)
-    log_s = F.log_softmax(student / temperature, dim=-1)
-    log_t = F.log_softmax(teacher / temperature, dim=-1)
-    return temperature**2 * (log_t.exp() * (log_t - log_s)).sum(dim=-1)
+    dim = 1 if axis == "tokens" else -1
+    log_s = F.log_softmax(student / temperature, dim=dim)
+    log_t = F.log_softmax(teacher / temperature, dim=dim)
+    terms = temperature**2 * log_t.exp() * (log_t - log_s)  # (B, N, C)
+    if axis == "tokens":
+        return terms.mean(dim=-1) * student.shape[1]
+    return terms.sum(dim=-1)
 
 
 def qkv_kd_loss(
-    student_qkv: torch.Tensor, teacher_qkv: torch.Tensor, *, form: LossForm = "kl", temperature: float = 4.0
+    student_qkv: torch.Tensor, teacher_qkv: torch.Tensor, *, form: LossForm = "kl", temperature: float = 4.0,
+    axis: Literal["tokens", "channels"] = "tokens",
 ) -> torch.Tensor:
     """Sum over q, k, v of the token-mean distance between student and grid-resized teacher search tokens.
 
@@ -196,7 +208,7 @@ def qkv_kd_loss(
     s = student_qkv.float()
     if s.shape != target.shape:
         raise ValueError(f"student q/k/v {tuple(s.shape)} and teacher {tuple(teacher_qkv.shape)} differ in width")
-    parts = [token_distance(a, b, form, temperature).mean() for a, b in zip(s.chunk(3, dim=-1), target.chunk(3, dim=-1))]
+    parts = [token_distance(a, b, form, temperature, axis).mean() for a, b in zip(s.chunk(3, dim=-1), target.chunk(3, dim=-1))]
     return torch.stack(parts).sum()
 
 
@@ -210,6 +222,7 @@ def disc_kd_loss(
     normalise: bool = False,
     form: LossForm = "kl",
     temperature: float = 4.0,
+    axis: Literal["tokens", "channels"] = "tokens",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Mask-weighted feature distance of the search tokens, and the mask.
 
@@ -224,7 +237,7 @@ def disc_kd_loss(
     """
     target = resize_token_grid(teacher.detach().float(), math.isqrt(student.shape[1]))
     mask = discrimination_mask(target, tau, normalise=normalise)
-    error = token_distance(student.float(), target, form, temperature)  # (B, Ns)
+    error = token_distance(student.float(), target, form, temperature, axis)  # (B, Ns)
     weights = torch.where(mask, torch.full_like(error, alpha), torch.full_like(error, beta))
     return (weights * error).mean(), mask
 
@@ -270,6 +283,7 @@ class LoReTrackOptions(TeacherOptions):
     beta: float = 0.4
     loss_form: LossForm = "kl"
     temperature: float = 4.0
+    kl_axis: Literal["tokens", "channels"] = "tokens"
     mask_norm: Literal["none", "minmax"] = "none"
 
     def __post_init__(self) -> None:
@@ -350,12 +364,12 @@ class LoReTrackObjective(TeacherObjective):
             with torch.no_grad():
                 t_out = self.teacher(*self._inputs(t_cfg, batch))
             t_qkv = _search_tokens(self._teacher_qkv.take(), t_cfg.num_search_tokens)
-            qkv = qkv_kd_loss(s_qkv, t_qkv, form=o.loss_form, temperature=o.temperature)
+            qkv = qkv_kd_loss(s_qkv, t_qkv, form=o.loss_form, temperature=o.temperature, axis=o.kl_axis)
             disc, mask = disc_kd_loss(
                 _search_tokens(out["features"][-1], s_cfg.num_search_tokens),
                 _search_tokens(t_out["features"][-1], t_cfg.num_search_tokens),
                 tau=o.tau, alpha=o.alpha, beta=o.beta, normalise=o.mask_norm == "minmax",
-                form=o.loss_form, temperature=o.temperature,
+                form=o.loss_form, temperature=o.temperature, axis=o.kl_axis,
             )
             total = total + o.qkv * qkv + o.disc * disc
             stats.update({"Loss/qkv_kd": qkv.item(), "Loss/disc_kd": disc.item(),
