@@ -25,7 +25,7 @@ __version__ = "0.1.0"
 _LAZY: dict[str, str] = {
     "build_model": "mfv2.models",
     "MixFormerV2": "mfv2.models",
-    "export": "mfv2.export",
+    "export": "mfv2.exporters",
     "load_backend": "mfv2.runtimes",
     "available_backends": "mfv2.runtimes",
     "ModelRunner": "mfv2.runtimes",

@@ -1,4 +1,4 @@
-"""TensorRT facts shared by the engine builder (:mod:`mfv2.export.tensorrt`) and the runtime
+"""TensorRT facts shared by the engine builder (:mod:`mfv2.exporters.tensorrt`) and the runtime
 (:mod:`mfv2.runtimes.tensorrt_backend`): the import, the one process-wide logger, and the environment
 an engine sidecar records and is checked against (:mod:`mfv2.artifacts.engine`).
 

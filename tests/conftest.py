@@ -102,7 +102,7 @@ def tiny_export(tmp_path_factory):
     pytest.importorskip("onnxruntime")
     pytest.importorskip("openvino")
     pytest.importorskip("nncf")
-    from mfv2.export import export
+    from mfv2.exporters import export
 
     out = tmp_path_factory.mktemp("export") / "tiny"
     return export(None, out, variant="tiny", precisions=EXPORT_ONNX_PRECISIONS, openvino=EXPORT_OV_PRECISIONS, seed=0)

@@ -72,7 +72,7 @@ def test_presets_keep_the_recorded_factors_in_track_eval_and_export(tmp_path):
 
     torch = pytest.importorskip("torch")
     from mfv2.commands.eval import _tracker_spec
-    from mfv2.export import export
+    from mfv2.exporters import export
     from mfv2.artifacts import load_manifest
     from mfv2.models import build_model, save_native
     from mfv2.tracking import Tracker

@@ -201,7 +201,7 @@ def _bench(model_dir: Path, out: Path, args: list[str]) -> None:
 def cmd_bench(work: Path, s_scale: bool) -> None:
     """Export and time the trained models, or (``s_scale``) the S-scale architectures with random weights."""
     from mfv2.config import VARIANTS
-    from mfv2.export import export
+    from mfv2.exporters import export
 
     exports, bench = work / "exports", work / "bench"
     exports.mkdir(parents=True, exist_ok=True)

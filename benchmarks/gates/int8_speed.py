@@ -13,7 +13,7 @@ import numpy as np
 import onnxruntime as ort
 
 from mfv2.bench.envinfo import cpu_isa
-from mfv2.export import export, quantize
+from mfv2.exporters import export, quantize
 
 d = Path(sys.argv[1] if len(sys.argv) > 1 else "/tmp/mfv2-int8-speed") / "S"
 if not (d / "manifest.json").exists():

@@ -3,7 +3,7 @@
 Exports the tiny, demo, S and B models over several seeds (random weights and the synthetic clips
 their parity crops come from) at every ONNX and OpenVINO precision with ``skip_failed=True``, and
 records every artifact's figures. For the dynamic int8 ONNX graph it also runs the reference
-evaluator with AVX2's saturating integer products (:mod:`mfv2.export.isa`), for the shipped 7-bit
+evaluator with AVX2's saturating integer products (:mod:`mfv2.exporters.isa`), for the shipped 7-bit
 weights and for the former 8-bit ones, so a host with AVX-512 VNNI measures what an AVX2 host
 computes. For the trained demo model it adds the tracker-level agreement: each path tracks clips
 closed-loop and is compared frame by frame with the fp32 ONNX Runtime tracker.
@@ -27,10 +27,10 @@ import numpy as np
 from mfv2.artifacts import load_manifest
 from mfv2.assets import demo_checkpoint
 from mfv2.bench.envinfo import cpu_isa
-from mfv2.export import _PARITY_CROPS, _PARITY_RANDOM, _load_model, export
-from mfv2.export import quantize
-from mfv2.export.isa import run_as_avx2
-from mfv2.export.validate import MIN_BOX_SIDE, TOLERANCES, box_iou, make_samples, torch_reference
+from mfv2.exporters import _PARITY_CROPS, _PARITY_RANDOM, _load_model, export
+from mfv2.exporters import quantize
+from mfv2.exporters.isa import run_as_avx2
+from mfv2.exporters.validate import MIN_BOX_SIDE, TOLERANCES, box_iou, make_samples, torch_reference
 
 # (label, checkpoint or None for seeded random weights, variant, seed)
 CASES: list[tuple[str, str | None, str | None, int]] = [

@@ -49,9 +49,9 @@ def _trt_int8(directory: Path, variant_seed: int) -> dict[str, Any]:
     import onnxruntime as ort
 
     from mfv2.artifacts import load_manifest
-    from mfv2.export.quantize import to_int8_tensorrt
-    from mfv2.export.tensorrt import TRT_INT8_SUFFIX
-    from mfv2.export.validate import calibration_crops
+    from mfv2.exporters.quantize import to_int8_tensorrt
+    from mfv2.exporters.tensorrt import TRT_INT8_SUFFIX
+    from mfv2.exporters.validate import calibration_crops
 
     m = load_manifest(directory)
     crops = calibration_crops(m.model, m.tracker, batch=m.batch, count=32, frames=None, seed=variant_seed)
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         (args.out / "tensorrt_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
 
     try:
-        from mfv2.export import export
+        from mfv2.exporters import export
 
         if not args.dry_run:
             import tensorrt as trt
@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _engines(directory: Path, precisions: list[str], summary: dict[str, Any]) -> None:
-    from mfv2.export.tensorrt import build_engines
+    from mfv2.exporters.tensorrt import build_engines
     from mfv2.runtimes import load_backend
 
     rng = np.random.default_rng(0)

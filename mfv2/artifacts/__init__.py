@@ -1,6 +1,6 @@
 """The contract between the producer of an export directory and its consumers.
 
-:mod:`mfv2.export` writes export directories; the runtimes, the tracker, bench and eval read them
+:mod:`mfv2.exporters` writes export directories; the runtimes, the tracker, bench and eval read them
 through this floor alone: ``manifest`` (what ``manifest.json`` holds and how it is read),
 ``formats`` (the one format / precision / graph table and the file-naming rule) and ``engine`` (the
 TensorRT engine sidecar and its check against this machine). It imports nothing of mfv2 but

@@ -1,6 +1,6 @@
 """The TensorRT engine sidecar: where it lives, how it is read, and the check of an engine against this machine.
 
-``mfv2 build-engine`` (:mod:`mfv2.export.tensorrt`) writes each byte-pure ``<engine>`` with a
+``mfv2 build-engine`` (:mod:`mfv2.exporters.tensorrt`) writes each byte-pure ``<engine>`` with a
 sidecar ``<engine>.json`` holding the facts a loader needs to refuse a foreign plan (TensorRT and
 CUDA versions, GPU and compute capability, ONNX hash, precision); the TensorRT backend reads it and
 refuses an engine built for another TensorRT or compute capability before deserializing it. This

@@ -42,7 +42,7 @@ _VERSION = 1
 GraphName = Literal["full", "template_encoder", "search_decoder"]
 GRAPHS: tuple[str, ...] = ("full", "template_encoder", "search_decoder")
 # Subpackages of mfv2 whose sources make up the exporter (see exporter_fingerprint).
-_EXPORTER_SOURCES = ("artifacts", "export", "models")
+_EXPORTER_SOURCES = ("artifacts", "exporters", "models")
 
 
 @dataclass

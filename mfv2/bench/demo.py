@@ -110,7 +110,7 @@ def run_demo(
     from mfv2.bench.probe import measure_peak
     from mfv2.bench.rows import rejected_status
     from mfv2.fileio import check_output_dir
-    from mfv2.export import export
+    from mfv2.exporters import export
     from mfv2.artifacts import load_manifest
     from mfv2.runtimes import available_backends, load_backend
     from mfv2.synthetic import make_sequence

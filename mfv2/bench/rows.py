@@ -124,7 +124,7 @@ def _has_files(directory: Path, onnx: tuple[str, ...], ov: tuple[str, ...]) -> b
 
 def _export(checkpoint: Path, out: Path, onnx: tuple[str, ...], ov: tuple[str, ...]) -> None:
     """Export into ``out``; a low-precision variant that misses its gate is left out and its rows say why."""
-    from mfv2.export import export
+    from mfv2.exporters import export
 
     export(checkpoint, out, precisions=onnx, openvino=ov, seed=_SEED, overwrite=True, skip_failed=True)
 

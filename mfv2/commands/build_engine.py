@@ -26,7 +26,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from mfv2.errors import ConfigError
     from mfv2.artifacts import SPLIT_GRAPHS
-    from mfv2.export.tensorrt import build_engines
+    from mfv2.exporters.tensorrt import build_engines
 
     choices = {"all": None, "full": ("full",), "split": SPLIT_GRAPHS}
     if args.graphs not in choices:

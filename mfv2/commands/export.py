@@ -72,7 +72,7 @@ def _read_frames(path: str) -> list[Any]:
 def run(args: argparse.Namespace) -> int:
     from mfv2.config import TrackerConfig
     from mfv2.errors import ConfigError
-    from mfv2.export import export
+    from mfv2.exporters import export
     from mfv2.artifacts import load_manifest
 
     if args.checkpoint is not None and not Path(args.checkpoint).is_file():

@@ -406,7 +406,7 @@ def cached_export(
             f"exporting {src} on the fly needs {' and '.join(missing)}; install them with: pip install \"mfv2[onnx]\", "
             "or pass an export directory made elsewhere"
         )
-    from mfv2.export import export
+    from mfv2.exporters import export
 
     from mfv2.fileio import cleanup_on_terminate, output_error
 

@@ -65,13 +65,13 @@ def test_bad_manifests_are_one_line_errors(tmp_path: Path) -> None:
 
 def test_the_exporter_fingerprint_follows_the_traced_model_code(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     package = Path(manifest.__file__).parent.parent
-    for sub in ("artifacts", "export", "models"):
+    for sub in ("artifacts", "exporters", "models"):
         shutil.copytree(package / sub, tmp_path / sub)
     monkeypatch.setattr(manifest, "__file__", str(tmp_path / "artifacts" / "manifest.py"))
     fingerprint = manifest.exporter_fingerprint.__wrapped__  # the uncached function
     before = fingerprint()
     assert before == fingerprint() == manifest.exporter_fingerprint()
-    for changed in ("models/mixformerv2/vit.py", "models/factory.py", "export/onnx.py", "artifacts/formats.py"):  # model graph, exporter, file names
+    for changed in ("models/mixformerv2/vit.py", "models/factory.py", "exporters/onnx.py", "artifacts/formats.py"):  # model graph, exporter, file names
         path = tmp_path / changed
         path.write_text(path.read_text() + "\n# a change\n")
         after = fingerprint()

@@ -686,14 +686,14 @@ _NO_NETWORK = textwrap.dedent(
     socket.socket.connect_ex = lambda self, *a: deny(*a)
     socket.create_connection = deny
     import mfv2.runtimes.torch_backend, mfv2.runtimes.onnxruntime_backend, mfv2.runtimes.tensorrt_backend
-    import mfv2.runtimes.openvino_backend, mfv2.export.openvino
+    import mfv2.runtimes.openvino_backend, mfv2.exporters.openvino
     from mfv2.runtimes import load_backend
     export = sys.argv[1]
     for name in sys.argv[2:]:
         with load_backend(name, export, graph="full") as runner:
             pass
     if "openvino" in sys.argv[2:]:
-        mfv2.export.openvino.compile_ir(export + "/model.xml")
+        mfv2.exporters.openvino.compile_ir(export + "/model.xml")
         from mfv2._openvino import import_nncf
         import_nncf()  # NNCF has telemetry of its own, through the same package
     time.sleep(0.5)  # telemetry sends from a background thread

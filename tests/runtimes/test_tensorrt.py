@@ -229,8 +229,8 @@ def test_missing_tensorrt_names_the_extra(tmp_path):
 @pytest.mark.trt
 @pytest.mark.skipif(not _real_tensorrt(), reason="needs TensorRT, cuda-python and an NVIDIA GPU")
 def test_real_engines_match_onnxruntime(tmp_path):  # pragma: no cover - GPU only
-    from mfv2.export import export
-    from mfv2.export.tensorrt import build_engines
+    from mfv2.exporters import export
+    from mfv2.exporters.tensorrt import build_engines
 
     directory = export(None, tmp_path / "exp", variant="tiny")
     build_engines(directory, "fp32", graphs=("template_encoder", "search_decoder"))

@@ -26,7 +26,7 @@ def batch_exports(tmp_path_factory):
     """The tiny model (seed 0, as ``tiny_export``) with a fixed batch of 8 and with a dynamic batch, fp32 ONNX + IR."""
     pytest.importorskip("onnxruntime")
     pytest.importorskip("openvino")
-    from mfv2.export import export
+    from mfv2.exporters import export
 
     root = tmp_path_factory.mktemp("batch")
     return {name: export(None, root / name, variant="tiny", batch=batch, openvino=("fp32",), seed=0)

@@ -282,7 +282,7 @@ def test_backends_agree_on_a_clip(files, clip):
 
 
 def test_checkpoint_on_a_file_backend_is_exported_once(files, clip, tmp_path, monkeypatch, capsys):
-    import mfv2.export
+    import mfv2.exporters
     from mfv2.cli import main
 
     ckpt, export_dir = files
@@ -295,7 +295,7 @@ def test_checkpoint_on_a_file_backend_is_exported_once(files, clip, tmp_path, mo
     def no_export(*args, **kwargs):
         raise AssertionError("exported again instead of using the cache")
 
-    monkeypatch.setattr(mfv2.export, "export", no_export)
+    monkeypatch.setattr(mfv2.exporters, "export", no_export)
     monkeypatch.setenv("MFV2_CACHE", str(export_dir.parent.parent))  # the cache the fixture filled
     out = tmp_path / "boxes.txt"
     code = main(["track", str(folder), "--backend", "onnxruntime", "--checkpoint", str(ckpt), "--threads", "1",
@@ -316,7 +316,7 @@ def test_the_export_cache_is_keyed_by_the_exporter(files, monkeypatch):
     assert cached_export(ckpt, cache_dir=export_dir.parent) == export_dir  # same exporter: reused
     # A changed exporter (code or converter versions) must not reuse files the old one wrote.
     monkeypatch.setattr(runner, "exporter_fingerprint", lambda: "0" * 12)
-    monkeypatch.setattr("mfv2.export.export", lambda *a, **k: (_ for _ in ()).throw(AssertionError("re-exported")))
+    monkeypatch.setattr("mfv2.exporters.export", lambda *a, **k: (_ for _ in ()).throw(AssertionError("re-exported")))
     with pytest.raises(AssertionError, match="re-exported"):
         cached_export(ckpt, cache_dir=export_dir.parent)
 

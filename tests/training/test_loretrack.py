@@ -243,7 +243,7 @@ def test_loretrack_route_trains_a_low_resolution_student(lowres_run):
 
 def test_low_resolution_student_exports_and_tracks_at_its_own_size(lowres_run, tmp_path):
     from mfv2.config import TrackerConfig
-    from mfv2.export import export
+    from mfv2.exporters import export
     from mfv2.artifacts import load_manifest
     from mfv2.runtimes import load_backend
     from mfv2.synthetic import make_sequence

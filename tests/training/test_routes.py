@@ -192,7 +192,7 @@ def test_tiny_route_produces_a_pruned_reduced_checkpoint(tiny_route_run):
 
 def test_tiny_route_checkpoint_exports_and_tracks(tiny_route_run, tmp_path):
     from mfv2.config import TrackerConfig
-    from mfv2.export import export
+    from mfv2.exporters import export
     from mfv2.runtimes import load_backend
     from mfv2.synthetic import make_sequence
     from mfv2.tracking import Tracker

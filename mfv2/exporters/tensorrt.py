@@ -5,7 +5,7 @@ Engines are built from graphs that carry their precision, always as strongly typ
 ``STRONGLY_TYPED`` creation flag is required on 10.x and ignored on 11.x): ``*.onnx`` (fp32),
 ``*.fp16.onnx`` (typed fp16) and ``*.int8-trt.onnx`` (the int8 graph exported for TensorRT:
 symmetric int8 Q/DQ on the weight GEMM inputs only, on an fp16 base, its parity measured at export
-on this very file; see :func:`mfv2.export.quantize.to_int8_tensorrt`). Exports without that file
+on this very file; see :func:`mfv2.exporters.quantize.to_int8_tensorrt`). Exports without that file
 fall back to ``*.int8.onnx`` (ONNX Runtime's uint8 Q/DQ on an fp32 base) re-expressed with zero
 zero-points, with a warning that nobody measured that graph. TF32 is off for every precision, so the
 layers a low-precision graph keeps in fp32 stay fp32. bf16 has no typed graph yet: it uses the
@@ -85,7 +85,7 @@ TRT_SUPPORTED_OPS: frozenset[str] = frozenset(
 # Supported by recent parsers but kept out of our graphs: RoI pooling is slow, fp32/fp16 only and
 # absent from older TensorRT releases and most NPU toolchains.
 FORBIDDEN_OPS: frozenset[str] = frozenset({"RoiAlign", "MaxRoiPool"})
-# The int8 graph exported for TensorRT (:func:`mfv2.export.quantize.to_int8_tensorrt`), beside ``*.int8.onnx``.
+# The int8 graph exported for TensorRT (:func:`mfv2.exporters.quantize.to_int8_tensorrt`), beside ``*.int8.onnx``.
 TRT_INT8_SUFFIX = ".int8-trt.onnx"
 
 
@@ -243,7 +243,7 @@ def _symmetric_copy(plan: EnginePlan) -> Path | None:
     """A temporary symmetric-Q/DQ copy of an int8 graph with uint8 zero points (TensorRT needs zero), else None."""
     import onnx
 
-    from mfv2.export.quantize import symmetric_qdq
+    from mfv2.exporters.quantize import symmetric_qdq
 
     model = onnx.load(str(plan.onnx))
     converted = symmetric_qdq(model)
@@ -307,7 +307,7 @@ def build_engines(
     """Build the engines of an export directory on this machine's GPU and list them in its manifest.
 
     Args:
-        export_dir: a directory written by :func:`mfv2.export.export`.
+        export_dir: a directory written by :func:`mfv2.exporters.export`.
         precision: ``fp32``, ``fp16``, ``int8`` (from the typed / Q/DQ ONNX files) or ``bf16``.
         graphs: graphs to build; default every ONNX graph of the manifest.
         workspace_mb: builder workspace limit in MiB.
@@ -322,7 +322,7 @@ def build_engines(
     import onnx
 
     from mfv2.artifacts import Artifact, load_manifest
-    from mfv2.export.quantize import symmetric_qdq
+    from mfv2.exporters.quantize import symmetric_qdq
     from mfv2.runtimes.cuda_api import check, device_info, import_cudart
 
     d = Path(export_dir)

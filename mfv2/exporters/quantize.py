@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from mfv2.errors import ExportError
-from mfv2.export.onnx import is_head_node
+from mfv2.exporters.onnx import is_head_node
 from mfv2.fileio import atomic_path
 
 if TYPE_CHECKING:
@@ -341,7 +341,7 @@ def to_int8_tensorrt(
     MatMul/Gemm nodes (never on their outputs, which TensorRT fuses with the bias and the next op),
     and an fp16 base: what the fp16 graph runs in fp16 runs in fp16 here, with fp16 Q/DQ scales at
     opset 19, so a strongly typed engine does not fall back to fp32 around the int8 GEMMs. The file is
-    what :func:`mfv2.export.tensorrt.build_engine` parses, unchanged, so the parity gate measured on
+    what :func:`mfv2.exporters.tensorrt.build_engine` parses, unchanged, so the parity gate measured on
     it (ONNX Runtime, CPU) is the parity of the graph TensorRT receives.
 
     Args:

@@ -1,7 +1,7 @@
 """Parity gates that judge what a tracker needs and hold on every x86 instruction set (issue #16).
 
 The int8 files must compute the same integers where AVX-512 VNNI exists and where only AVX2 does:
-:mod:`mfv2.export.isa` emulates AVX2's saturating products, so these tests check both on any host.
+:mod:`mfv2.exporters.isa` emulates AVX2's saturating products, so these tests check both on any host.
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ ort = pytest.importorskip("onnxruntime")
 from mfv2.artifacts import load_manifest  # noqa: E402
 from mfv2.config import TrackerConfig  # noqa: E402
 from mfv2.errors import ExportError  # noqa: E402
-from mfv2.export import export  # noqa: E402
-from mfv2.export import quantize  # noqa: E402
-from mfv2.export.isa import avx2_exact, run_as_avx2, saturating_matmul_integer  # noqa: E402
-from mfv2.export.validate import (  # noqa: E402
+from mfv2.exporters import export  # noqa: E402
+from mfv2.exporters import quantize  # noqa: E402
+from mfv2.exporters.isa import avx2_exact, run_as_avx2, saturating_matmul_integer  # noqa: E402
+from mfv2.exporters.validate import (  # noqa: E402
     TOLERANCES,
     Sample,
     check_parity,

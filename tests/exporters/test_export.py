@@ -15,11 +15,11 @@ ort = pytest.importorskip("onnxruntime")
 from mfv2.artifacts import artifact_name, load_manifest  # noqa: E402
 from mfv2.config import TrackerConfig, variant_config  # noqa: E402
 from mfv2.errors import ConfigError, ExportError, ShapeError  # noqa: E402
-from mfv2.export import export  # noqa: E402
-from mfv2.export.onnx import graph_io, manifest_from_onnx, read_metadata  # noqa: E402
-from mfv2.export.quantize import symmetric_qdq  # noqa: E402
-from mfv2.export.tensorrt import plan_engines, tensorrt_issues  # noqa: E402
-from mfv2.export.validate import (  # noqa: E402
+from mfv2.exporters import export  # noqa: E402
+from mfv2.exporters.onnx import graph_io, manifest_from_onnx, read_metadata  # noqa: E402
+from mfv2.exporters.quantize import symmetric_qdq  # noqa: E402
+from mfv2.exporters.tensorrt import plan_engines, tensorrt_issues  # noqa: E402
+from mfv2.exporters.validate import (  # noqa: E402
     TOLERANCES,
     Sample,
     check_parity,
@@ -154,7 +154,7 @@ def test_low_precision_onnx_loads_and_stays_within_tolerance(
 
 @pytest.mark.parametrize("precision", OV_PRECISIONS)
 def test_openvino_ir_stays_within_tolerance(tiny_export: Path, tiny_model: torch.nn.Module, precision: str) -> None:
-    from mfv2.export.openvino import ov_runner
+    from mfv2.exporters.openvino import ov_runner
 
     tol = TOLERANCES[("openvino", precision)]
     run = ov_runner({"full": tiny_export / artifact_name("full", precision, "openvino")})
@@ -183,8 +183,8 @@ def test_fp16_graph_is_typed_with_norms_and_heads_in_fp32(tiny_export: Path) -> 
 
 
 def test_int8_graph_quantizes_weight_matmuls_only_symmetrically(tiny_export: Path) -> None:
-    from mfv2.export.onnx import is_head_node
-    from mfv2.export.quantize import quantizable_nodes
+    from mfv2.exporters.onnx import is_head_node
+    from mfv2.exporters.quantize import quantizable_nodes
 
     model = onnx.load(str(tiny_export / "search_decoder.int8.onnx"))
     weights = {i.name for i in model.graph.initializer}
@@ -207,8 +207,8 @@ def test_int8_graph_quantizes_weight_matmuls_only_symmetrically(tiny_export: Pat
 
 
 def test_dynamic_int8_graphs_quantize_every_block_weight(tiny_export: Path) -> None:
-    from mfv2.export.onnx import is_head_node
-    from mfv2.export.quantize import quantizable_nodes
+    from mfv2.exporters.onnx import is_head_node
+    from mfv2.exporters.quantize import quantizable_nodes
 
     m = load_manifest(tiny_export)
     tol = TOLERANCES[("onnx", "int8")]
@@ -312,7 +312,7 @@ def test_parity_check_catches_a_broken_graph(tiny_export: Path, tiny_model: torc
 
 
 def test_failed_parity_leaves_nothing_behind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import mfv2.export.simplify as simplify_module
+    import mfv2.exporters.simplify as simplify_module
 
     real = simplify_module.simplify
 
@@ -358,8 +358,11 @@ def test_bad_options_fail_before_any_work(tmp_path: Path, tiny_model: torch.nn.M
     assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]
 
 
-def test_mfv2_export_is_callable_after_import() -> None:
-    import mfv2
+def test_mfv2_export_stays_the_function_after_the_exporters_load() -> None:
+    import inspect
 
-    first, second = mfv2.export, mfv2.export
-    assert callable(first) and callable(second)
+    import mfv2
+    import mfv2.exporters.onnx  # noqa: F401  (loading a submodule once rebound mfv2.export to the package)
+    from mfv2.exporters import export as function
+
+    assert mfv2.export is function and inspect.isfunction(mfv2.export)

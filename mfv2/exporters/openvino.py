@@ -24,7 +24,7 @@ import numpy as np
 from mfv2._openvino import core as shared_core
 from mfv2._openvino import import_nncf, import_openvino
 from mfv2.errors import ExportError
-from mfv2.export.quantize import quiet_logger
+from mfv2.exporters.quantize import quiet_logger
 from mfv2.fileio import atomic_path
 
 __all__ = ["to_openvino", "set_ov_metadata", "compile_ir", "ov_runner", "OV_METADATA_KEY", "HEAD_PATTERNS"]

@@ -26,8 +26,8 @@ from mfv2._tensorrt import trt_logger  # noqa: E402
 from mfv2.artifacts import Artifact, Manifest, load_manifest, read_sidecar  # noqa: E402
 from mfv2.config import TrackerConfig, variant_config  # noqa: E402
 from mfv2.errors import BackendUnavailableError, ConfigError, ExportError  # noqa: E402
-from mfv2.export.quantize import symmetric_qdq  # noqa: E402
-from mfv2.export.tensorrt import (  # noqa: E402
+from mfv2.exporters.quantize import symmetric_qdq  # noqa: E402
+from mfv2.exporters.tensorrt import (  # noqa: E402
     TRT_INT8_SUFFIX,
     build_engine,
     build_engines,
@@ -257,8 +257,8 @@ def test_int8_graph_for_tensorrt_is_symmetric_full_range_fp16_based_and_measured
     """The graph build_engine parses unchanged: int8 zero points, 8-bit weights, no Q/DQ on GEMM outputs, fp16 base."""
     ort = pytest.importorskip("onnxruntime")
     pytest.importorskip("torch")
-    from mfv2.export import export
-    from mfv2.export.quantize import to_int8_tensorrt
+    from mfv2.exporters import export
+    from mfv2.exporters.quantize import to_int8_tensorrt
 
     d = export(None, tmp_path / "exp", variant="tiny", seed=0)
     rng = np.random.default_rng(0)

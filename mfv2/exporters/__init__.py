@@ -1,14 +1,14 @@
-"""Export MixFormerV2 to an export directory: ONNX (full and split graphs), fp16/int8, OpenVINO IR.
+"""The exporters: ONNX (full and split graphs), fp16/int8, OpenVINO IR, TensorRT engines, parity gates.
 
-:func:`export` is the public entry; the job itself is :mod:`mfv2.export.pipeline`. Importing this
+:func:`export` is the public entry (``mfv2.export``); the job itself is :mod:`mfv2.exporters.pipeline`.
+The package is not named ``export``: a subpackage ``mfv2.export`` would rebind the attribute
+``mfv2.export`` from the function to itself the first time one of its modules loads. Importing this
 package stays light (no torch, ONNX or runtimes); readers use :mod:`mfv2.artifacts`.
 """
 
 from __future__ import annotations
 
 import os
-import sys
-import types
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -68,22 +68,8 @@ def export(
         ConfigError: a bad option (an unknown name lists the valid ones), checkpoint or output path.
         ExportError: tracing, simplification, checking or parity failed (nothing is written).
     """
-    from mfv2.export.pipeline import export_model
+    from mfv2.exporters.pipeline import export_model
 
     cfg = (config or ExportConfig()).replace(**options)
     return export_model(model_or_checkpoint, output, cfg, calibration)
 
-
-class _ExportPackage(types.ModuleType):
-    """This package, callable as :func:`export`.
-
-    ``mfv2.export`` names both this package and the function ``mfv2.export`` re-exports; once the
-    package is imported Python binds the attribute ``mfv2.export`` to the package, so the package
-    itself forwards calls to the function.
-    """
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Path:
-        return export(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _ExportPackage

@@ -2,7 +2,7 @@
 
 :func:`export_model` builds everything in a temporary directory next to the output and renames it into
 place at the end, so a failed export (parity included) leaves nothing behind. TensorRT engines are built
-later, on the GPU, by :mod:`mfv2.export.tensorrt`.
+later, on the GPU, by :mod:`mfv2.exporters.tensorrt`.
 
 int8 ONNX comes in two forms from one flag: static Q/DQ files (``*.int8.onnx``, what TensorRT builds
 int8 engines from) and dynamically quantized ones (``*.int8-dynamic.onnx``, format ``onnx-dynamic``,
@@ -29,7 +29,7 @@ from mfv2.errors import ConfigError
 from mfv2.fileio import atomic_dir, sha256
 
 if TYPE_CHECKING:
-    from mfv2.export.validate import Runner
+    from mfv2.exporters.validate import Runner
     from mfv2.models import MixFormerV2
 
 __all__ = ["export_model"]
@@ -50,7 +50,7 @@ def export_model(
 ) -> Path:
     """Run the export ``config`` describes into the directory ``output`` (see :func:`mfv2.export`)."""
     from mfv2.artifacts import SIMPLIFIERS, parse_precisions
-    from mfv2.export.onnx import check_opset
+    from mfv2.exporters.onnx import check_opset
 
     check_opset(config.opset, config.allow_low_opset)
     if config.simplify not in SIMPLIFIERS:
@@ -134,8 +134,8 @@ class _Job:
         frames: Sequence[Any] | None, seed: int, skip_failed: bool = False,
     ) -> None:
         from mfv2.artifacts import Manifest
-        from mfv2.export.onnx import graph_io
-        from mfv2.export.validate import make_samples, torch_reference
+        from mfv2.exporters.onnx import graph_io
+        from mfv2.exporters.validate import make_samples, torch_reference
 
         # A dynamic batch is traced, calibrated and checked at _DYNAMIC_TRACE_BATCH targets.
         self.dynamic = batch == "dynamic"
@@ -160,7 +160,7 @@ class _Job:
         if self._calibration is None:
             import torch
 
-            from mfv2.export.validate import calibration_crops
+            from mfv2.exporters.validate import calibration_crops
 
             crops = calibration_crops(self.model.config, self.manifest.tracker, batch=self.batch,
                                       count=_CALIBRATION_CROPS, frames=self.frames, seed=self.seed)
@@ -178,12 +178,12 @@ class _Job:
         import onnx
 
         from mfv2.errors import ExportError
-        from mfv2.export.isa import avx2_exact
-        from mfv2.export.onnx import check_model, export_graph, op_counts
-        from mfv2.export.quantize import INT8_SCHEMES, symmetric_qdq, to_fp16, to_int8
-        from mfv2.export.simplify import simplify
-        from mfv2.export.tensorrt import tensorrt_issues
-        from mfv2.export.validate import ort_runner
+        from mfv2.exporters.isa import avx2_exact
+        from mfv2.exporters.onnx import check_model, export_graph, op_counts
+        from mfv2.exporters.quantize import INT8_SCHEMES, symmetric_qdq, to_fp16, to_int8
+        from mfv2.exporters.simplify import simplify
+        from mfv2.exporters.tensorrt import tensorrt_issues
+        from mfv2.exporters.validate import ort_runner
 
         files = self._files(precision, "onnx")
         started = time.perf_counter()
@@ -215,10 +215,10 @@ class _Job:
         """The dynamically quantized int8 graphs for ONNX Runtime, held to the Q/DQ int8 files' tolerance."""
         import onnx
 
-        from mfv2.export.isa import avx2_exact
-        from mfv2.export.onnx import check_model, op_counts
-        from mfv2.export.quantize import INT8_SCHEMES, to_int8_dynamic
-        from mfv2.export.validate import ort_runner
+        from mfv2.exporters.isa import avx2_exact
+        from mfv2.exporters.onnx import check_model, op_counts
+        from mfv2.exporters.quantize import INT8_SCHEMES, to_int8_dynamic
+        from mfv2.exporters.validate import ort_runner
 
         files = self._files("int8", "onnx-dynamic")
         started = time.perf_counter()
@@ -238,10 +238,10 @@ class _Job:
         """The int8 graphs TensorRT builds from (``*.int8-trt.onnx``), gated on the very file TensorRT parses."""
         import onnx
 
-        from mfv2.export.onnx import check_model, op_counts
-        from mfv2.export.quantize import INT8_TENSORRT_SCHEME, to_int8_tensorrt
-        from mfv2.export.tensorrt import tensorrt_issues
-        from mfv2.export.validate import ort_runner
+        from mfv2.exporters.onnx import check_model, op_counts
+        from mfv2.exporters.quantize import INT8_TENSORRT_SCHEME, to_int8_tensorrt
+        from mfv2.exporters.tensorrt import tensorrt_issues
+        from mfv2.exporters.validate import ort_runner
 
         files = self._files("int8", "onnx-tensorrt")
         started = time.perf_counter()
@@ -259,7 +259,7 @@ class _Job:
         self._measure("onnx-tensorrt", "int8", files, ort_runner(files, simulate_qdq=True), started)
 
     def openvino(self, precision: str) -> None:
-        from mfv2.export.openvino import ov_runner, to_openvino
+        from mfv2.exporters.openvino import ov_runner, to_openvino
 
         files = self._files(precision, "openvino")
         started = time.perf_counter()
@@ -277,7 +277,7 @@ class _Job:
         """
         from mfv2.errors import ExportError
         from mfv2.artifacts import Artifact
-        from mfv2.export.validate import TOLERANCES, measure, parity_failures
+        from mfv2.exporters.validate import TOLERANCES, measure, parity_failures
 
         figures = measure(run, list(files), self.samples, self.refs)
         tol = TOLERANCES[(format, precision)]
@@ -298,7 +298,7 @@ class _Job:
         failures = {a.file: parity_failures(figures[a.graph], tol) for a in artifacts}
         for a in artifacts:  # exact on one instruction set is not enough: the export may run on another
             if a.extra.get("avx2_exact") is False:
-                failures[a.file].append("int8 weights past [-64, 64] saturate AVX2's int16 pair sums (mfv2.export.isa)")
+                failures[a.file].append("int8 weights past [-64, 64] saturate AVX2's int16 pair sums (mfv2.exporters.isa)")
         failed = {f: bad for f, bad in failures.items() if bad}
         if not failed:
             for a in artifacts:
@@ -321,8 +321,8 @@ class _Job:
     def finish(self, source: dict[str, Any]) -> None:
         """Write the metadata into every file, hash the files and save ``manifest.json``."""
         from mfv2.artifacts import FORMATS
-        from mfv2.export.onnx import METADATA_KEY, artifact_metadata, write_metadata
-        from mfv2.export.openvino import OV_METADATA_KEY, set_ov_metadata
+        from mfv2.exporters.onnx import METADATA_KEY, artifact_metadata, write_metadata
+        from mfv2.exporters.openvino import OV_METADATA_KEY, set_ov_metadata
 
         tools = [] if self.simplify == "none" else [self.simplify]
         if any(a.format == "openvino" for a in self.manifest.artifacts):
