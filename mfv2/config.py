@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import numbers
 import os
 import re
 import types
@@ -35,7 +36,6 @@ __all__ = [
 ]
 
 C = TypeVar("C", bound="Config")
-D = TypeVar("D", bound="_DictMixin")
 T = TypeVar("T")
 
 
@@ -86,34 +86,13 @@ def _convert(hint: Any, value: Any, where: str) -> Any:
         if value not in typing.get_args(hint):
             raise ConfigError(f"{where} must be one of {', '.join(map(str, typing.get_args(hint)))}, got {value!r}")
         return value
-    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+    if hint is float and isinstance(value, numbers.Real) and not isinstance(value, bool):
         return float(value)
+    if hint is int and isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return int(value)  # numpy integers too
     if hint in (int, str, bool) and type(value) is not hint:
         raise ConfigError(f"{where} must be {hint.__name__}, got {value!r}")
     return value
-
-
-class _DictMixin:
-    """The untyped ``from_dict`` of SyntheticConfig and BenchConfig until they move onto :class:`Config`."""
-
-    @classmethod
-    def from_dict(cls: type[D], data: dict[str, Any]) -> D:
-        names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ConfigError(
-                f"unknown {cls.__name__} key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(names))}"
-            )
-        try:
-            return cls(**data)
-        except TypeError as e:
-            raise ConfigError(f"bad {cls.__name__}: {e}") from e
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)  # type: ignore[call-overload]
-
-    def replace(self: D, **changes: Any) -> D:
-        return dataclasses.replace(self, **changes)  # type: ignore[type-var]
 
 
 class Config:
@@ -227,7 +206,7 @@ VARIANTS.add(
 
 
 @dataclass(frozen=True)
-class MVTConfig(_DictMixin):
+class MVTConfig(Config):
     """Architecture of an MVT network (MobileViT-S backbone, pixel-wise correlation, centre head).
 
     The backbone widths are fixed (MobileViT-S); the input sizes set the feature grids (stride 16),

@@ -34,7 +34,7 @@ import numpy as np
 
 from mfv2 import _textures as tx
 from mfv2._synth_motion import smooth_factor, walk
-from mfv2.config import _DictMixin
+from mfv2.config import Config
 from mfv2.errors import ConfigError, Mfv2Error
 from mfv2.fileio import atomic_dir
 
@@ -57,7 +57,7 @@ IMAGE_EXTS: Final = (".jpg", ".jpeg", ".png", ".bmp")
 
 
 @dataclass(frozen=True)
-class SyntheticConfig(_DictMixin):
+class SyntheticConfig(Config):
     """What to generate. ``backgrounds``: ``photo`` (skimage.data), ``procedural``, or ``auto``
     (photo when scikit-image is installed); a sequence stores the resolved choice in its config.
 

@@ -25,8 +25,8 @@ from onnxruntime.quantization import QuantType, quantize_dynamic
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from mfv2.bench.envinfo import cpu_isa
-from mfv2.export.onnx import is_head_node
-from mfv2.export.quantize import REDUCE_RANGE
+from mfv2.exporters.onnx import is_head_node
+from mfv2.exporters.quantize import REDUCE_RANGE
 
 
 def attention_int8(src: Path, dst: Path) -> None:

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from mfv2.config import _DictMixin
+from mfv2.config import Config
 from mfv2.errors import ConfigError
 
 __all__ = ["BenchConfig", "default_precisions", "MODES", "DEFAULT_MODES", "BASELINE"]
@@ -17,7 +17,7 @@ BASELINE = ("torch", "fp32", "full")
 
 
 @dataclass(frozen=True)
-class BenchConfig(_DictMixin):
+class BenchConfig(Config):
     """What to benchmark and how long.
 
     ``backends``/``precisions`` None mean every installed backend at its sensible CPU precisions

@@ -31,7 +31,7 @@ def frames_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def dynamic_export(tmp_path_factory) -> Path:
     pytest.importorskip("onnxruntime")
-    from mfv2.export import export
+    from mfv2.exporters import export
 
     return export(None, tmp_path_factory.mktemp("dyn") / "tiny", variant="tiny", batch="dynamic", seed=0)
 
