@@ -153,8 +153,22 @@ def _crop_ious(work: Path) -> dict[str, dict[str, float]]:
             for name, b in boxes.items()}
 
 
-def cmd_eval(work: Path) -> None:
-    """OPE on the benchmark clips (rendered frames, torch backend, each model's own tracker settings)."""
+PAIRS = (("loretrack", "lowres"), ("compresstracker", "pmdp"), ("loretrack", "teacher@96"), ("lowres", "teacher@96"))
+
+
+def paired(a: dict[str, dict[str, float]], b: dict[str, dict[str, float]]) -> dict[str, float]:
+    """Per-clip AUC of ``a`` minus ``b`` over the clips both scored: mean, standard error, clips ``a`` wins."""
+    import numpy as np
+
+    names = sorted(set(a) & set(b))
+    d = np.array([a[n]["auc"] - b[n]["auc"] for n in names])
+    se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("nan")
+    return {"mean": float(d.mean()), "se": se, "wins": int((d > 0).sum()), "clips": len(d)}
+
+
+def cmd_eval(work: Path, clips: int = EVAL_SEQUENCES, seed: int = EVAL_SEED) -> None:
+    """OPE on ``clips`` benchmark clips of ``seed`` (rendered frames, torch backend, each model's own tracker
+    settings), per-clip AUCs kept, and paired differences (mean, standard error) between the routes."""
     import numpy as np
 
     from mfv2.evaluation.evaluate import IOU_CONVENTION
@@ -167,7 +181,7 @@ def cmd_eval(work: Path) -> None:
 
     _teacher_at_96(work)
     crops = _crop_ious(work)
-    seqs = benchmark_sequences(EVAL_SEQUENCES, EVAL_FRAMES, EVAL_SEED)
+    seqs = benchmark_sequences(clips, EVAL_FRAMES, seed)
     gts, visible = {s.name: s.boxes for s in seqs}, {s.name: s.visible for s in seqs}
 
     def score(preds: dict[str, Any]) -> OPEResult:
@@ -184,12 +198,17 @@ def cmd_eval(work: Path) -> None:
             preds[seq.name] = np.array([seq.boxes[0], *(tracker.update(seq.frame(i))[1] for i in range(1, len(seq)))])
         r = score(preds)
         results[name] = {"auc": r.auc, "precision": r.precision, "norm_precision": r.norm_precision,
-                         "tracker": config.to_dict(), **crops[name]}
+                         "tracker": config.to_dict(), "per_clip": r.per_sequence, **crops[name]}
         log.info("%s: AUC %.1f %%, crop IoU %.3f, teacher IoU %.3f (search factor %g)", name, r.auc,
                  crops[name]["crop_iou"], crops[name]["teacher_iou"], config.search_factor)
     static = score({s.name: np.repeat(s.boxes[:1], len(s), axis=0) for s in seqs})
     results["static"] = {"auc": static.auc, "precision": static.precision, "norm_precision": static.norm_precision}
-    atomic_write_text(work / "eval.json", json.dumps(results, indent=2) + "\n")
+    results["paired"] = {f"{a} - {b}": paired(results[a]["per_clip"], results[b]["per_clip"])
+                         for a, b in PAIRS if a in results and b in results}
+    results["clips"] = {"count": clips, "frames": EVAL_FRAMES, "seed": seed}
+    for key, v in results["paired"].items():
+        log.info("%s: %+.1f +- %.1f AUC per clip (better on %d of %d)", key, v["mean"], v["se"], v["wins"], v["clips"])
+    atomic_write_text(work / "eval.json", json.dumps(results, indent=2, default=float) + "\n")
 
 
 def _bench(model_dir: Path, out: Path, args: list[str]) -> None:
@@ -339,6 +358,10 @@ def _markdown(result: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("step", choices=["train", "eval", "bench", "bench-s", "report"])
+    p.add_argument("--clips", type=int, default=EVAL_SEQUENCES,
+                   help=f"eval: benchmark clips (default {EVAL_SEQUENCES}; the #19 re-run uses 64)")
+    p.add_argument("--clip-seed", type=int, default=EVAL_SEED,
+                   help=f"eval: benchmark seed (default {EVAL_SEED}; 1 gives clips no earlier run looked at)")
     p.add_argument("--work", type=Path, default=Path("runs/compression"), help="run folder")
     p.add_argument("--stage1", type=Path, help="train: the 28-epoch stage-1 model (runs/stage1_28/02_stage1/final.pt)")
     p.add_argument("--routes", default=",".join(ROUTES), help="train: routes to train, comma-separated")
@@ -359,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
             p.error(f"unknown route(s) {', '.join(unknown)}; choose from {', '.join(ROUTES)}")
         cmd_train(args.work, args.stage1, args.routes.split(","), args.nproc)
     elif args.step == "eval":
-        cmd_eval(args.work)
+        cmd_eval(args.work, args.clips, args.clip_seed)
     elif args.step in ("bench", "bench-s"):
         cmd_bench(args.work, s_scale=args.step == "bench-s")
     else:
