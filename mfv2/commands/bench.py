@@ -46,6 +46,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     gpu.add_argument("--device", default="cpu", help="device of the torch rows: cpu (default), cuda or cuda:N")
     gpu.add_argument("--cuda-graph", default="off", help="off, on or off,on: torch rows eager and/or replayed from a CUDA graph")
     gpu.add_argument("--compile", help="torch.compile mode of the torch rows' per-frame step (default: none)")
+    p.add_argument("--targets", metavar="N,N,...",
+                   help="instead of the matrix: N targets batched in one MultiTracker against N independent trackers, "
+                        "same run (e.g. 1,2,4,8; default paths onnxruntime and openvino, fp32 and int8)")
     p.add_argument("--json", help="write the report as JSON")
     p.add_argument("--markdown", help="write the report as Markdown")
     p.add_argument("--plot", help="write a PNG bar chart")
@@ -110,6 +113,8 @@ def run(args: argparse.Namespace) -> int:
 
     from mfv2.fileio import check_output_file
 
+    if args.targets:
+        return _run_targets(args)
     config = config_from_args(args)
     old = load_report(args.compare) if args.compare else None  # fail on a bad file before the long run
     for target in (args.json, args.markdown, args.plot):  # and on an unwritable output
@@ -136,4 +141,37 @@ def run(args: argparse.Namespace) -> int:
         print(f"wrote {write_markdown(args.markdown, report)}")
     if args.plot:
         print(f"wrote {plot_bars(args.plot, report)}")
+    return 0
+
+
+def _run_targets(args: argparse.Namespace) -> int:
+    """``--targets``: the batched-vs-independent rows (:mod:`mfv2.bench.targets`)."""
+    import json
+
+    from mfv2.bench.targets import TARGET_PATHS, bench_targets, format_targets
+    from mfv2.errors import ConfigError
+    from mfv2.fileio import atomic_write_text, check_output_file
+
+    try:
+        targets = tuple(int(t) for t in _csv(args.targets))
+        threads = tuple(int(t) for t in _csv(args.threads)) if args.threads else (None,)
+    except ValueError as e:
+        raise ConfigError(f"--targets and --threads take comma-separated integers, e.g. 1,2,4,8 (got {args.targets!r})") from e
+    backends = _csv(args.backends) if args.backends else ("onnxruntime", "openvino")
+    precisions = csv_choices("--precisions", args.precisions, PRECISIONS, "precision") if args.precisions else None
+    paths = [(b, p) for b, p in TARGET_PATHS if b in backends and (precisions is None or p in precisions)]
+    paths += [(b, p) for b in backends for p in precisions or () if (b, p) not in paths]
+    if not paths:
+        raise ConfigError(f"--targets runs onnxruntime and openvino rows; got --backends {','.join(backends)}")
+    if args.json:
+        check_output_file(args.json, create_parent=True)
+    frames = args.frames or (12 if args.quick else 40)
+    report = bench_targets(_csv(args.variant)[0], targets=targets, paths=paths, threads=threads, frames=frames,
+                           warmup=args.warmup if args.warmup is not None else (1 if args.quick else 3),
+                           rounds=args.rounds if args.rounds > 1 else (1 if args.quick else 2), cache_dir=args.cache)
+    env = report["env"]
+    print(f"mfv2 bench --targets on {env['cpu']['model']} ({env['isa']}), load average {env['load_average']}")
+    print(format_targets(report["rows"]))
+    if args.json:
+        print(f"wrote {atomic_write_text(args.json, json.dumps(report, indent=2) + chr(10))}")
     return 0

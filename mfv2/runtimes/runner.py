@@ -146,9 +146,6 @@ class ModelRunner:
                     f"rows {rows} for {b} template(s): need {b} distinct rows below {limit} "
                     f"({'the fixed batch' if self.batch is not None else 'the bound rows plus the new ones'})"
                 )
-            new = sorted(r for r in rows if r >= self.rows)
-            if self.batch is None and new != list(range(self.rows, self.rows + len(new))):
-                raise ShapeError(f"rows {rows}: new rows of a dynamic batch must follow the {self.rows} bound ones without gaps")
             self._set_rows(t, ot, rows)
             self.rows = self.batch if self.batch is not None else max(self.rows, max(rows) + 1)
         self._ready = True
