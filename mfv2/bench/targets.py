@@ -35,7 +35,7 @@ def _exports(variant: str, paths: Sequence[tuple[str, str]], cache: Path) -> dic
     """The batch-1 and the dynamic-batch export of ``variant`` (seeded random weights), made once per exporter."""
     from mfv2 import __version__
     from mfv2.artifacts import MANIFEST_NAME, exporter_fingerprint
-    from mfv2.export import export
+    from mfv2.exporters import export
 
     onnx = tuple(dict.fromkeys(["fp32", *(p for b, p in paths if b == "onnxruntime" and p != "fp32")]))
     ov = tuple(dict.fromkeys("fp32" if p == "bf16" else p for b, p in paths if b == "openvino"))

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def dynamic_export(tmp_path_factory):
     pytest.importorskip("onnxruntime")
     pytest.importorskip("openvino")
-    from mfv2.export import export
+    from mfv2.exporters import export
 
     return export(None, tmp_path_factory.mktemp("dyn") / "tiny", variant="tiny", batch="dynamic", openvino=("fp32",), seed=0)
 
