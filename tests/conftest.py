@@ -91,6 +91,22 @@ def tiny_model():
     return build_model("tiny")
 
 
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tiny_model, tmp_path_factory):
+    """``tiny_model``'s weights saved once per session in the native format. Read-only."""
+    from mfv2.models import save_native
+
+    return save_native(tiny_model.state_dict(), tiny_model.config, tmp_path_factory.mktemp("checkpoint") / "tiny.pt")
+
+
+@pytest.fixture(scope="session")
+def synthetic_video():
+    """A 24-frame procedural synthetic clip (160x120) with ground truth, rendered once per session."""
+    from mfv2.synthetic import make_sequence
+
+    return make_sequence(num_frames=24, seed=2, height=120, width=160, backgrounds="procedural")
+
+
 EXPORT_ONNX_PRECISIONS = ("fp32", "fp16", "int8")
 EXPORT_OV_PRECISIONS = ("fp32", "fp16", "int8")
 

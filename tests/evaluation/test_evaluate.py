@@ -98,14 +98,9 @@ def test_evaluate_refuses_missing_results_and_first_frame_only_ground_truth(benc
         evaluate_results(open_dataset(copy, "lasot"), tmp_path)
 
 
-def test_eval_cli_tiny_torch_tracker(tmp_path, capsys) -> None:
-    torch = pytest.importorskip("torch")
+def test_eval_cli_tiny_torch_tracker(tiny_checkpoint, tmp_path, capsys) -> None:
     pytest.importorskip("matplotlib")
-    from mfv2.models import build_model, save_native
-
-    torch.manual_seed(0)
-    model = build_model("tiny")
-    ckpt = save_native(model.state_dict(), model.config, tmp_path / "tiny.pt")
+    ckpt = tiny_checkpoint
     data, results, other = tmp_path / "syn", tmp_path / "res", tmp_path / "still"
     args = ["eval", str(data), "--synthetic", "2", "--frames", "6", "--backend", "torch", "--checkpoint", str(ckpt),
             "--results", str(results), "--json", str(tmp_path / "e.json"), "--no-progress"]  # fmt: skip

@@ -82,10 +82,11 @@ def test_registering_a_family_twice_or_naming_an_unknown_one_is_an_error(toy_fam
         read_checkpoint(tmp_path / "other.pt")
 
 
-def test_native_checkpoints_name_their_family_and_old_ones_read_as_mixformerv2(tmp_path: Path) -> None:
-    model = build_model("tiny")
-    path = save_native(model.state_dict(), model.config, tmp_path / "tiny.pt")
-    raw = torch.load(path, weights_only=True)
+def test_native_checkpoints_name_their_family_and_old_ones_read_as_mixformerv2(
+    tiny_model: Any, tiny_checkpoint: Path, tmp_path: Path
+) -> None:
+    model = tiny_model
+    raw = torch.load(tiny_checkpoint, weights_only=True)
     assert raw["family"] == "mixformerv2"
     del raw["family"]  # as written before families existed
     torch.save(raw, tmp_path / "old.pt")

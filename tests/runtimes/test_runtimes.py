@@ -107,11 +107,9 @@ def test_torch_backend_takes_any_number_of_online_templates(tiny_model, inputs):
     np.testing.assert_allclose(runner.predict(s)[0], split.predict(s)[0], atol=1e-5)
 
 
-def test_torch_backend_sources_agree(tiny_model, export_dir, inputs, tmp_path):
-    from mfv2.models import save_native
-
+def test_torch_backend_sources_agree(tiny_model, tiny_checkpoint, export_dir, inputs):
     t, ot, s = inputs
-    ckpt = save_native(tiny_model.state_dict(), tiny_model.config, tmp_path / "tiny.pt")
+    ckpt = tiny_checkpoint
     outs = []
     for artifact, options in ((tiny_model, {}), (export_dir, {}), (None, {"variant": "tiny", "seed": 0}), (ckpt, {})):
         with load_backend("torch", artifact, **options) as runner:

@@ -298,11 +298,10 @@ def test_bench_plans_torch_gpu_rows_with_and_without_cuda_graphs() -> None:
     assert "device" not in cpu[0] and "cuda_graph" not in cpu[0]  # CPU reports keep their rows
 
 
-def test_bench_gpu_row_without_cuda_reports_why(tiny_model, tmp_path) -> None:
+def test_bench_gpu_row_without_cuda_reports_why(tiny_checkpoint) -> None:
     from mfv2.bench.rows import run_row
-    from mfv2.models import save_native
 
-    ckpt = save_native(tiny_model.state_dict(), tiny_model.config, tmp_path / "tiny.pt")
+    ckpt = tiny_checkpoint
     spec = dict(variant="tiny", backend="torch", precision="fp16", graph="split", mode="model", threads=1, artifact=str(ckpt),
                 device="cuda", cuda_graph=True, warmup=1, iters=2, duration=1.0, frames=4)  # fmt: skip
     result = run_row(spec)

@@ -27,11 +27,9 @@ def _write_video(path: Path, frames, fps: float = 25.0) -> Path:
 
 
 @pytest.fixture(scope="module")
-def clip(tmp_path_factory):
+def clip(tmp_path_factory, synthetic_video):
     """24 synthetic frames as a folder of PNGs (names 1..24, unpadded) and as an mp4, plus the first box."""
-    from mfv2.synthetic import make_sequence
-
-    seq = make_sequence(num_frames=24, seed=2, height=120, width=160, backgrounds="procedural")
+    seq = synthetic_video
     frames = [seq.frame(i) for i in range(len(seq))]
     root = tmp_path_factory.mktemp("clip")
     folder = root / "frames"

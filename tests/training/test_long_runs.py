@@ -171,12 +171,8 @@ def test_roc_auc_against_pairs():
     assert torch.isnan(torch.tensor(roc_auc(scores, torch.ones(6))))
 
 
-def test_score_stage_validates_on_accuracy_and_auc_of_the_score(tmp_path):
-    from mfv2.models import build_model, save_native
-
-    torch.manual_seed(0)
-    tiny = build_model("tiny")
-    ckpt = save_native(tiny.state_dict(), tiny.config, tmp_path / "tiny.pt")
+def test_score_stage_validates_on_accuracy_and_auc_of_the_score(tiny_checkpoint, tmp_path):
+    ckpt = tiny_checkpoint
     cfg = TrainConfig.from_dict(_config(**{
         "model.variant": None, "model.checkpoint": str(ckpt), "objective.name": "score", "data.mode": "trident_pro",
         "data.val_datasets": [{**SYNTH, "seed": 5}], "data.val_samples": 8, "val_every": 1}))
