@@ -327,6 +327,8 @@ def build_engines(
 
     d = Path(export_dir)
     manifest = load_manifest(d)
+    if manifest.batch is None:
+        raise ConfigError(f"{d} has a dynamic batch; TensorRT engines are built from a fixed one: export with --batch N")
     cudart = import_cudart()
     device = device_info(device_id, cudart)  # no GPU, no driver: one line saying so; nvidia-smi is not needed
     check_precision(precision, device)

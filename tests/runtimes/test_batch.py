@@ -135,3 +135,10 @@ def test_template_kv_goes_to_the_decoder_without_a_copy(backend, dynamic_export,
         t2, _ = _crops(1, 5)
         runner.set_templates(t2, t2, rows=[0])
         np.testing.assert_array_equal(runner.predict(s)[0][1], first[0][1])
+
+
+def test_tensorrt_refuses_a_dynamic_batch_before_looking_for_a_gpu(dynamic_export):
+    from mfv2.exporters.tensorrt import build_engines
+
+    with pytest.raises(ConfigError, match="dynamic batch; TensorRT engines are built from a fixed one: export with --batch N"):
+        build_engines(dynamic_export, "fp32")
