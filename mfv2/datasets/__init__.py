@@ -6,7 +6,7 @@ Each layout module (``lasot``, ``got10k``, ``trackingnet``, ``otb``, ``uav123``,
 ``synthetic``) registers its reader by being imported below.
 """
 
-from mfv2.datasets import coco, got10k, lasot, otb, synthetic, trackingnet, uav123, vot  # noqa: F401  (register)
+from mfv2.datasets import coco, got10k, lasot, otb, stills, synthetic, trackingnet, uav123, vot  # noqa: F401  (register)
 from mfv2.datasets.base import Dataset, SequenceInfo, TrackingSequence, natural_key, read_boxes, read_flags
 from mfv2.datasets.registry import DATASETS, build_dataset, dataset_kinds, detect_layout, open_dataset
 from mfv2.datasets.results import (

@@ -12,7 +12,7 @@ import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from mfv2.datasets.base import Dataset, subdirs
 from mfv2.errors import ConfigError
@@ -67,6 +67,10 @@ def detect_layout(root: str | os.PathLike[str]) -> str:
     )
 
 
+# Kinds rendered in memory, opened without a root: synthetic clips and still-image pairs.
+_IN_MEMORY: Final = ("synthetic", "stills")
+
+
 def _checked(kind: str, reader: Callable[..., Dataset], options: dict[str, Any]) -> dict[str, Any]:
     params = inspect.signature(reader).parameters
     valid = [p for p, v in params.items() if v.kind is inspect.Parameter.KEYWORD_ONLY]
@@ -95,10 +99,10 @@ def open_dataset(root: str | os.PathLike[str] | None, kind: str | None = None, *
     """
     given = {k: v for k, v in options.items() if v is not None}
     if root is None:
-        if kind != "synthetic":
+        if kind not in _IN_MEMORY:
             raise ConfigError(f"dataset {kind or ''} needs a root folder".replace("  ", " "))
-        ds = DATASETS.get("synthetic")(None, **_checked("synthetic", DATASETS.get("synthetic"), given))
-        ds.source = ("synthetic", None, given)
+        ds = DATASETS.get(kind)(None, **_checked(kind, DATASETS.get(kind), given))
+        ds.source = (kind, None, given)
         return ds
     r = Path(root)
     if not r.is_dir():
@@ -116,7 +120,7 @@ def build_dataset(name: str, **options: Any) -> Dataset:
     of each benchmark by default (GOT-10k and TrackingNet ``train``, LaSOT ``train``)."""
     root = options.pop("root", None)
     _checked(name, DATASETS.get(name), {k: v for k, v in options.items() if v is not None})
-    if root is None and name != "synthetic":
+    if root is None and name not in _IN_MEMORY:
         raise ConfigError(f"dataset {name!r} needs option(s) root")
     default = _TRAINING_SPLITS.get(name)
     if default and options.get("split") is None:

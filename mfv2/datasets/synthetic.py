@@ -29,13 +29,15 @@ def read_synthetic(root: Path | None, *, split: str | None = None, frame_ranges:
                    num_sequences: int | None = None, seed: int | None = None, num_frames: int | None = None,
                    height: int | None = None, width: int | None = None, occlusion: bool | None = None,
                    distractors: int | None = None, clutter: int | None = None, out_of_view: bool | None = None,
-                   backgrounds: str | None = None) -> Dataset:  # fmt: skip
+                   backgrounds: str | None = None, family: str | None = None) -> Dataset:  # fmt: skip
     """The clips in ``root`` (as ``mfv2 synth`` writes them, in the LaSOT layout), or without ``root``
     ``num_sequences`` (default 16) clips rendered on demand, clip ``i`` from :func:`sequence_seed`.
 
     The other options are :class:`mfv2.synthetic.SyntheticConfig` fields of clips in memory (defaults:
     seed 0, 100 frames of 320x240, occlusion, one distractor). Use different seeds for training and
-    held-out sets.
+    held-out sets. With ``family`` (a training family of :mod:`mfv2.synthetic.families`) the clips are
+    that family's, with only ``num_frames``, ``height`` and ``width`` taken from here; a held-out family
+    is refused, so no training stage can see one.
     """
     given = {k: v for k, v in dict(num_frames=num_frames, height=height, width=width, occlusion=occlusion,
                                    distractors=distractors, clutter=clutter, out_of_view=out_of_view,
@@ -44,7 +46,18 @@ def read_synthetic(root: Path | None, *, split: str | None = None, frame_ranges:
         if num_sequences is not None or seed is not None or given:
             raise ConfigError("synthetic clips on disk take no generator options; pass no root to render clips in memory")
         return lasot_layout(root, "synthetic", split, None, frame_ranges)
-    from mfv2.synthetic import SyntheticConfig, make_sequence
+    from mfv2.synthetic import FAMILIES, TRAINING_FAMILIES, SyntheticConfig, family_config, make_sequence
+
+    if family is not None:
+        if family not in FAMILIES:
+            raise ConfigError(f"unknown clip family {family!r}; training families: {', '.join(TRAINING_FAMILIES)}")
+        if FAMILIES[family].held_out:
+            raise ConfigError(f"clip family {family!r} is held out for evaluation and no training stage may use "
+                              f"it; training families: {', '.join(TRAINING_FAMILIES)}")
+        extra = sorted(set(given) - {"num_frames", "height", "width"})
+        if extra:
+            raise ConfigError(f"synthetic family {family!r} sets its own {', '.join(extra)}; pass only num_frames, "
+                              "height and width")
 
     count, base = 16 if num_sequences is None else num_sequences, 0 if seed is None else seed
     options: dict[str, Any] = {**_IN_MEMORY, **given}
@@ -56,7 +69,10 @@ def read_synthetic(root: Path | None, *, split: str | None = None, frame_ranges:
     index = {n: i for i, n in enumerate(names)}
 
     def load(name: str) -> TrackingSequence:
-        clip = make_sequence(seed=seeds[index[name]], **options)
+        seed = seeds[index[name]]
+        clip = make_sequence(family_config(family, seed=seed, num_frames=options["num_frames"],
+                                           height=options["height"], width=options["width"])
+                             if family is not None else SyntheticConfig(seed=seed, **options))
         gt = np.asarray(clip.boxes, dtype=np.float64).reshape(-1, 4)
         return TrackingSequence(name=name, dataset="synthetic", frame_paths=[], gt=gt,
                                 visible=np.asarray(clip.visible, dtype=bool), render=clip.frame)  # fmt: skip

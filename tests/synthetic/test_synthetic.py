@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from mfv2 import _textures
+from mfv2.synthetic import textures as _textures
 from mfv2.cli import main
 from mfv2.errors import ConfigError
 from mfv2.synthetic import (

@@ -21,7 +21,13 @@ from mfv2.errors import ConfigError
 
 __all__ = [
     "PHOTO_NAMES",
+    "HELD_OUT_PHOTOS",
     "PATTERNS",
+    "BACKGROUNDS",
+    "background",
+    "cells",
+    "flat_texture",
+    "photo_patch",
     "photos_available",
     "load_photo",
     "palette",
@@ -41,6 +47,9 @@ PHOTO_NAMES: Final[tuple[str, ...]] = (
     "astronaut", "chelsea", "coffee", "immunohistochemistry", "motorcycle",
     "grass", "gravel", "brick", "camera", "moon", "coins",
 )
+# Photos (PNG files of skimage.data too) that only the held-out clip families use: no training stage
+# sees them (mfv2.synthetic.families keeps them out of every training family).
+HELD_OUT_PHOTOS: Final[tuple[str, ...]] = ("clock", "page", "text", "cell", "microaneurysms")
 PATTERNS: Final[tuple[str, ...]] = ("noise", "stripes", "checker", "blobs", "rings")
 
 Levels = dict[tuple[int, int], np.ndarray]  # (width, height) -> premultiplied BGRA texture
@@ -55,15 +64,15 @@ def photos_available() -> bool:
     return True
 
 
-@functools.lru_cache(maxsize=len(PHOTO_NAMES))
+@functools.lru_cache(maxsize=len(PHOTO_NAMES) + len(HELD_OUT_PHOTOS))
 def load_photo(name: str) -> np.ndarray:
     """A bundled scikit-image photo as read-only BGR uint8 ``(H, W, 3)``.
 
     Raises:
         ConfigError: unknown name, scikit-image missing, or the file cannot be read.
     """
-    if name not in PHOTO_NAMES:
-        raise ConfigError(f"unknown photo {name!r}; known: {', '.join(PHOTO_NAMES)}")
+    if name not in PHOTO_NAMES + HELD_OUT_PHOTOS:
+        raise ConfigError(f"unknown photo {name!r}; known: {', '.join(PHOTO_NAMES + HELD_OUT_PHOTOS)}")
     try:
         import skimage.data as data
 
@@ -267,11 +276,84 @@ def object_texture(rng: np.random.Generator, size: int, *, photo: bool) -> tuple
     """A ``(size, size, 3)`` BGR target/occluder texture (a vivid pattern, or half the time a tinted
     photo patch when ``photo``) and a few words describing it."""
     if photo and rng.random() < 0.5:
-        name = PHOTO_NAMES[int(rng.integers(len(PHOTO_NAMES)))]
-        src = load_photo(name)
-        side = int(min(src.shape[:2]) * rng.uniform(0.2, 0.45))
-        y0, x0 = int(rng.integers(0, src.shape[0] - side + 1)), int(rng.integers(0, src.shape[1] - side + 1))
-        crop = cv2.resize(src[y0 : y0 + side, x0 : x0 + side], (size, size), interpolation=cv2.INTER_LINEAR_EXACT)
-        return tint(crop, rng.uniform(0.6, 1.3, 3)), f"patch of the {name} photo"
+        return photo_patch(rng, size)
     kind = PATTERNS[int(rng.integers(len(PATTERNS)))]
     return pattern(rng, size, kind, palette(rng, int(rng.integers(2, 5)), vivid=True)), f"{kind} pattern"
+
+
+def photo_patch(rng: np.random.Generator, size: int, names: tuple[str, ...] = PHOTO_NAMES) -> tuple[np.ndarray, str]:
+    """A ``(size, size, 3)`` tinted square crop of one of the photos ``names``, and a few words about it."""
+    name = names[int(rng.integers(len(names)))]
+    src = load_photo(name)
+    side = int(min(src.shape[:2]) * rng.uniform(0.2, 0.45))
+    y0, x0 = int(rng.integers(0, src.shape[0] - side + 1)), int(rng.integers(0, src.shape[1] - side + 1))
+    crop = cv2.resize(src[y0 : y0 + side, x0 : x0 + side], (size, size), interpolation=cv2.INTER_LINEAR_EXACT)
+    return tint(crop, rng.uniform(0.6, 1.3, 3)), f"patch of the {name} photo"
+
+
+def cells(rng: np.random.Generator, h: int, w: int, *, vivid: bool) -> np.ndarray:
+    """A Voronoi mosaic ``(h, w, 3)`` BGR uint8: each pixel takes the colour of its nearest random site."""
+    n = int(rng.integers(12, 40))
+    sites = rng.uniform(0, 1, (n, 2)) * (w, h)
+    cols = np.rint(palette(rng, n, vivid=vivid)).astype(np.uint8)
+    ys, xs = np.arange(h) + 0.5, np.arange(w) + 0.5
+    d2 = (xs[None, None, :] - sites[:, 0, None, None]) ** 2 + (ys[None, :, None] - sites[:, 1, None, None]) ** 2
+    idx = np.argmin(d2, axis=0)  # (n, h, w) distances -> (h, w) nearest site
+    img = cols[idx]
+    edge = (np.diff(idx, axis=1, prepend=idx[:, :1]) != 0) | (np.diff(idx, axis=0, prepend=idx[:1]) != 0)
+    img[edge] = img[edge] // 2  # dark cell borders
+    return img
+
+
+def flat_texture(rng: np.random.Generator, size: int) -> np.ndarray:
+    """One vivid colour with a faint linear shading: a target with almost no texture."""
+    col = palette(rng, 1, vivid=True)[0]
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float64) / size
+    dx, dy = unit_vector(rng)
+    shade = 0.85 + 0.15 * (xx * dx + yy * dy + 1.0) / 2.0
+    return np.rint(np.clip(col[None, None, :] * shade[..., None], 0, 255)).astype(np.uint8)
+
+
+def _blocks(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    img = np.empty((h, w, 3), dtype=np.uint8)
+    img[...] = np.rint(palette(rng, 1, vivid=False)[0]).astype(np.uint8)
+    side = min(h, w)
+    for _ in range(int(rng.integers(25, 60))):
+        bw, bh = rng.uniform(0.05, 0.35, 2) * side
+        x0, y0 = int(rng.uniform(-bw / 2, w)), int(rng.uniform(-bh / 2, h))
+        col = palette(rng, 1, vivid=bool(rng.random() < 0.3))[0]
+        img[max(y0, 0) : max(y0 + int(bh), 0), max(x0, 0) : max(x0 + int(bw), 0)] = np.rint(col).astype(np.uint8)
+    return img
+
+
+def _stripes(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    dx, dy = unit_vector(rng)
+    t = (xx * dx + yy * dy) / rng.uniform(6.0, 40.0)
+    field = np.clip((np.abs(2.0 * (t - np.floor(t)) - 1.0) - 0.5) * rng.uniform(1.5, 6.0) + 0.5, 0, 1)
+    return _colourise(field, palette(rng, int(rng.integers(2, 4)), vivid=bool(rng.random() < 0.5)))
+
+
+def _flat(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    col = palette(rng, 1, vivid=False)[0]
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    dx, dy = unit_vector(rng)
+    shade = 0.9 + 0.1 * ((xx * dx + yy * dy) / max(h, w) + 1.0) / 2.0
+    return np.rint(np.clip(col[None, None, :] * shade[..., None], 0, 255)).astype(np.uint8)
+
+
+# Procedural background kinds (photo backgrounds are cut by photo_crop): name -> (rng, h, w) -> BGR uint8.
+BACKGROUNDS: Final = {
+    "procedural": background_noise,
+    "blocks": _blocks,
+    "stripes": _stripes,
+    "flat": _flat,
+    "cells": lambda rng, h, w: cells(rng, h, w, vivid=False),
+}
+
+
+def background(kind: str, rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    """A ``(h, w, 3)`` BGR uint8 procedural background of ``kind`` (a key of :data:`BACKGROUNDS`)."""
+    if kind not in BACKGROUNDS:
+        raise ConfigError(f"unknown background {kind!r}; known: {', '.join(BACKGROUNDS)}")
+    return np.asarray(BACKGROUNDS[kind](rng, h, w))

@@ -8,7 +8,7 @@ on demand (random access, well under a millisecond at 480x360).
 
 Same config and seed give byte-identical frames and boxes on any machine with the same NumPy/OpenCV
 (and scikit-image for photos): randomness comes only from seeded ``numpy.random.Generator`` streams
-and the maths avoids CPU-dependent functions (see :mod:`mfv2._textures`).
+and the maths avoids CPU-dependent functions (see :mod:`mfv2.synthetic.textures`).
 
 Boxes are ``(x, y, w, h)`` float64 pixels, x/y the top-left corner, 0-based (pixel ``(0, 0)`` covers
 ``[0, 1) x [0, 1)``), rounded to 1/100 px. Files store exactly these numbers, without re-basing, as the
@@ -20,32 +20,21 @@ occluder covers at least 98 % of the box; ``visible`` is neither. Frame 0 is alw
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Final, Literal
 
 import cv2
 import numpy as np
 
-from mfv2 import _textures as tx
-from mfv2._synth_motion import smooth_factor, walk
 from mfv2.config import Config
-from mfv2.errors import ConfigError, Mfv2Error
-from mfv2.fileio import atomic_dir
+from mfv2.errors import ConfigError
+from mfv2.synthetic import textures as tx
+from mfv2.synthetic.motion import smooth_factor, walk
 
-__all__ = [
-    "SyntheticConfig",
-    "SyntheticSequence",
-    "make_sequence",
-    "write_sequence",
-    "write_benchmark",
-    "benchmark_sequences",
-]
+__all__ = ["SyntheticConfig", "SyntheticSequence", "make_sequence", "benchmark_sequences", "IMAGE_EXTS"]
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +43,9 @@ FULL_COVER: Final = 0.98  # occluded fraction of the target box from which a fra
 MIN_IN_VIEW: Final = 0.25  # fraction of the target inside the frame below which it is "out of view"
 MIN_SLIVER: Final = 8.0  # px; a thinner strip of the target inside the frame also counts as out of view
 IMAGE_EXTS: Final = (".jpg", ".jpeg", ".png", ".bmp")
+BACKGROUND_KINDS: Final = ("auto", "photo", "procedural", "blocks", "stripes", "flat", "cells", "unseen_photo")
+TARGET_KINDS: Final = ("auto", "pattern", "photo", "flat", "camouflage", "cells", "unseen_photo")
+SHAPES: Final = ("rect", "ellipse", "rounded")
 
 
 @dataclass(frozen=True)
@@ -67,6 +59,16 @@ class SyntheticConfig(Config):
     ``distractors`` look like the target (its texture flipped and re-tinted); ``clutter`` objects have
     textures of their own, so that the target is not simply the one textured object in view (training
     data; the benchmark has none).
+
+    Looks and camera (the clip families of :mod:`mfv2.synthetic.families` set them): ``backgrounds``
+    also ``blocks``, ``stripes``, ``flat``, ``cells`` (Voronoi mosaic) and ``unseen_photo`` (the
+    held-out photos); ``targets``: ``auto`` (a vivid pattern, or half the time a photo patch on photo
+    backgrounds), ``pattern``, ``photo``, ``flat``, ``camouflage`` (a re-tinted piece of the background
+    itself), ``cells``, ``unseen_photo``; ``shape``: ``auto`` or one of rect / ellipse / rounded.
+    ``zoom``: max/min camera zoom over the clip (1 = none; the objects scale with it, and the camera
+    pans over a wider canvas); ``lighting``: max/min brightness over the clip (1 = constant);
+    ``blur``: the largest Gaussian blur sigma in pixels (0 = sharp); ``jpeg_quality``: every frame
+    goes through a JPEG round trip at this quality (0 = off). Ground truth ignores these effects.
     """
 
     num_frames: int = 300
@@ -77,7 +79,7 @@ class SyntheticConfig(Config):
     distractors: int = 1
     clutter: int = 0
     out_of_view: bool = False
-    backgrounds: Literal["auto", "photo", "procedural"] = "auto"
+    backgrounds: Literal["auto", "photo", "procedural", "blocks", "stripes", "flat", "cells", "unseen_photo"] = "auto"
     name: str = ""
     max_speed: float = 0.02
     min_size: float = 0.06
@@ -85,13 +87,21 @@ class SyntheticConfig(Config):
     scale_change: float = 2.0
     aspect_change: float = 1.8
     camera_drift: float = 0.5
+    targets: Literal["auto", "pattern", "photo", "flat", "camouflage", "cells", "unseen_photo"] = "auto"
+    shape: Literal["auto", "rect", "ellipse", "rounded"] = "auto"
+    zoom: float = 1.0
+    lighting: float = 1.0
+    blur: float = 0.0
+    jpeg_quality: int = 0
 
     def __post_init__(self) -> None:
-        for key, low in (("num_frames", 1), ("height", 48), ("width", 48), ("seed", 0), ("distractors", 0), ("clutter", 0)):
+        for key, low in (("num_frames", 1), ("height", 48), ("width", 48), ("seed", 0), ("distractors", 0), ("clutter", 0),
+                         ("jpeg_quality", 0)):
             v = getattr(self, key)
             if not isinstance(v, int) or isinstance(v, bool) or v < low:
                 raise ConfigError(f"SyntheticConfig.{key} must be an integer >= {low}, got {v!r}")
-        for key in ("max_speed", "min_size", "max_size", "scale_change", "aspect_change", "camera_drift"):
+        for key in ("max_speed", "min_size", "max_size", "scale_change", "aspect_change", "camera_drift", "zoom",
+                    "lighting", "blur"):
             if not isinstance(getattr(self, key), (int, float)) or isinstance(getattr(self, key), bool):
                 raise ConfigError(f"SyntheticConfig.{key} must be a number, got {getattr(self, key)!r}")
         for key in ("occlusion", "out_of_view"):
@@ -102,8 +112,13 @@ class SyntheticConfig(Config):
         for key in ("distractors", "clutter"):
             if getattr(self, key) > 16:
                 raise ConfigError(f"SyntheticConfig.{key} is at most 16, got {getattr(self, key)}")
-        if self.backgrounds not in ("auto", "photo", "procedural"):
-            raise ConfigError(f"backgrounds must be auto, photo or procedural, got {self.backgrounds!r}")
+        for key, kinds in (("backgrounds", BACKGROUND_KINDS), ("targets", TARGET_KINDS), ("shape", ("auto", *SHAPES))):
+            if getattr(self, key) not in kinds:
+                raise ConfigError(f"{key} must be one of {', '.join(kinds)}, got {getattr(self, key)!r}")
+        if self.jpeg_quality > 100:
+            raise ConfigError(f"jpeg_quality is 1-100 (0 = off), got {self.jpeg_quality}")
+        if self.zoom < 1 or self.lighting < 1 or self.blur < 0:
+            raise ConfigError("zoom and lighting are max/min ratios (>= 1); blur is a sigma >= 0")
         if not 0 < self.min_size <= self.max_size <= 0.5:
             raise ConfigError(f"need 0 < min_size <= max_size <= 0.5, got {self.min_size}, {self.max_size}")
         if self.max_size * min(self.height, self.width) < 12:
@@ -147,33 +162,47 @@ class SyntheticSequence:
     def __init__(self, config: SyntheticConfig) -> None:
         if config.backgrounds == "auto":
             config = config.replace(backgrounds="photo" if tx.photos_available() else "procedural")
-        elif config.backgrounds == "photo" and not tx.photos_available():
-            raise ConfigError("backgrounds='photo' needs scikit-image: pip install 'mfv2[synth]', "
+        elif "photo" in (config.backgrounds + config.targets) and not tx.photos_available():
+            raise ConfigError("photo backgrounds and targets need scikit-image: pip install 'mfv2[synth]', "
                               "or use backgrounds='procedural'")
         self.config = cfg = config
         self.name = cfg.name or f"synthetic-{cfg.seed:04d}"
         n, H, W = cfg.num_frames, cfg.height, cfg.width
         photo = cfg.backgrounds == "photo"
-        # Child i of a SeedSequence does not depend on how many are spawned: adding r_clu kept old clips.
-        r_bg, r_tex, r_move, r_occ, r_dis, r_cam, r_oov, r_clu = (
-            np.random.default_rng(s) for s in np.random.SeedSequence(cfg.seed).spawn(8))
+        # Child i of a SeedSequence does not depend on how many are spawned: adding streams keeps old clips.
+        r_bg, r_tex, r_move, r_occ, r_dis, r_cam, r_oov, r_clu, r_look, r_zoom = (
+            np.random.default_rng(s) for s in np.random.SeedSequence(cfg.seed).spawn(10))
 
-        # Background canvas, larger than the frame by the camera-drift margin.
+        # Background canvas, larger than the frame by the camera margin (wider when the camera zooms).
         m = int(min(32, 0.1 * min(H, W))) if cfg.camera_drift > 0 else 0
-        if photo:
-            bg_name = tx.PHOTO_NAMES[int(r_bg.integers(len(tx.PHOTO_NAMES)))]
+        if cfg.zoom > 1:
+            m = int(0.2 * min(H, W))
+        if cfg.backgrounds in ("photo", "unseen_photo"):
+            names = tx.PHOTO_NAMES if photo else tx.HELD_OUT_PHOTOS
+            bg_name = names[int(r_bg.integers(len(names)))]
             canvas = tx.photo_crop(r_bg, tx.load_photo(bg_name), H + 2 * m, W + 2 * m, zoom=r_bg.uniform(1, 1.5))
             canvas = tx.tint(canvas, r_bg.uniform(0.85, 1.15, 3))
             scene = f"a photo of {bg_name}"
         else:
-            canvas, scene = tx.background_noise(r_bg, H + 2 * m, W + 2 * m), "a cluttered background"
+            canvas = tx.background(cfg.backgrounds, r_bg, H + 2 * m, W + 2 * m)
+            scene = "a cluttered background" if cfg.backgrounds == "procedural" else f"{cfg.backgrounds}"
         self._canvas = canvas
         drift = walk(r_cam.uniform(-1, 1, (n, 2)), (m, m), np.zeros((n, 2)), (2 * m, 2 * m), cfg.camera_drift)
         self._offsets = np.rint(drift).astype(np.intp)
+        self._drift = drift
+        # Camera zoom in [1, zoom]; objects scale with it (relative to frame 0).
+        self._zoom = smooth_factor(r_zoom, n, cfg.zoom) * math.sqrt(cfg.zoom) if cfg.zoom > 1 else None
+        self._zoom_rel = self._zoom / self._zoom[0] if self._zoom is not None else np.ones(n)
+        # Per-frame lighting gains (n, 3) and blur sigmas (n,), or None when the clip has none.
+        self._gain: np.ndarray | None = None
+        if cfg.lighting > 1:
+            cast = np.stack([smooth_factor(r_look, n, 1.2) for _ in range(3)], axis=1)
+            self._gain = smooth_factor(r_look, n, cfg.lighting)[:, None] * cast
+        self._sigma: np.ndarray | None = (smooth_factor(r_look, n, 4.0) - 0.5) / 1.5 * cfg.blur if cfg.blur > 0 else None
 
         # Target: texture, size path, centre path (with an optional out-of-view episode).
-        tex, what = tx.object_texture(r_tex, TEXTURE_SIZE, photo=photo)
-        shape = ("rect", "ellipse", "rounded")[int(r_tex.integers(3))]
+        tex, what = self._look(r_tex, photo)
+        shape = SHAPES[int(r_tex.integers(3))] if cfg.shape == "auto" else cfg.shape
         self._target = tx.rgba_mipmaps(tex, shape)
         adjective = {"rect": "rectangular", "ellipse": "elliptical", "rounded": "rounded"}[shape]
         self.description = f"{'an' if shape == 'ellipse' else 'a'} {adjective} {what} moving over {scene}"
@@ -203,8 +232,8 @@ class SyntheticSequence:
             self._others.append((tx.rgba_mipmaps(look, shape), np.concatenate([path - dwh / 2, dwh], 1)))
         # Clutter: objects with textures and shapes of their own, also drawn under the target.
         for _ in range(cfg.clutter):
-            look = tx.object_texture(r_clu, TEXTURE_SIZE, photo=photo)[0]
-            kind = ("rect", "ellipse", "rounded")[int(r_clu.integers(3))]
+            look = self._look(r_clu, photo)[0]
+            kind = SHAPES[int(r_clu.integers(3))]
             cwh = self._sizes(r_clu, math.sqrt(smin * side) * r_clu.uniform(0.8, 1.25), r_clu.uniform(0.6, 1.6), smin)
             p0 = (r_clu.uniform(0.1, 0.9) * W, r_clu.uniform(0.1, 0.9) * H)
             path = walk(r_clu.uniform(-1, 1, (n, 2)), p0, cwh / 2, (W, H), vmax)
@@ -214,7 +243,7 @@ class SyntheticSequence:
         self._occluder: tx.Levels | None = None
         self._occ = np.full((n, 4), np.nan)
         if cfg.occlusion and n >= 30:
-            self._occluder = tx.rgba_mipmaps(tx.object_texture(r_occ, TEXTURE_SIZE, photo=photo)[0])
+            self._occluder = tx.rgba_mipmaps(self._look(r_occ, photo)[0])
             self._add_occlusions(r_occ)
         inside = _clip(self._geo, W, H)
         area = self._geo[:, 2] * self._geo[:, 3]
@@ -228,10 +257,30 @@ class SyntheticSequence:
         logger.debug("%s: %d frames, %s, %d fully occluded, %d out of view", self.name, n,
                      cfg.backgrounds, int(full.sum()), int(out_of_view.sum()))
 
+    def _look(self, rng: np.random.Generator, photo: bool) -> tuple[np.ndarray, str]:
+        """An object texture of the configured ``targets`` kind and a few words about it."""
+        kind, size = self.config.targets, TEXTURE_SIZE
+        if kind in ("auto", "pattern"):
+            return tx.object_texture(rng, size, photo=photo and kind == "auto")
+        if kind in ("photo", "unseen_photo"):
+            return tx.photo_patch(rng, size, tx.PHOTO_NAMES if kind == "photo" else tx.HELD_OUT_PHOTOS)
+        if kind == "flat":
+            return tx.flat_texture(rng, size), "flat-coloured object"
+        if kind == "cells":
+            return tx.cells(rng, size, size, vivid=True), "mosaic"
+        # camouflage: a piece of the background itself, re-tinted a little
+        ch, cw = self._canvas.shape[:2]
+        side = int(min(ch, cw) * rng.uniform(0.15, 0.35))
+        y0, x0 = int(rng.integers(0, ch - side + 1)), int(rng.integers(0, cw - side + 1))
+        crop = cv2.resize(self._canvas[y0 : y0 + side, x0 : x0 + side], (size, size),
+                          interpolation=cv2.INTER_LINEAR_EXACT)
+        return tx.tint(crop, rng.uniform(0.8, 1.2, 3)), "piece of the background"
+
     def _sizes(self, rng: np.random.Generator, base: float, aspect0: float, smin: float) -> np.ndarray:
-        """``(N, 2)`` widths and heights with smooth scale and aspect changes, within the size limits."""
+        """``(N, 2)`` widths and heights with smooth scale and aspect changes (and the camera zoom),
+        within the size limits."""
         cfg, n = self.config, self.config.num_frames
-        scale = smooth_factor(rng, n, cfg.scale_change)
+        scale = smooth_factor(rng, n, cfg.scale_change) * self._zoom_rel
         aspect = np.sqrt(aspect0 * smooth_factor(rng, n, cfg.aspect_change))
         w = np.clip(base * scale * aspect, smin, cfg.max_size * cfg.width)
         h = np.clip(base * scale / aspect, smin, cfg.max_size * cfg.height)
@@ -286,13 +335,26 @@ class SyntheticSequence:
         tx.composite(img, self._target, self._geo[i])
         if self._occluder is not None and not np.isnan(self._occ[i, 0]):
             tx.composite(img, self._occluder, self._occ[i])
+        if self._gain is not None:
+            img = tx.tint(img, self._gain[i])
+        if self._sigma is not None and self._sigma[i] >= 0.3:
+            img = cv2.GaussianBlur(img, (0, 0), sigmaX=float(self._sigma[i]))
+        if self.config.jpeg_quality:
+            buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, self.config.jpeg_quality])[1]
+            img = np.asarray(cv2.imdecode(buf, cv2.IMREAD_COLOR))
         return img
 
     def background(self, i: int) -> np.ndarray:
         """Frame ``i`` without target, distractors and occluder (the drifting background only)."""
         i = self._index(i)
-        oy, ox = self._offsets[i, 1], self._offsets[i, 0]
-        return self._canvas[oy : oy + self.config.height, ox : ox + self.config.width].copy()
+        H, W = self.config.height, self.config.width
+        if self._zoom is None:
+            oy, ox = self._offsets[i, 1], self._offsets[i, 0]
+            return self._canvas[oy : oy + H, ox : ox + W].copy()
+        # zoom z about the window centre (canvas point drift + frame centre), which keeps it inside the canvas
+        z, (cx, cy) = float(self._zoom[i]), self._drift[i] + (W / 2, H / 2)
+        warp = np.array([[z, 0.0, W / 2 - z * cx], [0.0, z, H / 2 - z * cy]])
+        return cv2.warpAffine(self._canvas, warp, (W, H), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
 
     def __iter__(self) -> Iterator[np.ndarray]:
         return (self.frame(i) for i in range(len(self)))
@@ -327,73 +389,3 @@ def benchmark_sequences(num_sequences: int = 8, num_frames: int = 300, seed: int
                                        name=f"synthetic-{k}"))
         for k in range(1, num_sequences + 1)
     ]
-
-
-def _number(v: float) -> str:
-    s = repr(float(v))
-    return s[:-2] if s.endswith(".0") else s
-
-
-def _write_files(seq: SyntheticSequence, d: Path, layout: str, ext: str) -> None:
-    from mfv2 import __version__
-
-    img_dir = d / "img" if layout == "lasot" else d
-    img_dir.mkdir(parents=True, exist_ok=True)
-    params = [cv2.IMWRITE_JPEG_QUALITY, 95] if ext in (".jpg", ".jpeg") else []
-    for i in range(len(seq)):
-        path = img_dir / f"{i + 1:08d}{ext}"
-        try:
-            ok = cv2.imwrite(str(path), seq.frame(i), params)
-        except cv2.error as e:
-            raise Mfv2Error(f"OpenCV could not write {path}: {e}") from e
-        if not ok:
-            raise Mfv2Error(f"OpenCV could not write {path}")
-    (d / "groundtruth.txt").write_text("".join(",".join(map(_number, b)) + "\n" for b in seq.boxes))
-    if layout == "lasot":
-        for fname, flags in (("full_occlusion.txt", seq.full_occlusion), ("out_of_view.txt", seq.out_of_view)):
-            (d / fname).write_text(",".join("1" if f else "0" for f in flags) + "\n")
-        (d / "nlp.txt").write_text(seq.description + "\n")
-    meta = {"generator": "mfv2.synthetic", "version": __version__, "name": seq.name, "config": seq.config.to_dict()}
-    (d / "synthetic.json").write_text(json.dumps(meta, indent=2) + "\n")
-
-
-def _check_ext(ext: str) -> str:
-    if ext.lower() not in IMAGE_EXTS:
-        raise ConfigError(f"image extension {ext!r} is not supported; use one of {', '.join(IMAGE_EXTS)}")
-    return ext.lower()
-
-
-def write_sequence(seq: SyntheticSequence, out_dir: str | os.PathLike[str], *,
-                   layout: Literal["lasot", "frames"] = "lasot", ext: str = ".jpg",
-                   overwrite: bool = False) -> Path:
-    """Write one clip atomically and return its directory.
-
-    ``lasot``: ``img/00000001.jpg`` ..., ``groundtruth.txt`` (``x,y,w,h`` per line),
-    ``full_occlusion.txt`` and ``out_of_view.txt`` (one line of 0/1), ``nlp.txt``; ``frames``: the
-    images and ``groundtruth.txt`` directly in ``out_dir``. Both add ``synthetic.json`` (the config).
-
-    Raises:
-        ConfigError: bad layout or extension, or ``out_dir`` is not empty and ``overwrite`` is False.
-    """
-    if layout not in ("lasot", "frames"):
-        raise ConfigError(f"layout must be 'lasot' or 'frames', got {layout!r}")
-    ext = _check_ext(ext)
-    with atomic_dir(out_dir, overwrite=overwrite) as tmp:
-        _write_files(seq, tmp, layout, ext)
-    return Path(out_dir).resolve()
-
-
-def write_benchmark(out_dir: str | os.PathLike[str], *, num_sequences: int = 8, num_frames: int = 300,
-                    seed: int = 0, ext: str = ".jpg", overwrite: bool = False, **config_overrides: Any) -> Path:
-    """Write :func:`benchmark_sequences` in the LaSOT layout: ``synthetic/synthetic-<k>/`` and ``testing_set.txt``.
-
-    Raises:
-        ConfigError: as :func:`write_sequence`, or a bad config override.
-    """
-    ext = _check_ext(ext)
-    seqs = benchmark_sequences(num_sequences, num_frames, seed, **config_overrides)
-    with atomic_dir(out_dir, overwrite=overwrite) as tmp:
-        for s in seqs:
-            _write_files(s, tmp / "synthetic" / s.name, "lasot", ext)
-        (tmp / "testing_set.txt").write_text("".join(s.name + "\n" for s in seqs))
-    return Path(out_dir).resolve()
