@@ -102,7 +102,7 @@ def run_demo(
         quick: fp32 paths only, a short clip (for CI).
         say: where progress lines go.
     """
-    from mfv2.assets import demo_checkpoint
+    from mfv2.assets import DEMO_CHECKPOINT, demo_checkpoint, demo_description
     from mfv2.bench.flops import frame_flops
     from mfv2.evaluation.metrics import evaluate_sequences
     from mfv2.geometry.boxes import iou_continuous
@@ -122,6 +122,8 @@ def run_demo(
     out.mkdir(parents=True, exist_ok=True)
     ckpt = checkpoint or demo_checkpoint()
     weights = f"checkpoint {ckpt}" if ckpt else "MixFormerV2-S architecture with seeded random weights (no trained model given)"
+    if ckpt is not None and Path(ckpt).resolve() == DEMO_CHECKPOINT:
+        weights += f", {demo_description()}"
     say(f"model: {weights}")
     paths = [p for p in DEMO_PATHS if not quick or p[1] == "fp32"]
     installed = set(available_backends())

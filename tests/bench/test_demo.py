@@ -99,7 +99,7 @@ def test_main_job_as_the_readme_runs_it(tmp_path):
     assert f"machine: {cpu_isa()}" in proc.stderr and f"Machine: {cpu_isa()}." in (out / "summary.md").read_text()
     report = json.loads((out / "demo.json").read_text())
     shipped = demo_checkpoint()
-    assert report["weights"] == (f"checkpoint {shipped}" if shipped else report["weights"]) and report["isa"] == cpu_isa()
+    assert report["weights"].startswith(f"checkpoint {shipped}" if shipped else "") and report["isa"] == cpu_isa()
     rows = _rows(out)
     assert {label.split()[1] for label in rows} == {"fp32", "int8", "bf16"}  # the full demo, not --quick
     for label, row in rows.items():
