@@ -6,7 +6,7 @@ depend on: the background (photographs, procedural noise, blocks, stripes, flat 
 image (lighting change, blur, JPEG artefacts) and the company (look-alike distractors, clutter,
 occluders, leaving the frame).
 
-Two families are **held out**: no training stage may use them (:class:`mfv2.training.data.SyntheticDataset`
+Two families are **held out**: no training stage may use them (the ``synthetic`` dataset of :mod:`mfv2.datasets`
 refuses them), so they measure what the demo model does on clips it has never seen. ``cells`` uses a
 texture kind (Voronoi mosaics) that no training family draws; ``unseen_photos`` is a textured box
 moving smoothly over a textured background cut from photographs no training family uses

@@ -3,7 +3,7 @@
 Each pair is a crop of one of the bundled scikit-image photographs (random zoom, flip, tint) with a crop
 of another photograph pasted into it at a random box (rectangular, elliptical or rounded, antialiased
 edges). The training sampler takes the template and the search region from this one frame with its
-usual jitter (:class:`mfv2.training.data.StillPairs` serves them as one-frame sequences). Only the
+usual jitter (the ``stills`` dataset of :mod:`mfv2.datasets` serves them as one-frame sequences). Only the
 training photos (:data:`~mfv2.synthetic.textures.PHOTO_NAMES`) are used; the held-out photos never are.
 """
 

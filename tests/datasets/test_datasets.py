@@ -209,7 +209,7 @@ def test_open_dataset_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="no LaSOT sequence under"):
         D.open_dataset(tmp_path / "empty", "lasot")
     assert set(D.dataset_kinds()) == {"lasot", "got10k", "trackingnet", "otb", "uav123", "vot", "coco",
-                                      "synthetic"}
+                                      "synthetic", "stills"}
 
 
 # --------------------------------------------------------------------------- result files
