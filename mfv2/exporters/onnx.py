@@ -1,12 +1,16 @@
-"""ONNX graphs of MixFormerV2: the full forward and the split template-KV pair, with their metadata.
+"""ONNX graphs of a tracker model (any family): the full forward and the split pair, with their metadata.
 
-Three fixed-shape graphs are traced from one model:
+Three fixed-shape graphs are traced from one model's ``graphs()``, with the tensors its family's
+``graph_io`` names (MixFormerV2 / MVT):
 
-* ``full``: ``template, online_template, search -> boxes, score``;
-* ``template_encoder``: ``template, online_template -> kv``, run once per template update;
-* ``search_decoder``: ``search, kv -> boxes, score``, run per frame, with the pruned last block.
+* ``full``: ``template, online_template, search -> boxes, score`` / ``template, search -> score_map,
+  size_map, offset_map``;
+* ``template_encoder``: ``template[, online_template] -> kv`` (the template keys/values / the stem
+  features of the template), run once per template update;
+* ``search_decoder``: ``search, kv -> `` the full graph's outputs, run per frame.
 
-``score`` is a probability: the sigmoid is inside the graph. The TorchScript exporter
+MixFormerV2's ``score`` is a probability (the sigmoid is inside the graph); MVT's maps are decoded
+by the family's post-processing (:mod:`mfv2.artifacts.families`). The TorchScript exporter
 (``dynamo=False``) is used on purpose: in torch 2.13 it traces these graphs in well under a second,
 honours the requested opset, lowers SDPA to MatMul/Softmax and leaves a graph onnxsim and onnxslim
 accept, whereas the dynamo exporter needs onnxscript, takes ~10x longer, emits opset 18 whatever is
@@ -24,7 +28,8 @@ from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mfv2.config import ModelConfig
+from mfv2.artifacts.families import runtime_family, runtime_family_of
+from mfv2.config import FamilyConfig
 from mfv2.errors import ConfigError, ExportError
 from mfv2.fileio import atomic_path
 
@@ -33,7 +38,6 @@ if TYPE_CHECKING:
     import torch
 
     from mfv2.artifacts import Artifact, Manifest
-    from mfv2.models import MixFormerV2
 
 __all__ = [
     "MIN_OPSET",
@@ -43,7 +47,7 @@ __all__ = [
     "is_head_node",
     "METADATA_KEY",
     "graph_io",
-    "BATCH_AXES",
+    "batch_axis",
     "check_opset",
     "export_graph",
     "check_model",
@@ -72,21 +76,14 @@ def is_head_node(name: str) -> bool:
     return name == SIGMOID_NODE or any(scope in name for scope in HEAD_SCOPES)
 
 
-#: The batch axis of every graph input and output (``kv`` is (depth, 2, B, heads, tokens, head_dim)).
-BATCH_AXES = {"template": 0, "online_template": 0, "search": 0, "kv": 2, "boxes": 0, "score": 0}
+def batch_axis(family_name: str, tensor: str) -> int:
+    """The batch axis of a graph tensor: 0, except the template state ``kv`` (the family's axis)."""
+    return runtime_family(family_name).kv_batch_axis if tensor == "kv" else 0
 
 
-def graph_io(cfg: ModelConfig, batch: int = 1) -> dict[str, tuple[dict[str, list[int]], dict[str, list[int]]]]:
+def graph_io(cfg: FamilyConfig, batch: int = 1) -> dict[str, tuple[dict[str, list[int]], dict[str, list[int]]]]:
     """Input and output ``name -> shape`` of each graph for ``cfg`` at ``batch`` targets (-1: a dynamic batch)."""
-    B, Z, X = batch, cfg.template_size, cfg.search_size
-    kv = [cfg.depth, 2, B, cfg.num_heads, 2 * cfg.num_template_tokens, cfg.head_dim]
-    images = {"template": [B, 3, Z, Z], "online_template": [B, 3, Z, Z]}
-    heads = {"boxes": [B, 4], "score": [B]}
-    return {
-        "full": ({**images, "search": [B, 3, X, X]}, dict(heads)),
-        "template_encoder": (dict(images), {"kv": kv}),
-        "search_decoder": ({"search": [B, 3, X, X], "kv": kv}, dict(heads)),
-    }
+    return runtime_family_of(cfg).graph_io(cfg, batch)
 
 
 def check_opset(opset: int, allow_low_opset: bool = False) -> None:
@@ -110,41 +107,27 @@ def check_opset(opset: int, allow_low_opset: bool = False) -> None:
         )
 
 
-def _wrappers(model: MixFormerV2) -> dict[str, torch.nn.Module]:
-    import torch
+def _wrappers(model: Any) -> dict[str, torch.nn.Module]:
+    """Each of ``model.graphs()`` as a module with positional inputs and a tuple of outputs, in graph_io order."""
     from torch import nn
 
-    class FullGraph(nn.Module):
-        def __init__(self, net: MixFormerV2) -> None:
+    io = graph_io(model.config)
+
+    class Graph(nn.Module):
+        def __init__(self, net: Any, name: str) -> None:
             super().__init__()
-            self.net = net
+            self.net, self.name = net, name
+            self.inputs, self.outputs = list(io[name][0]), list(io[name][1])
 
-        def forward(self, template: torch.Tensor, online_template: torch.Tensor, search: torch.Tensor) -> Any:
-            out = self.net(template, online_template, search)
-            return out["pred_boxes"], torch.sigmoid(out["pred_scores"])
+        def forward(self, *args: torch.Tensor) -> Any:
+            out = self.net.graphs()[self.name](**dict(zip(self.inputs, args)))
+            return tuple(out[k] for k in self.outputs) if len(self.outputs) > 1 else out[self.outputs[0]]
 
-    class TemplateEncoder(nn.Module):
-        def __init__(self, net: MixFormerV2) -> None:
-            super().__init__()
-            self.net = net
-
-        def forward(self, template: torch.Tensor, online_template: torch.Tensor) -> torch.Tensor:
-            return self.net.encode_templates(template, online_template)
-
-    class SearchDecoder(nn.Module):
-        def __init__(self, net: MixFormerV2) -> None:
-            super().__init__()
-            self.net = net
-
-        def forward(self, search: torch.Tensor, kv: torch.Tensor) -> Any:
-            out = self.net.track_search(search, kv)
-            return out["pred_boxes"], torch.sigmoid(out["pred_scores"])
-
-    return {"full": FullGraph(model), "template_encoder": TemplateEncoder(model), "search_decoder": SearchDecoder(model)}
+    return {name: Graph(model, name) for name in io}
 
 
 def export_graph(
-    model: MixFormerV2, graph: str, path: str | os.PathLike[str], *, batch: int = 1, opset: int = LAYERNORM_OPSET,
+    model: Any, graph: str, path: str | os.PathLike[str], *, batch: int = 1, opset: int = LAYERNORM_OPSET,
     dynamic_batch: bool = False,
 ) -> Path:
     """Trace ``graph`` of ``model`` to ``path`` with fixed shapes (TorchScript exporter, constant folding).
@@ -157,6 +140,7 @@ def export_graph(
     import torch
 
     ins, outs = graph_io(model.config, batch)[graph]
+    family = runtime_family_of(model.config).name
     gen = torch.Generator().manual_seed(0)
     args = tuple(torch.randn(*shape, generator=gen) for shape in ins.values())
     module = _wrappers(model)[graph].eval()
@@ -174,7 +158,7 @@ def export_graph(
                 output_names=list(outs),
                 opset_version=opset,
                 do_constant_folding=True,
-                dynamic_axes={n: {BATCH_AXES[n]: "batch"} for n in (*ins, *outs)} if dynamic_batch else None,
+                dynamic_axes={n: {batch_axis(family, n): "batch"} for n in (*ins, *outs)} if dynamic_batch else None,
                 dynamo=False,
             )
     except Exception as e:  # the exporter raises many unrelated types
@@ -233,7 +217,8 @@ def artifact_metadata(manifest: Manifest, artifact: Artifact) -> dict[str, str]:
     data["artifacts"] = [entry]
     cfg = manifest.model
     return {
-        "description": f"MixFormerV2-{cfg.name} {artifact.graph} graph, {artifact.precision}",
+        "description": f"{runtime_family(manifest.family).title}-{cfg.name} {artifact.graph} graph, {artifact.precision}",
+        "family": manifest.family,
         "variant": cfg.name,
         "graph": artifact.graph,
         "precision": artifact.precision,

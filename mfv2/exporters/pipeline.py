@@ -24,13 +24,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mfv2.config import ExportConfig, ModelConfig, TrackerConfig, variant_config
+from mfv2.artifacts.families import runtime_family
+from mfv2.config import ExportConfig, ModelConfig, TrackerConfig
 from mfv2.errors import ConfigError
 from mfv2.fileio import atomic_dir, sha256
 
 if TYPE_CHECKING:
     from mfv2.exporters.validate import Runner
-    from mfv2.models import MixFormerV2
+    from mfv2.models import MVT, MixFormerV2
 
 __all__ = ["export_model"]
 
@@ -43,7 +44,7 @@ _DYNAMIC_TRACE_BATCH = 2  # targets a dynamic-batch export is traced and checked
 
 
 def export_model(
-    model_or_checkpoint: MixFormerV2 | str | os.PathLike[str] | None,
+    model_or_checkpoint: MixFormerV2 | MVT | str | os.PathLike[str] | None,
     output: str | os.PathLike[str],
     config: ExportConfig,
     calibration: Sequence[np.ndarray | tuple[np.ndarray, Sequence[float]]] | None = None,
@@ -90,15 +91,19 @@ def _check_output(out: Path, overwrite: bool) -> None:
 
 def _load_model(
     model_or_checkpoint: Any, variant: str | ModelConfig | None, seed: int
-) -> tuple[MixFormerV2, dict[str, Any]]:
+) -> tuple[Any, dict[str, Any]]:
     """The model in eval mode (a private copy) and the manifest's ``source`` record."""
     import torch
 
-    from mfv2.models import MixFormerV2, build_model, read_checkpoint
+    from torch import nn
 
-    if isinstance(model_or_checkpoint, MixFormerV2):
-        if variant is not None and variant_config(variant) != model_or_checkpoint.config:
-            raise ConfigError(f"variant {variant!r} does not match the given model ({model_or_checkpoint.config.name})")
+    from mfv2.models import build_model, read_checkpoint
+    from mfv2.models.family import family_of
+
+    if isinstance(model_or_checkpoint, nn.Module):
+        given: Any = model_or_checkpoint
+        if variant is not None and family_of(variant).config(variant) != model_or_checkpoint.config:
+            raise ConfigError(f"variant {variant!r} does not match the given model ({given.config.name})")
         model = copy.deepcopy(model_or_checkpoint)
         source: dict[str, Any] = {"checkpoint": None, "format": "in-memory model"}
     elif model_or_checkpoint is None:
@@ -130,7 +135,7 @@ class _Job:
     """One export in progress in ``tmp``: samples and references are computed once, then each artifact."""
 
     def __init__(
-        self, model: MixFormerV2, tmp: Path, *, batch: int | str, opset: int, simplify: str, tracker: TrackerConfig,
+        self, model: Any, tmp: Path, *, batch: int | str, opset: int, simplify: str, tracker: TrackerConfig,
         frames: Sequence[Any] | None, seed: int, skip_failed: bool = False,
     ) -> None:
         from mfv2.artifacts import Manifest
@@ -164,12 +169,13 @@ class _Job:
 
             crops = calibration_crops(self.model.config, self.manifest.tracker, batch=self.batch,
                                       count=_CALIBRATION_CROPS, frames=self.frames, seed=self.seed)
+            encode = self.model.graphs()["template_encoder"]
+            templates = [{k: v for k, v in c.items() if k != "search"} for c in crops]
             with torch.no_grad():
-                kvs = [self.model.encode_templates(torch.from_numpy(c["template"]),
-                                                   torch.from_numpy(c["online_template"])).numpy() for c in crops]
+                kvs = [encode(**{k: torch.from_numpy(v) for k, v in t.items()})["kv"].numpy() for t in templates]
             self._calibration = {
                 "full": crops,
-                "template_encoder": [{k: c[k] for k in ("template", "online_template")} for c in crops],
+                "template_encoder": templates,
                 "search_decoder": [{"search": c["search"], "kv": kv} for c, kv in zip(crops, kvs)],
             }
         return self._calibration
@@ -279,7 +285,7 @@ class _Job:
         from mfv2.artifacts import Artifact
         from mfv2.exporters.validate import TOLERANCES, measure, parity_failures
 
-        figures = measure(run, list(files), self.samples, self.refs)
+        figures = measure(run, list(files), self.samples, self.refs, postprocess=runtime_family(self.manifest.family).postprocess)
         tol = TOLERANCES[(format, precision)]
         seconds = time.perf_counter() - started
         artifacts = []

@@ -130,22 +130,24 @@ def _crops(cfg: ModelConfig, tracker: TrackerConfig, pairs: Sequence[tuple[np.nd
     Template from the first frame; for frame ``i`` the online template from frame ``i - 1`` and the
     search crop around the box of frame ``i - 1`` (the previous estimate).
     """
-    from mfv2.artifacts import IMAGENET_MEAN, IMAGENET_STD
+    from mfv2.artifacts import runtime_family_of
     from mfv2.geometry.crop import preprocess, sample_target
 
+    family = runtime_family_of(cfg)
+
     def crop(frame: np.ndarray, box: tuple, factor: float, size: int) -> np.ndarray:
-        return preprocess(sample_target(frame, box, factor, size).image, IMAGENET_MEAN, IMAGENET_STD)
+        return preprocess(sample_target(frame, box, factor, size).image, family.mean, family.std)
 
     pairs = list(pairs) * 2 if len(pairs) == 1 else list(pairs)
     template = crop(*pairs[0], tracker.template_factor, cfg.template_size)
-    return [
-        {
-            "template": template,
-            "online_template": crop(*pairs[i - 1], tracker.template_factor, cfg.template_size),
-            "search": crop(pairs[i][0], pairs[i - 1][1], tracker.search_factor, cfg.search_size),
-        }
-        for i in range(1, len(pairs))
-    ]
+    feeds = []
+    for i in range(1, len(pairs)):
+        feed = {"template": template}
+        if "online_template" in family.template_inputs:
+            feed["online_template"] = crop(*pairs[i - 1], tracker.template_factor, cfg.template_size)
+        feed["search"] = crop(pairs[i][0], pairs[i - 1][1], tracker.search_factor, cfg.search_size)
+        feeds.append(feed)
+    return feeds
 
 
 def _batched(single: list[dict[str, np.ndarray]], batch: int, count: int) -> list[dict[str, np.ndarray]]:
@@ -170,9 +172,11 @@ def make_samples(
 
     ``frames`` are BGR uint8 frames (or ``(frame, box_xywh)`` pairs); ``None`` takes a synthetic clip.
     """
+    from mfv2.artifacts import runtime_family_of
+
     rng = np.random.default_rng(seed)
     z, x = cfg.template_size, cfg.search_size
-    shapes = {"template": (batch, 3, z, z), "online_template": (batch, 3, z, z), "search": (batch, 3, x, x)}
+    shapes = {**{k: (batch, 3, z, z) for k in runtime_family_of(cfg).template_inputs}, "search": (batch, 3, x, x)}
     samples = [Sample({k: rng.standard_normal(s, dtype=np.float32) for k, s in shapes.items()}, "random") for _ in range(random)]
     if crops:
         pairs = _frames_and_boxes(frames, crops * batch, seed, tracker.search_factor)
@@ -187,26 +191,25 @@ def calibration_crops(
     return [s.feeds for s in make_samples(cfg, tracker, batch=batch, random=0, crops=count, frames=frames, seed=seed + 1)]
 
 
-def torch_reference(model: MixFormerV2, samples: Sequence[Sample]) -> list[dict[str, np.ndarray]]:
-    """fp32 PyTorch outputs per sample: full ``boxes``/``score`` (probability), ``kv``, split ``split_boxes``/``split_score``."""
+def torch_reference(model: Any, samples: Sequence[Sample]) -> list[dict[str, np.ndarray]]:
+    """fp32 PyTorch outputs per sample, post-processed as the family does: full ``boxes``/``score``
+    (probability), ``kv``, split ``split_boxes``/``split_score``."""
     import torch
 
+    from mfv2.artifacts import runtime_family_of
+
+    post = runtime_family_of(model.config).postprocess
+    graphs = model.graphs()
     refs = []
     with torch.no_grad():
         for s in samples:
-            t, o, x = (torch.from_numpy(s.feeds[k]) for k in ("template", "online_template", "search"))
-            full = model(t, o, x)
-            kv = model.encode_templates(t, o)
-            split = model.track_search(x, kv)
-            refs.append(
-                {
-                    "boxes": full["pred_boxes"].numpy(),
-                    "score": torch.sigmoid(full["pred_scores"]).numpy(),
-                    "kv": kv.numpy(),
-                    "split_boxes": split["pred_boxes"].numpy(),
-                    "split_score": torch.sigmoid(split["pred_scores"]).numpy(),
-                }
-            )
+            feeds = {k: torch.from_numpy(v) for k, v in s.feeds.items()}
+            b = feeds["search"].shape[0]
+            templates = {k: v for k, v in feeds.items() if k != "search"}
+            boxes, score = post({k: v.numpy() for k, v in graphs["full"](**feeds).items()}, b)
+            kv = graphs["template_encoder"](**templates)["kv"]
+            split_boxes, split_score = post({k: v.numpy() for k, v in graphs["search_decoder"](feeds["search"], kv).items()}, b)
+            refs.append({"boxes": boxes, "score": score, "kv": kv.numpy(), "split_boxes": split_boxes, "split_score": split_score})
     return refs
 
 
@@ -257,7 +260,8 @@ def _worse(old: float | None, value: float) -> float:
 
 
 def measure(
-    run: Runner, graphs: Sequence[str], samples: Sequence[Sample], refs: Sequence[dict[str, np.ndarray]]
+    run: Runner, graphs: Sequence[str], samples: Sequence[Sample], refs: Sequence[dict[str, np.ndarray]],
+    *, postprocess: Callable[[dict[str, np.ndarray], int], tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> dict[str, dict[str, float]]:
     """Parity figures per graph for one (format, precision).
 
@@ -266,6 +270,8 @@ def measure(
         graphs: the graphs present (``full`` and/or both split graphs).
         samples: inputs, as from :func:`make_samples`.
         refs: fp32 PyTorch outputs, as from :func:`torch_reference`.
+        postprocess: the family's ``(outputs, batch) -> (boxes, score)`` applied to the full graph's and
+            the decoder's outputs (default: they already are ``boxes`` and ``score``).
 
     Returns:
         ``graph -> {figure: value}``: max-abs errors over every sample (``boxes``, ``score``, ...)
@@ -273,6 +279,15 @@ def measure(
         ``iou_mean`` over the crops, ``iou_frames`` (crops counted) and ``nonfinite`` (non-finite
         output values seen).
     """
+    raw = run
+    if postprocess is not None:
+        def run(graph: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+            out = raw(graph, feeds)
+            if graph == "template_encoder":
+                return out
+            boxes, score = postprocess(out, feeds["search"].shape[0])
+            return {"boxes": boxes, "score": score}
+
     acc: dict[str, dict[str, float]] = {g: {"nonfinite": 0.0} for g in graphs}
     ious: dict[str, list[np.ndarray]] = {"full": [], "split": []}
     split = "template_encoder" in graphs and "search_decoder" in graphs
@@ -296,7 +311,7 @@ def measure(
                 ious["full"].append(_valid_ious(full["boxes"], ref["boxes"]))
         if not split:
             continue
-        kv = run("template_encoder", {k: s.feeds[k] for k in ("template", "online_template")})["kv"]
+        kv = run("template_encoder", {k: v for k, v in s.feeds.items() if k != "search"})["kv"]
         fed = run("search_decoder", {"search": s.feeds["search"], "kv": ref["kv"].astype(np.float32)})
         chain = run("search_decoder", {"search": s.feeds["search"], "kv": kv})
         figures = {
