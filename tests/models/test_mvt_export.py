@@ -31,7 +31,7 @@ def _mvt():
 def mvt_export(tmp_path_factory):
     """One MVT export per test module (fp32 ONNX and OpenVINO IR: a 256-pixel MVT is not free on 2 cores)."""
     pytest.importorskip("openvino")
-    from mfv2.export import export
+    from mfv2 import export
 
     model = _mvt()
     out = export(model, tmp_path_factory.mktemp("mvt") / "export", precisions=("fp32",), openvino=("fp32",), seed=0)
@@ -49,7 +49,7 @@ def test_manifest_records_the_family_and_its_preprocessing(mvt_export):
     assert list(art["search_decoder.onnx"].outputs) == ["score_map", "size_map", "offset_map"]
     for a in m.artifacts:  # the fp32 parity gate passed and its figures are recorded
         assert a.parity["boxes"] <= 1e-4 and a.parity["score"] <= 1e-4
-    from mfv2.export.onnx import read_metadata
+    from mfv2.exporters.onnx import read_metadata
 
     meta = read_metadata(out / "model.onnx")
     assert meta["family"] == "mvt" and json.loads(meta["mfv2"])["family"] == "mvt"
