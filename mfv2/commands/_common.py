@@ -13,7 +13,8 @@ from typing import Any
 from mfv2.artifacts.formats import FORMATS, GRAPH_STEMS, SPLIT_GRAPHS
 from mfv2.errors import ConfigError
 
-__all__ = ["PRECISIONS", "GRAPHS", "BACKENDS_HELP", "add_model_options", "add_runtime_options", "backend_options", "csv_choices"]
+__all__ = ["PRECISIONS", "GRAPHS", "BACKENDS_HELP", "add_model_options", "add_runtime_options", "backend_options", "csv_choices",
+           "precision_of"]
 
 #: Every precision some format holds, in table order (fp32, fp16, int8, bf16).
 PRECISIONS: tuple[str, ...] = tuple(dict.fromkeys(p for name in FORMATS for p in FORMATS.get(name).precisions))
@@ -30,15 +31,30 @@ def add_model_options(p: argparse.ArgumentParser, *, checkpoint_help: str, varia
     p.add_argument("--variant", help=variant_help)
 
 
-def add_runtime_options(p: argparse.ArgumentParser, *, device: bool = True) -> None:
-    """``--backend``, ``--precision``, ``--graph``, ``--threads`` and (unless ``device=False``) ``--device``."""
+def add_runtime_options(p: argparse.ArgumentParser, *, device: bool = True, auto: bool = False) -> None:
+    """``--backend``, ``--precision``, ``--graph``, ``--threads`` and (unless ``device=False``) ``--device``.
+
+    With ``auto`` the backend defaults to ``auto`` (the fastest gated CPU path, calibrated once per
+    machine and model) and the precision to ``auto`` with it, ``fp32`` with a named backend; read the
+    precision with :func:`precision_of`.
+    """
     g = p.add_argument_group("runtime")
-    g.add_argument("--backend", default="onnxruntime", help=f"{BACKENDS_HELP} (default onnxruntime)")
-    g.add_argument("--precision", default="fp32", choices=(*PRECISIONS, "auto"), help="default fp32")
+    if auto:
+        g.add_argument("--backend", default="auto", help=f"{BACKENDS_HELP} (default auto: the fastest path whose accuracy "
+                       "gate passed, measured once on this machine)")  # fmt: skip
+        g.add_argument("--precision", choices=(*PRECISIONS, "auto"), help="default: auto with --backend auto, else fp32")
+    else:
+        g.add_argument("--backend", default="onnxruntime", help=f"{BACKENDS_HELP} (default onnxruntime)")
+        g.add_argument("--precision", default="fp32", choices=(*PRECISIONS, "auto"), help="default fp32")
     g.add_argument("--graph", default="auto", choices=GRAPHS, help="split template-KV graphs, the full graph, or auto (split when exported)")
     g.add_argument("--threads", type=int, help="CPU threads of the runtime (default: the runtime's choice)")
     if device:
         g.add_argument("--device", help="backend device: cpu/cuda (torch), cpu/cuda/tensorrt (onnxruntime), CPU/GPU (openvino), N (tensorrt)")
+
+
+def precision_of(args: argparse.Namespace) -> str:
+    """``--precision``, or its default: ``auto`` with ``--backend auto``, else ``fp32``."""
+    return args.precision or ("auto" if args.backend == "auto" else "fp32")
 
 
 def backend_options(args: argparse.Namespace) -> dict[str, Any]:

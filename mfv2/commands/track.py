@@ -10,7 +10,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
-from mfv2.commands._common import add_model_options, add_runtime_options, backend_options
+from mfv2.commands._common import add_model_options, add_runtime_options, backend_options, precision_of
 
 HELP = "track one or several targets through a video file, camera, stream URL or image folder"
 EXAMPLE = "mfv2 track clip.mp4 --backend onnxruntime --model exports/S --init 120,80,60,90 --output boxes.txt"
@@ -32,7 +32,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", help="official per-dataset tracker settings: lasot, got10k, trackingnet, vot20, otb, uav, ...")
     p.add_argument("--update-interval", type=int, metavar="N", help="frames between online-template updates")
     p.add_argument("--lost-threshold", type=float, metavar="P", help="score below which a frame counts as lost (default 0)")
-    add_runtime_options(p)
+    add_runtime_options(p, auto=True)
     p.add_argument("--output", metavar="boxes.txt",
                    help="one x,y,w,h line per frame, the first being the init box; with several targets one file each, "
                         "named by the target id: {id} in the name, else boxes_0.txt, boxes_1.txt, ...")
@@ -227,9 +227,11 @@ def run(args: argparse.Namespace) -> int:
     _check_outputs(args)
     window = _window("mfv2 track") if args.show else None
     with FrameSource(args.source) as source, load_backend(
-        args.backend, _model_source(args), precision=args.precision, threads=args.threads, graph=args.graph,
+        args.backend, _model_source(args), precision=precision_of(args), threads=args.threads, graph=args.graph,
         verify_hashes=not args.no_verify, **backend_options(args),
     ) as runner:
+        if runner.auto is not None:
+            print(runner.auto.describe())
         tracker = Tracker(runner, _tracker_config(args, runner))
         frames = iter(source)
         first = next(frames, None)
@@ -324,7 +326,7 @@ def _run_multi(args: argparse.Namespace, init_boxes: list[tuple[float, float, fl
         _check_outputs(args)
     window = _window("mfv2 track") if args.show else None
     with FrameSource(args.source) as source, load_backend(
-        args.backend, _model_source(args), precision=args.precision, threads=args.threads, graph=args.graph,
+        args.backend, _model_source(args), precision=precision_of(args), threads=args.threads, graph=args.graph,
         verify_hashes=not args.no_verify, **backend_options(args),
     ) as runner:
         if runner.batch is not None and runner.batch < max(len(init_boxes), 2):
@@ -400,7 +402,9 @@ def _summary(tracker: Any, count: int, lost: int, args: argparse.Namespace) -> N
     frames = max(tracker.frames, 1)
     stages = ", ".join(f"{k} {v / frames * 1e3:.2f}" for k, v in tracker.total_timings.items() if k != "total")
     fps = frames / max(tracker.total_timings.get("total", 0.0), 1e-9)
-    print(f"{count} frames, {lost} lost; tracker loop {fps:.1f} fps on {args.backend} (ms per frame: {stages})")
+    runner = getattr(tracker, "runner", None)
+    where = f"{runner.backend} {runner.precision}" if runner is not None else args.backend
+    print(f"{count} frames, {lost} lost; tracker loop {fps:.1f} fps on {where} (ms per frame: {stages})")
     for label, path in (("boxes", args.output), ("per-frame log", args.jsonl), ("video", args.save_video)):
         if path:
             print(f"wrote {label} to {path}")

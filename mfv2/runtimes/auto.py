@@ -164,14 +164,24 @@ def auto_candidates(manifest: Manifest, *, backend: str = AUTO, precision: str =
     return out
 
 
+def _verify(directory: Path, manifest: Manifest, paths: list[tuple[str, str, str]], check_hash: bool) -> None:
+    """Every file of every candidate inside the export and unchanged: a bad file fails the call, as with a
+    named backend, instead of quietly losing its path to the calibration."""
+    from mfv2.runtimes.base import get_backend, select_artifacts, verify_artifact
+
+    for backend, precision, graph in paths:
+        chosen = select_artifacts(manifest, cast(GraphMode, graph), get_backend(backend)(precision=precision).candidates())  # type: ignore[attr-defined]
+        for art in (chosen or {}).values():
+            verify_artifact(directory, art, check_hash=check_hash)
+
+
 def _time_path(directory: Path, backend: str, precision: str, threads: int, graph: str, *,
-               warmup: int, iters: int, duration: float) -> Trial:  # fmt: skip
+               warmup: int, iters: int, duration: float, verify_hashes: bool = True) -> Trial:  # fmt: skip
     from mfv2.runtimes.runner import load_backend
 
-    try:
-        runner = load_backend(backend, directory, precision=precision, threads=threads, graph=cast(GraphMode, graph))
-    except Mfv2Error as e:
-        return Trial(backend, precision, threads, graph, None, f"failed: {e}")
+    # A candidate that does not load is a broken export: its error is the caller's, as with a named backend.
+    runner = load_backend(backend, directory, precision=precision, threads=threads, graph=cast(GraphMode, graph),
+                          verify_hashes=verify_hashes)  # fmt: skip
     try:
         m = runner.manifest.model
         rng = np.random.default_rng(0)
@@ -220,6 +230,7 @@ def choose(
     threads: int | None = None,
     graph: GraphMode = "auto",
     use_cache: bool = True,
+    verify_hashes: bool = True,
     warmup: int = 3,
     iters: int = 30,
     duration: float = 1.0,
@@ -232,16 +243,21 @@ def choose(
         threads: a fixed thread count, or ``None`` to try the usable CPUs and fewer.
         graph: ``auto`` (split when exported), ``split`` or ``full``.
         use_cache: reuse (and write) the cached choice for this CPU, runtimes and model.
+        verify_hashes: check every candidate's files against the manifest's SHA-256 (default).
         warmup, iters, duration: per candidate, untimed calls, then at most ``iters`` timed calls or
             ``duration`` seconds.
 
     Raises:
-        ConfigError: no candidate path (nothing installed that runs the export), or none could run.
+        ConfigError: no candidate path (nothing installed that runs the export), none could run, or a
+            candidate's file lies outside the export or differs from its recorded hash.
     """
     from mfv2.artifacts import load_manifest
 
     d = Path(directory)
     manifest = load_manifest(d)
+    _, flag_text = cpu_flags()
+    paths = auto_candidates(manifest, backend=backend, precision=precision, flags=flag_text.split(), graph=graph)
+    _verify(d, manifest, paths, verify_hashes)
     key = cache_key(d, backend=backend, precision=precision, threads=threads, graph=graph)
     cached = cache_dir("auto") / f"{key}.json"
     if use_cache and cached.is_file():
@@ -251,14 +267,12 @@ def choose(
             return choice
         except (OSError, ValueError, TypeError) as e:
             log.warning("auto: ignoring the unreadable cached choice %s (%s)", cached, e)
-    _, flag_text = cpu_flags()
-    paths = auto_candidates(manifest, backend=backend, precision=precision, flags=flag_text.split(), graph=graph)
     if not paths:
         raise ConfigError(f"auto: {d} has no path an installed CPU backend can run here "
                           f"(backend {backend}, precision {precision}); install mfv2[onnxruntime] or mfv2[openvino]")  # fmt: skip
     n = len(_usable_cpus())
     first = threads or n
-    timing: dict[str, Any] = {"warmup": warmup, "iters": iters, "duration": duration}
+    timing: dict[str, Any] = {"warmup": warmup, "iters": iters, "duration": duration, "verify_hashes": verify_hashes}
     log.info("auto: calibrating %d path(s) of %s at %d thread(s)", len(paths), d, first)
     trials = [_time_path(d, b, p, first, g, **timing) for b, p, g in paths]
     if threads is None and n > 1:  # the two fastest again with fewer threads (cores shared with other work)
@@ -301,7 +315,7 @@ def load_auto(artifact: Any, *, backend: str = AUTO, precision: str = AUTO, thre
         fixed = "fp32" if precision == AUTO else precision
         return load_backend(backend, artifact, precision=fixed, threads=threads, graph=graph,
                             verify_hashes=verify_hashes, **options)  # fmt: skip
-    choice = choose(artifact, backend=backend, precision=precision, threads=threads, graph=graph)
+    choice = choose(artifact, backend=backend, precision=precision, threads=threads, graph=graph, verify_hashes=verify_hashes)
     log.info("%s", choice.describe())
     runner = load_backend(choice.backend, artifact, precision=choice.precision, threads=choice.threads,
                           graph=cast(GraphMode, choice.graph), verify_hashes=verify_hashes, **options)  # fmt: skip

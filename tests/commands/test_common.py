@@ -26,8 +26,18 @@ def test_the_choices_come_from_the_format_table() -> None:
 def test_track_and_eval_declare_the_same_runtime_options() -> None:
     t, e = _options(track), _options(eval_cmd)
     for flag in ("--backend", "--precision", "--graph", "--threads", "--model", "--checkpoint", "--variant"):
-        assert (t[flag].default, t[flag].choices, t[flag].type) == (e[flag].default, e[flag].choices, e[flag].type), flag
+        assert (t[flag].choices, t[flag].type) == (e[flag].choices, e[flag].type), flag
+        if flag not in ("--backend", "--precision"):
+            assert t[flag].default == e[flag].default, flag
     assert t["--precision"].choices == (*PRECISIONS, "auto")
+    # track picks the path for the machine unless told (issue #23); eval scores the path it is given.
+    assert (t["--backend"].default, t["--precision"].default) == ("auto", None)
+    assert (e["--backend"].default, e["--precision"].default) == ("onnxruntime", "fp32")
+    from mfv2.commands._common import precision_of
+
+    assert precision_of(argparse.Namespace(backend="auto", precision=None)) == "auto"
+    assert precision_of(argparse.Namespace(backend="openvino", precision=None)) == "fp32"
+    assert precision_of(argparse.Namespace(backend="auto", precision="int8")) == "int8"
     assert "--device" in t and "--device" in _options(bench)
 
 

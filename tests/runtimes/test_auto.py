@@ -119,3 +119,18 @@ def test_tracker_create_defaults_to_auto(tiny_export, cache):
     with Tracker.create("onnxruntime", model=tiny_export, threads=1) as tracker:  # a named backend keeps fp32
         runner = tracker.runner
         assert (runner.backend, runner.precision, runner.auto) == ("onnxruntime", "fp32", None)
+
+
+def test_mfv2_track_defaults_to_auto_and_says_what_it_picked(tiny_export, cache, tmp_path, capsys):
+    import cv2
+
+    from mfv2.cli import main
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i in range(4):
+        cv2.imwrite(str(folder / f"{i}.png"), np.full((120, 160, 3), 40 * i, np.uint8))
+    code = main(["track", str(folder), "--model", str(tiny_export), "--init", "40,30,40,40", "--threads", "1", "--no-progress"])
+    out = capsys.readouterr().out
+    assert code == 0 and "auto picked" in out
+    assert any(f"fps on {b} {p}" in out for b in ("onnxruntime", "openvino") for p in ("fp32", "int8"))
