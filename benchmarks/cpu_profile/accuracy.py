@@ -43,7 +43,7 @@ def main() -> None:
     p.add_argument("--frames", type=int, default=100)
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args()
-    export = cached_export(demo_checkpoint(), precision="int8")
+    export = cached_export(demo_checkpoint(), precisions=("int8",))
     runners = {path: load_backend(path[0], export, precision=path[1], threads=args.threads) for path in PATHS}
     auc: dict[tuple[str, str], list[float]] = {k: [] for k in PATHS}
     agree: dict[tuple[str, str], list[np.ndarray]] = {k: [] for k in PATHS}

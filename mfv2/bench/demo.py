@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 # Healthy int8/bf16/fp16 paths of the demo model keep 0.5-0.8 on the clip (closed-loop tracks drift apart
 # once a frame differs; benchmarks/gates/), a broken graph near 0.
 TRACKER_AGREEMENT_MIN = 0.3
+_WARMUP = 10  # untimed tracker updates before the timed pass, as mfv2 bench does
 
 # (backend, precision, graph); the first row is the official path every speed-up refers to.
 DEMO_PATHS: tuple[tuple[str, str, Literal["full", "split"]], ...] = (
@@ -61,26 +62,15 @@ class DemoRow:
         return f"{self.backend} {self.precision} {self.graph}"
 
 
-def _track(runner: Any, frames: Sequence[np.ndarray], init_box: np.ndarray) -> tuple[np.ndarray, list[float], dict[str, float]]:
-    from mfv2.config import TrackerConfig
+def _track(runner: Any, clip: Sequence[np.ndarray], init_box: np.ndarray) -> tuple[np.ndarray, list[float], float, dict[str, float]]:
+    """The clip through the tracker loop as ``mfv2 bench`` times it (warm-up pass first), with the
+    manifest's tracker settings: boxes, scores, the median ms per frame and the mean ms of each stage."""
+    from mfv2.bench.latency import summarize_stages, time_tracker
     from mfv2.tracking import Tracker
 
-    tracker = Tracker(runner, TrackerConfig.for_model(runner.manifest.model))
-    tracker.init(frames[0], tuple(float(v) for v in init_box))
-    boxes, scores, per_frame = [init_box], [1.0], []
-    stages: dict[str, float] = {}
-    for frame in frames[1:]:
-        start = time.perf_counter_ns()
-        _, box = tracker.update(frame)
-        per_frame.append((time.perf_counter_ns() - start) / 1e6)
-        boxes.append(np.asarray(box, dtype=np.float64))
-        scores.append(tracker.score)
-        for k, v in tracker.last_timings.items():
-            stages[k] = stages.get(k, 0.0) + v * 1e3
-    n = max(len(frames) - 1, 1)
-    stages = {k: v / n for k, v in stages.items()}
-    stages["frame_median"] = float(np.median(per_frame)) if per_frame else float("nan")
-    return np.stack(boxes), scores, stages
+    run = time_tracker(Tracker(runner, runner.manifest.tracker), clip.__getitem__, len(clip), init_box, warmup=_WARMUP)
+    stages = {k: v["mean_ms"] for k, v in summarize_stages(run.stages).items()}
+    return run.boxes, run.scores, run.stats().median_ms, stages
 
 
 def run_demo(
@@ -92,7 +82,10 @@ def run_demo(
     quick: bool = False,
     say: Callable[[str], None] = log.info,
 ) -> dict[str, Any]:
-    """Run the demo and write ``output``/{summary.md, demo.json, fps.png, tracked.mp4, export/}.
+    """Run the demo and write ``output``/{summary.md, demo.json, fps.png, tracked.mp4}.
+
+    The model is exported once into the export cache (:func:`mfv2.runtimes.cached_export`) and reused
+    by later runs; ``demo.json`` names the folder.
 
     Args:
         output: report folder (created; an existing one is refused unless empty).
@@ -102,17 +95,16 @@ def run_demo(
         quick: fp32 paths only, a short clip (for CI).
         say: where progress lines go.
     """
-    from mfv2.assets import DEMO_CHECKPOINT, demo_checkpoint, demo_description
-    from mfv2.bench.flops import frame_flops
-    from mfv2.evaluation.metrics import evaluate_sequences
-    from mfv2.geometry.boxes import iou_continuous
-    from mfv2.bench.envinfo import cpu_isa
-    from mfv2.bench.probe import measure_peak
-    from mfv2.bench.rows import rejected_status
-    from mfv2.fileio import check_output_dir
-    from mfv2.exporters import export
     from mfv2.artifacts import load_manifest
-    from mfv2.runtimes import available_backends, load_backend
+    from mfv2.assets import DEMO_CHECKPOINT, demo_checkpoint, demo_description
+    from mfv2.bench.envinfo import cpu_isa
+    from mfv2.bench.flops import frame_flops
+    from mfv2.bench.probe import measure_peak
+    from mfv2.bench.rows import random_checkpoint, rejected_status
+    from mfv2.evaluation.metrics import evaluate_sequences
+    from mfv2.fileio import cache_dir, check_output_dir
+    from mfv2.geometry.boxes import iou_continuous
+    from mfv2.runtimes import available_backends, cached_export, load_backend
     from mfv2.synthetic import make_sequence
 
     out = Path(output)
@@ -130,10 +122,10 @@ def run_demo(
     start = time.perf_counter()
     say(f"machine: {cpu_isa()}, {os.cpu_count()} logical CPUs")
     # A low-precision variant that misses its gate is left out (and its rows say why): the demo goes on.
-    export_dir = export(ckpt, out / "export", variant=None if ckpt else "S",
-                        precisions=("fp32",) if quick else ("fp32", "int8"),
-                        openvino=() if quick or "openvino" not in installed else ("int8",), skip_failed=True)  # fmt: skip
-    say(f"exported full + split graphs to {export_dir} in {time.perf_counter() - start:.0f} s")
+    source = Path(ckpt) if ckpt else random_checkpoint("S", cache_dir("bench"))
+    export_dir = cached_export(source, precisions=("fp32",) if quick else ("fp32", "int8"),
+                               openvino=() if quick or "openvino" not in installed else ("int8",), skip_failed=True)  # fmt: skip
+    say(f"full + split graphs in the export cache {export_dir} ({time.perf_counter() - start:.0f} s)")
     manifest = load_manifest(export_dir)
     for r in manifest.rejected:
         if r["graph"] == "full":
@@ -159,12 +151,11 @@ def run_demo(
         try:
             # The torch backend rebuilds the exported model (its checkpoint or its seeded weights).
             with load_backend(backend, export_dir, precision=precision, threads=threads, graph=graph) as runner:
-                boxes, scores, stages = _track(runner, clip, seq.boxes[0])
+                boxes, scores, row.ms_per_frame, stages = _track(runner, clip, seq.boxes[0])
         except Exception as e:  # noqa: BLE001 - a failing path is a row status, not the end of the demo
             row.status = f"failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
             continue
         results[row.label], scores_of[row.label] = boxes, scores
-        row.ms_per_frame = stages.pop("frame_median")
         row.fps = 1000.0 / row.ms_per_frame
         row.infer_ms = stages.get("infer", float("nan"))
         row.stages_ms = stages
@@ -174,7 +165,7 @@ def run_demo(
     base = rows[0]
     model_cfg = manifest.model
     peaks = {p: measure_peak(p, threads=threads, duration=0.3).gops for p in ("fp32", "bf16", "int8")}
-    interval = 200
+    interval = manifest.tracker.update_interval
     for row in rows:
         if row.status != "ok":
             continue
@@ -189,7 +180,8 @@ def run_demo(
                 row.status = f"tracker check failed: mean IoU {row.iou_vs_base:.2f} with the official path < {TRACKER_AGREEMENT_MIN}"
 
     report = {"weights": weights, "frames": len(clip), "clip": f"seed {seq.config.seed}, {seq.config.backgrounds} textures",
-              "threads": threads, "isa": cpu_isa(), "gemm_peak_gops": peaks, "rejected": manifest.rejected,
+              "threads": threads, "isa": cpu_isa(), "gemm_peak_gops": peaks, "export": str(export_dir),
+              "rejected": manifest.rejected,
               "rows": [{**asdict(r), "label": r.label} for r in rows]}  # fmt: skip
     _write_report(out, report, rows, clip, results, scores_of)
     return report

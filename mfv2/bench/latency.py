@@ -19,7 +19,7 @@ import numpy as np
 
 from mfv2.errors import ConfigError
 
-__all__ = ["LatencyStats", "measure", "time_calls", "summarize_stages"]
+__all__ = ["LatencyStats", "TrackerRun", "measure", "time_calls", "time_tracker", "summarize_stages"]
 
 _NS_PER_MS = 1e6
 
@@ -172,3 +172,60 @@ def summarize_stages(timings: Iterable[Mapping[str, float]]) -> dict[str, dict[s
         }
         for k, v in columns.items()
     }
+
+
+@dataclass
+class TrackerRun:
+    """One timed pass of a tracker over a clip.
+
+    Attributes:
+        boxes: ``(N, 4)`` xywh per frame, row 0 the initial box. scores: per frame, 1.0 at frame 0.
+        samples_ms: wall time of each timed ``update()``; cpu_ms: its process CPU time.
+        stages: the tracker's ``last_timings`` (seconds) of each timed frame, ``total`` left out.
+        init_ms: the timed ``init()``; first_ms: the first ``update()`` of the warm-up pass.
+    """
+
+    boxes: np.ndarray
+    scores: list[float]
+    samples_ms: list[float]
+    cpu_ms: list[float]
+    stages: list[dict[str, float]]
+    init_ms: float
+    first_ms: float
+
+    def stats(self) -> LatencyStats:
+        return LatencyStats.from_samples(self.samples_ms, self.first_ms)
+
+
+def time_tracker(tracker: Any, frame: Callable[[int], np.ndarray], count: int, init_box: Sequence[float] | np.ndarray, *,
+                 warmup: int = 10) -> TrackerRun:  # fmt: skip
+    """Time a tracker (the OpenCV tracker API) over ``count`` frames, ``frame(i)`` giving frame ``i``.
+
+    A warm-up pass runs ``init`` and up to ``warmup`` updates first (only its first update is timed,
+    as ``first_ms``); then the tracker starts again from ``init_box`` and every update is timed on the
+    wall clock and on the process CPU clock. Getting a frame is not timed.
+    """
+    box0 = tuple(float(v) for v in init_box)
+    tracker.init(frame(0), box0)
+    first_ms = float("nan")
+    for i in range(1, min(warmup + 1, count)):
+        f = frame(i)
+        t0 = time.perf_counter_ns()
+        tracker.update(f)
+        if i == 1:
+            first_ms = (time.perf_counter_ns() - t0) / _NS_PER_MS
+    f = frame(0)
+    t0 = time.perf_counter_ns()
+    tracker.init(f, box0)
+    init_ms = (time.perf_counter_ns() - t0) / _NS_PER_MS
+    boxes, scores, samples, cpu, stages = [list(box0)], [1.0], [], [], []
+    for i in range(1, count):
+        f = frame(i)
+        c0, t0 = time.process_time_ns(), time.perf_counter_ns()
+        _, box = tracker.update(f)
+        samples.append((time.perf_counter_ns() - t0) / _NS_PER_MS)
+        cpu.append((time.process_time_ns() - c0) / _NS_PER_MS)
+        boxes.append([float(v) for v in box])
+        scores.append(float(tracker.score))
+        stages.append({k: v for k, v in tracker.last_timings.items() if k != "total"})
+    return TrackerRun(np.asarray(boxes, dtype=np.float64), scores, samples, cpu, stages, init_ms, first_ms)

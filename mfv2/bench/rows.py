@@ -20,15 +20,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mfv2.bench.config import BenchConfig
-from mfv2.bench.latency import LatencyStats, summarize_stages, time_calls
+from mfv2.bench.latency import LatencyStats, summarize_stages, time_calls, time_tracker
 from mfv2.config import FamilyConfig, ModelConfig, TrackerConfig, variant_config
 from mfv2.errors import BackendUnavailableError, ConfigError, Mfv2Error
-from mfv2.fileio import cache_dir, sha256
+from mfv2.fileio import cache_dir
 
 if TYPE_CHECKING:
     from mfv2.artifacts import Manifest
 
-__all__ = ["Artifacts", "prepare_artifacts", "rejected_status", "run_row", "peak_rss_mb", "CLIP_SIZE"]
+__all__ = ["Artifacts", "prepare_artifacts", "random_checkpoint", "rejected_status", "run_row", "peak_rss_mb", "CLIP_SIZE"]
 
 logger = logging.getLogger(__name__)
 
@@ -83,17 +83,18 @@ def _one_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {text[0] if text else ''}"[:300]
 
 
-def _cache_root(config: BenchConfig) -> Path:
-    if config.cache_dir:
-        return Path(config.cache_dir)
-    return cache_dir("bench")
-
-
-def _random_checkpoint(cfg: ModelConfig, path: Path) -> Path:
+def random_checkpoint(variant: str, root: Path) -> Path:
+    """``variant`` with seeded random weights, saved once as ``root/<variant>-seed0.pt`` (speed does not
+    depend on the weights)."""
+    path = root / f"{variant}-seed{_SEED}.pt"
+    if path.is_file():
+        return path
     import torch
 
     from mfv2.models import build_model, save_native
 
+    root.mkdir(parents=True, exist_ok=True)
+    cfg = variant_config(variant)
     torch.manual_seed(_SEED)
     model = build_model(cfg)
     return save_native(model.state_dict(), cfg, path, meta={"weights": f"random, seed {_SEED}, for benchmarks only"})
@@ -107,35 +108,23 @@ def _wanted_files(needed: Iterable[tuple[str, str]]) -> tuple[tuple[str, ...], t
             onnx.add(precision)
         if backend == "openvino":
             ov.add("fp32" if precision == "bf16" else precision)
-    order = ("fp32", "fp16", "int8")
-    return tuple(p for p in order if p in onnx), tuple(p for p in order if p in ov)
+    from mfv2.artifacts import FORMATS
 
-
-def _has_files(directory: Path, onnx: tuple[str, ...], ov: tuple[str, ...]) -> bool:
-    from mfv2.artifacts import MANIFEST_NAME, load_manifest
-
-    if not (directory / MANIFEST_NAME).is_file():
-        return False
-    m = load_manifest(directory)
-    return all(m.find(g, p, "onnx") for g in ("full", "template_encoder", "search_decoder") for p in onnx) and all(
-        m.find(g, p, "openvino") for g in ("full", "template_encoder", "search_decoder") for p in ov
-    )
-
-
-def _export(checkpoint: Path, out: Path, onnx: tuple[str, ...], ov: tuple[str, ...]) -> None:
-    """Export into ``out``; a low-precision variant that misses its gate is left out and its rows say why."""
-    from mfv2.exporters import export
-
-    export(checkpoint, out, precisions=onnx, openvino=ov, seed=_SEED, overwrite=True, skip_failed=True)
+    return (tuple(p for p in FORMATS.get("onnx").precisions if p in onnx),
+            tuple(p for p in FORMATS.get("openvino").precisions if p in ov))  # fmt: skip
 
 
 def prepare_artifacts(variant: str, needed: set[tuple[str, str]], config: BenchConfig) -> Artifacts:
     """Find or make the checkpoint and the export directory that ``variant``'s rows load.
 
     ``variant`` is a variant name (random weights unless ``config.checkpoint``) or an export
-    directory. Failures become :attr:`Artifacts.error` so the rows show them instead of vanishing.
+    directory. Random checkpoints are kept in ``config.cache_dir`` (default the ``bench`` cache) and
+    exports in the one export cache (:func:`mfv2.runtimes.cached_export`; in ``config.cache_dir`` when
+    given), a low-precision variant that misses its gate left out so its rows say why. Failures become
+    :attr:`Artifacts.error` so the rows show them instead of vanishing.
     """
     from mfv2.artifacts import load_manifest
+    from mfv2.runtimes import cached_export
 
     if Path(variant).is_dir():
         manifest = load_manifest(variant)
@@ -146,7 +135,7 @@ def prepare_artifacts(variant: str, needed: set[tuple[str, str]], config: BenchC
                          manifest=manifest)
     cfg = variant_config(variant)
     interval = TrackerConfig.for_model(cfg).update_interval
-    root = _cache_root(config)
+    root = Path(config.cache_dir) if config.cache_dir else cache_dir("bench")
     arts = Artifacts(variant, cfg, interval)
     if config.checkpoint and not Path(config.checkpoint).is_file():
         raise ConfigError(f"checkpoint {config.checkpoint} does not exist; pass an official or mfv2 checkpoint file")
@@ -155,10 +144,7 @@ def prepare_artifacts(variant: str, needed: set[tuple[str, str]], config: BenchC
             ckpt = Path(config.checkpoint)
             arts.note = f"{variant}: weights from {ckpt}"
         else:
-            ckpt = root / f"{variant}-seed{_SEED}.pt"
-            if not ckpt.is_file():
-                root.mkdir(parents=True, exist_ok=True)
-                _random_checkpoint(cfg, ckpt)
+            ckpt = random_checkpoint(variant, root)
             arts.note = (f"{variant}: seeded random weights (speed does not depend on the weights; tracker boxes "
                          "are only compared across backends)")  # fmt: skip
         arts.checkpoint = str(ckpt)
@@ -168,19 +154,11 @@ def prepare_artifacts(variant: str, needed: set[tuple[str, str]], config: BenchC
     onnx, ov = _wanted_files(needed)
     if not any(b != "torch" for b, _ in needed):
         return arts
-    from mfv2 import __version__
-    from mfv2.artifacts import exporter_fingerprint
-
-    out = root / f"{variant}-{sha256(ckpt)[:12]}-{__version__}-{exporter_fingerprint()}"
     try:
-        if not _has_files(out, onnx, ov):
-            logger.info("exporting %s (%s; openvino %s) into %s", variant, ",".join(onnx), ",".join(ov) or "-", out)
-            t0 = time.perf_counter()
-            _export(ckpt, out, onnx, ov)
-            logger.info("export took %.0f s", time.perf_counter() - t0)
+        out = cached_export(ckpt, precisions=onnx, openvino=ov, skip_failed=True, cache_dir=config.cache_dir)
         arts.export_dir = str(out)
         arts.manifest = load_manifest(out)
-    except Exception as e:  # as in _export: a failed export becomes the status of the rows that need it
+    except Exception as e:  # a failed export becomes the status of the rows that need it
         arts.error = f"export failed: {_one_line(e)}"
     return arts
 
@@ -238,32 +216,12 @@ def _tracker_mode(runner: Any, spec: dict[str, Any]) -> dict[str, Any]:
 
     width, height = CLIP_SIZE
     seq = make_sequence(num_frames=spec["frames"], width=width, height=height, seed=_SEED, backgrounds="procedural")
-    tracker = Tracker(runner, runner.manifest.tracker)
-    init_box = tuple(float(v) for v in seq.boxes[0])
-    tracker.init(seq.frame(0), init_box)  # warm-up pass: only its first update is timed, as first_ms
-    first_ms = float("nan")
-    for i in range(1, min(spec["warmup"] + 1, len(seq))):
-        frame = seq.frame(i)
-        t0 = time.perf_counter_ns()
-        tracker.update(frame)
-        if i == 1:
-            first_ms = (time.perf_counter_ns() - t0) / 1e6
-    t0 = time.perf_counter_ns()
-    tracker.init(seq.frame(0), init_box)
-    init_ms = (time.perf_counter_ns() - t0) / 1e6
-    boxes, samples, cpu, stages = [list(init_box)], [], [], []
-    for i in range(1, len(seq)):
-        frame = seq.frame(i)  # rendering is not timed
-        c0, t0 = time.process_time_ns(), time.perf_counter_ns()
-        _, box = tracker.update(frame)
-        samples.append((time.perf_counter_ns() - t0) / 1e6)
-        cpu.append((time.process_time_ns() - c0) / 1e6)
-        boxes.append([float(v) for v in box])
-        stages.append({k: v for k, v in tracker.last_timings.items() if k != "total"})
-    out: dict[str, Any] = {"samples_ms": samples, "boxes": boxes, "init_ms": init_ms, "frames": len(seq)}
-    out.update(LatencyStats.from_samples(samples, first_ms).to_dict())
-    out["cpu_ms"] = float(np.median(cpu))
-    out["stages"] = summarize_stages(stages)
+    run = time_tracker(Tracker(runner, runner.manifest.tracker), seq.frame, len(seq), seq.boxes[0], warmup=spec["warmup"])
+    out: dict[str, Any] = {"samples_ms": run.samples_ms, "boxes": run.boxes.tolist(), "init_ms": run.init_ms,
+                           "frames": len(seq)}  # fmt: skip
+    out.update(run.stats().to_dict())
+    out["cpu_ms"] = float(np.median(run.cpu_ms))
+    out["stages"] = summarize_stages(run.stages)
     return out
 
 

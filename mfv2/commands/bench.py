@@ -40,7 +40,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--frames", type=int, help="tracker-mode clip length (default 300)")
     p.add_argument("--rounds", type=int, default=1, help="run the matrix this many times, interleaved, pooling samples")
     p.add_argument("--quick", action="store_true", help="a short smoke run: 30 calls, 40 frames, a short GEMM probe")
-    p.add_argument("--cache", help="where random-weight exports are kept (default ~/.cache/mfv2/bench or $MFV2_CACHE)")
+    p.add_argument("--cache", help="where random-weight checkpoints and their exports are kept (default: $MFV2_CACHE or ~/.cache/mfv2, "
+                   "checkpoints in bench/, exports in the export cache exports/ that track and eval use too)")
     p.add_argument("--timeout", type=float, default=1800.0, help="seconds before a row is stopped (default 1800)")
     gpu = p.add_argument_group("torch rows on a GPU")
     gpu.add_argument("--device", default="cpu", help="device of the torch rows: cpu (default), cuda or cuda:N")

@@ -305,7 +305,7 @@ def load_auto(artifact: Any, *, backend: str = AUTO, precision: str = AUTO, thre
 
     if _is_checkpoint(artifact) and backend in (AUTO, *_CPU_BACKENDS):
         artifact = cached_export(artifact, variant=options.pop("variant", None),
-                                 precision="int8" if precision in (AUTO, "int8") else precision)  # fmt: skip
+                                 precisions=("int8",) if precision in (AUTO, "int8") else (precision,))  # fmt: skip
     is_export = isinstance(artifact, (str, os.PathLike)) and (Path(artifact) / MANIFEST_NAME).is_file()
     if not is_export or backend not in (AUTO, *_CPU_BACKENDS) or options.get("device", "cpu").lower() != "cpu":
         if backend == AUTO:

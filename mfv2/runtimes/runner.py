@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from mfv2.artifacts import MANIFEST_NAME, Manifest, exporter_fingerprint, load_manifest, runtime_family
+from mfv2.artifacts import FORMATS, GRAPHS, MANIFEST_NAME, Manifest, exporter_fingerprint, load_manifest, runtime_family
 from mfv2.errors import BackendUnavailableError, ConfigError, Mfv2Error, ShapeError
 from mfv2.fileio import cache_dir as default_cache_dir
 from mfv2.fileio import sha256
@@ -362,7 +362,7 @@ def load_backend(
     except TypeError as e:
         raise ConfigError(f"bad option for the {name} backend: {e}") from e
     if export_first:
-        artifact = cached_export(artifact, variant=variant, precision=precision)
+        artifact = cached_export(artifact, variant=variant, precisions=(precision,))
     if isinstance(backend, FileBackend):
         manifest, sessions = backend.load(artifact, graph, verify_hashes=verify_hashes)
     else:
@@ -374,14 +374,20 @@ def cached_export(
     checkpoint: str | os.PathLike[str],
     *,
     variant: str | None = None,
-    precision: str = "fp32",
+    precisions: Sequence[str] = ("fp32",),
+    openvino: Sequence[str] = (),
+    skip_failed: bool = False,
     cache_dir: str | os.PathLike[str] | None = None,
 ) -> Path:
-    """Export ``checkpoint`` once into a cache keyed by its SHA-256 and reuse it afterwards.
+    """Export ``checkpoint`` once into the export cache and reuse it afterwards (track, eval, bench, demo).
 
-    The cache lives in ``cache_dir``, else ``$MFV2_CACHE``, else ``~/.cache/mfv2`` (under ``exports/``);
-    its key also holds :func:`~mfv2.artifacts.manifest.exporter_fingerprint`, so a changed exporter re-exports.
-    Needs torch and onnx (``pip install "mfv2[onnx]"``).
+    The cache lives in ``cache_dir``, else :func:`mfv2.fileio.cache_dir` (``$MFV2_CACHE`` or
+    ``~/.cache/mfv2``) under ``exports/``, one folder per checkpoint SHA-256, variant, toolkit version
+    and :func:`~mfv2.artifacts.manifest.exporter_fingerprint` (a changed exporter re-exports). A cached
+    export lacking an asked ONNX ``precisions`` or ``openvino`` precision is exported again with the
+    union of what it held and what is asked. ``skip_failed``: a low-precision variant that misses its
+    parity gate is left out and recorded in the manifest (it then counts as present); otherwise the
+    gate error is raised. Needs torch and onnx (``pip install "mfv2[onnx]"``).
     """
     from mfv2 import __version__
 
@@ -389,12 +395,21 @@ def cached_export(
     key = f"{sha256(src)[:16]}-{variant or 'auto'}-{__version__}-{exporter_fingerprint()}"
     target = Path(cache_dir) if cache_dir is not None else default_cache_dir("exports")
     out = target / key
-    precisions = tuple(dict.fromkeys(("fp32", precision if precision in ("fp16", "int8") else "fp32")))
+    # bf16 is a runtime setting, not a file: a precision a format cannot hold asks for nothing
+    wanted = {f: tuple(p for p in dict.fromkeys(ps) if p in FORMATS.get(f).precisions)
+              for f, ps in (("onnx", ("fp32", *precisions)), ("openvino", openvino))}  # fmt: skip
 
-    def usable() -> bool:
-        return (out / MANIFEST_NAME).is_file() and all(load_manifest(out).find("full", p) for p in precisions)
+    def held() -> dict[str, set[str]] | None:
+        """Per format, the precisions the cached export holds for every graph (or left out, with skip_failed)."""
+        if not (out / MANIFEST_NAME).is_file():
+            return None
+        m = load_manifest(out)
+        return {f: {p for p in FORMATS.get(f).precisions
+                    if all(m.find(g, p, f) for g in GRAPHS) or (skip_failed and m.rejection(p, (f,)))}
+                for f in wanted}  # fmt: skip
 
-    if usable():
+    have = held()
+    if have is not None and all(set(ps) <= have[f] for f, ps in wanted.items()):
         log.info("using the cached export %s", out)
         return out
     missing = [m for m in ("torch", "onnx") if importlib.util.find_spec(m) is None]
@@ -407,6 +422,8 @@ def cached_export(
 
     from mfv2.fileio import cleanup_on_terminate, output_error
 
+    union = {f: tuple(p for p in FORMATS.get(f).precisions if p in set(ps) | (have or {}).get(f, set()))
+             for f, ps in wanted.items()}  # fmt: skip
     try:
         target.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -415,12 +432,13 @@ def cached_export(
         tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=target))
         try:
             log.info("exporting %s into the cache %s (once per checkpoint)", src, out)
-            export(src, tmp / "export", variant=variant, precisions=precisions, overwrite=True)
-            shutil.rmtree(out, ignore_errors=True)  # an unfinished export, or one without this precision
+            export(src, tmp / "export", variant=variant, precisions=union["onnx"], openvino=union["openvino"],
+                   overwrite=True, skip_failed=skip_failed)  # fmt: skip
+            shutil.rmtree(out, ignore_errors=True)  # an unfinished export, or one without these precisions
             try:
                 os.replace(tmp / "export", out)
             except OSError:
-                if not usable():  # else another process finished the same export first
+                if held() is None:  # else another process finished the same export first
                     raise
         finally:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -32,6 +32,20 @@ def bench_run(tmp_path_factory):
     return code, d
 
 
+def test_bench_exports_into_the_one_export_cache(bench_run, monkeypatch) -> None:
+    """The bench's export of its random checkpoint is the one track and eval find for that file."""
+    from mfv2.artifacts import MANIFEST_NAME
+    from mfv2.runtimes import cached_export
+
+    _, d = bench_run
+    exports = [p for p in (d / "cache").iterdir() if (p / MANIFEST_NAME).is_file()]
+    assert len(exports) == 1 and (d / "cache" / "tiny-seed0.pt").is_file()
+    monkeypatch.setattr("mfv2.export.export", lambda *a, **k: (_ for _ in ()).throw(AssertionError("re-exported")))
+    assert cached_export(d / "cache" / "tiny-seed0.pt", cache_dir=d / "cache") == exports[0]
+    with pytest.raises(AssertionError, match="re-exported"):  # a precision it lacks: exported again, with fp32
+        cached_export(d / "cache" / "tiny-seed0.pt", precisions=("int8",), cache_dir=d / "cache")
+
+
 def test_bench_reports_what_auto_picked(bench_run) -> None:
     code, d = bench_run
     pick = json.loads((d / "b.json").read_text())["auto"]["tiny"]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,10 +28,11 @@ def _rows(out):
     return {r["label"]: r for r in json.loads((out / "demo.json").read_text())["rows"]}
 
 
-def test_quick_demo_writes_the_report(tiny_checkpoint, tmp_path, capsys):
+def test_quick_demo_writes_the_report(tiny_checkpoint, tmp_path, capsys, monkeypatch):
     from mfv2.runtimes import available_backends
     from mfv2.tracking import FrameSource
 
+    monkeypatch.setenv("MFV2_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "report"
     assert main(["demo", "--quick", "--output", str(out), "--checkpoint", str(tiny_checkpoint), "--threads", "1"]) == 0
     stdout = capsys.readouterr().out
@@ -53,6 +56,10 @@ def test_quick_demo_writes_the_report(tiny_checkpoint, tmp_path, capsys):
     with FrameSource(out / "tracked.mp4") as video:
         assert video.length == json.loads((out / "demo.json").read_text())["frames"]
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary files left
+    from mfv2.runtimes import cached_export
+
+    report = json.loads((out / "demo.json").read_text())  # the export is the cache's, as track would find it
+    assert cached_export(tiny_checkpoint, cache_dir=tmp_path / "cache" / "exports") == Path(report["export"])
 
 
 def test_demo_and_bench_check_their_outputs_before_any_work(tmp_path, capsys):
@@ -92,12 +99,15 @@ def test_main_job_as_the_readme_runs_it(tmp_path):
     from mfv2.synthetic import make_sequence
 
     mfv2 = Path(sys.executable).with_name("mfv2")
-    proc = subprocess.run([str(mfv2), "demo"], cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    env = {**os.environ, "MFV2_CACHE": str(tmp_path / "cache")}
+    proc = subprocess.run([str(mfv2), "demo"], cwd=tmp_path, capture_output=True, text=True, timeout=900, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = tmp_path / "demo_report"
-    assert {p.name for p in out.iterdir()} == {"summary.md", "demo.json", "fps.png", "tracked.mp4", "export"}
+    assert {p.name for p in out.iterdir()} == {"summary.md", "demo.json", "fps.png", "tracked.mp4"}
     assert f"machine: {cpu_isa()}" in proc.stderr and f"Machine: {cpu_isa()}." in (out / "summary.md").read_text()
     report = json.loads((out / "demo.json").read_text())
+    assert Path(report["export"]).parent == tmp_path / "cache" / "exports"  # the one export cache
+    assert (Path(report["export"]) / "manifest.json").is_file()
     shipped = demo_checkpoint()
     assert report["weights"].startswith(f"checkpoint {shipped}" if shipped else "") and report["isa"] == cpu_isa()
     rows = _rows(out)

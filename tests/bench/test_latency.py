@@ -244,3 +244,34 @@ def test_markdown_and_plot(tmp_path) -> None:
     png = R.plot_bars(tmp_path / "b.png", report)
     image = cv2.imread(str(png))
     assert image is not None and image.shape[0] > 200 and image.shape[1] > 200
+
+
+def test_time_tracker_warms_up_then_times_every_update_from_a_fresh_init():
+    from mfv2.bench.latency import time_tracker
+
+    class Fake:
+        def __init__(self):
+            self.calls, self.score, self.last_timings = [], 0.0, {}
+
+        def init(self, frame, box):
+            self.calls.append(("init", int(frame[0]), box))
+            self.x = box[0]
+
+        def update(self, frame):
+            self.calls.append(("update", int(frame[0])))
+            self.x += 1.0
+            self.score = float(frame[0]) / 10
+            self.last_timings = {"crop": 0.001, "infer": 0.002, "total": 0.003}
+            return True, (self.x, 2.0, 3.0, 4.0)
+
+    tracker = Fake()
+    frames = [np.full(1, i) for i in range(6)]
+    run = time_tracker(tracker, frames.__getitem__, 6, (10.0, 2.0, 3.0, 4.0), warmup=2)
+    # warm-up: init + 2 updates (frames 1, 2); then a fresh init on frame 0 and every frame timed
+    assert tracker.calls[:4] == [("init", 0, (10.0, 2.0, 3.0, 4.0)), ("update", 1), ("update", 2),
+                                 ("init", 0, (10.0, 2.0, 3.0, 4.0))]  # fmt: skip
+    assert [c[1] for c in tracker.calls[4:]] == [1, 2, 3, 4, 5]
+    assert run.boxes.shape == (6, 4) and run.boxes[:, 0].tolist() == [10.0, 11.0, 12.0, 13.0, 14.0, 15.0]
+    assert run.scores == [1.0, 0.1, 0.2, 0.3, 0.4, 0.5]
+    assert len(run.samples_ms) == len(run.cpu_ms) == 5 and np.isfinite(run.first_ms) and run.init_ms >= 0
+    assert run.stages[0] == {"crop": 0.001, "infer": 0.002} and run.stats().count == 5
