@@ -17,12 +17,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Literal
 
+from mfv2.artifacts import GRAPHS, GraphName
 from mfv2.config import FamilyConfig, ModelConfig, variant_config
 from mfv2.errors import ConfigError
 
-__all__ = ["FlopCount", "graph_flops", "frame_flops", "FLOP_GRAPHS"]
+__all__ = ["FlopCount", "graph_flops", "frame_flops"]
 
-FLOP_GRAPHS: tuple[str, ...] = ("full", "template_encoder", "search_decoder")
 _PRED_TOKENS = 4
 
 
@@ -60,7 +60,7 @@ def _attention(queries: int, keys: int, dim: int) -> int:
 
 def graph_flops(
     config: str | FamilyConfig,
-    graph: Literal["full", "template_encoder", "search_decoder"],
+    graph: GraphName,
     *,
     online_templates: int = 1,
     batch: int = 1,
@@ -70,8 +70,8 @@ def graph_flops(
     Raises:
         ConfigError: an unknown graph or a non-positive count.
     """
-    if graph not in FLOP_GRAPHS:
-        raise ConfigError(f"unknown graph {graph!r}; graphs: {', '.join(FLOP_GRAPHS)}")
+    if graph not in GRAPHS:
+        raise ConfigError(f"unknown graph {graph!r}; graphs: {', '.join(GRAPHS)}")
     if online_templates < 1 or batch < 1:
         raise ConfigError(f"online_templates and batch must be >= 1, got {online_templates}, {batch}")
     if not isinstance(config, (str, ModelConfig)):

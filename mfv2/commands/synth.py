@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     opts = dict(height=height, width=width, occlusion=not args.no_occlusion, distractors=args.distractors,
                 clutter=args.clutter, out_of_view=args.out_of_view, backgrounds=args.backgrounds)
     if args.layout in ("got10k", "otb", "vot"):
-        from mfv2.layouts import write_layout
+        from mfv2.datasets.synthetic import write_layout
 
         path = write_layout(args.out, args.layout, num_sequences=args.sequences, num_frames=args.frames,
                             seed=args.seed, ext=args.ext, overwrite=args.overwrite, **opts)

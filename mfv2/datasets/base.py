@@ -22,7 +22,8 @@ import numpy as np
 
 from mfv2.errors import ConfigError
 
-__all__ = ["TrackingSequence", "SequenceInfo", "Dataset", "read_boxes", "read_flags", "natural_key"]
+__all__ = ["TrackingSequence", "SequenceInfo", "Dataset", "read_boxes", "read_flags", "natural_key", "box_lines", "flag_lines",
+           "write_frames"]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 _SPLIT = re.compile(r"[,\s]+")
@@ -280,3 +281,39 @@ def assemble(name: str, kind: str, frames: list[Path], gt: np.ndarray, gt_path: 
         visible &= ~hidden
     return TrackingSequence(name=name, dataset=kind, frame_paths=frames, gt=gt, visible=visible,
                             cover=cover, image_size=image_size)  # fmt: skip
+
+
+# ---------------------------------------------------------------------- writing (synthetic clips)
+
+
+def _num(v: float) -> str:
+    s = repr(float(v))
+    return s[:-2] if s.endswith(".0") else s
+
+
+def box_lines(boxes: np.ndarray) -> str:
+    """``x,y,w,h`` lines, numbers as short as they round-trip."""
+    return "".join(",".join(_num(v) for v in b) + "\n" for b in boxes)
+
+
+def flag_lines(flags: Any) -> str:
+    """One 0/1 (or integer) per line."""
+    return "".join(f"{int(v)}\n" for v in np.asarray(flags).astype(int))
+
+
+def write_frames(frames: Any, folder: Path, pattern: str, ext: str) -> None:
+    """Write ``frames`` (a sequence with ``len`` and ``frame(i)``, BGR) as ``folder/<pattern % (i + 1)><ext>``."""
+    import cv2
+
+    from mfv2.errors import Mfv2Error
+
+    folder.mkdir(parents=True, exist_ok=True)
+    params = [cv2.IMWRITE_JPEG_QUALITY, 95] if ext in (".jpg", ".jpeg") else []
+    for i in range(len(frames)):
+        path = folder / (pattern % (i + 1) + ext)
+        try:
+            ok = cv2.imwrite(str(path), frames.frame(i), params)
+        except cv2.error as e:
+            raise Mfv2Error(f"OpenCV could not write {path}: {e}") from e
+        if not ok:
+            raise Mfv2Error(f"OpenCV could not write {path}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -19,17 +20,23 @@ from mfv2.datasets.base import (
     FrameRanges,
     TrackingSequence,
     assemble,
+    box_lines,
+    flag_lines,
     list_frames,
     read_flags,
     read_table,
     read_text,
     subdirs,
     tokens,
+    write_frames,
 )
 from mfv2.datasets.registry import DATASETS
 from mfv2.errors import ConfigError
 
-__all__ = ["read_got10k", "SUBSET_FILES"]
+if TYPE_CHECKING:
+    from mfv2.synthetic import SyntheticSequence
+
+__all__ = ["write_synthetic", "cover_labels", "read_got10k", "SUBSET_FILES"]
 
 # Subset name -> pytracking's index file (one 0-based index into the train split's list.txt per line).
 SUBSET_FILES = {
@@ -120,3 +127,41 @@ def read_got10k(root: Path, *, split: str | None = None, subset: str | None = No
                         cover=cover, image_size=_resolution(d / "meta_info.ini"))  # fmt: skip
 
     return Dataset("got10k", base, names, load)
+
+
+def cover_labels(seq: SyntheticSequence) -> np.ndarray:
+    """GOT-10k ``cover.label`` classes of a clip: 0 where the target is not visible, else
+    ``ceil(8 * f)`` (1..8) with ``f`` the fraction of the true target box inside the frame and not
+    under the occluder."""
+    geo, occ = seq._geo, seq._occ  # the true (unclipped) target and occluder boxes
+    w, h = seq.config.width, seq.config.height
+    x0, y0 = np.clip(geo[:, 0], 0, w), np.clip(geo[:, 1], 0, h)
+    x1, y1 = np.clip(geo[:, 0] + geo[:, 2], 0, w), np.clip(geo[:, 1] + geo[:, 3], 0, h)
+    inside = np.stack([x0, y0, x1 - x0, y1 - y0], axis=1)
+    ix = np.minimum(inside[:, 0] + inside[:, 2], occ[:, 0] + occ[:, 2]) - np.maximum(inside[:, 0], occ[:, 0])
+    iy = np.minimum(inside[:, 1] + inside[:, 3], occ[:, 1] + occ[:, 3]) - np.maximum(inside[:, 1], occ[:, 1])
+    hidden = np.nan_to_num(np.clip(ix, 0, None) * np.clip(iy, 0, None))
+    frac = (inside[:, 2] * inside[:, 3] - hidden) / (geo[:, 2] * geo[:, 3])
+    cover = np.clip(np.ceil(np.clip(frac, 0.0, 1.0) * 8 - 1e-9), 1, 8).astype(int)
+    return np.where(seq.visible, cover, 0)
+
+
+def write_synthetic(seqs: list[SyntheticSequence], root: Path, ext: str) -> None:
+    """The clips as GOT-10k's val split: frames, groundtruth.txt, absence/cover/cut_by_image labels, meta_info.ini."""
+    base = root / "val"
+    for s in seqs:
+        d = base / s.name
+        write_frames(s, d, "%08d", ext)
+        (d / "groundtruth.txt").write_text(box_lines(s.boxes))
+        (d / "absence.label").write_text(flag_lines(s.out_of_view))
+        (d / "cover.label").write_text(flag_lines(cover_labels(s)))
+        g, c = s._geo, s.config
+        cut = (g[:, 0] < 0) | (g[:, 1] < 0) | (g[:, 0] + g[:, 2] > c.width) | (g[:, 1] + g[:, 3] > c.height)
+        (d / "cut_by_image.label").write_text(flag_lines(cut))
+        (d / "meta_info.ini").write_text(
+            "[METAINFO]\n"
+            f"object_class: {s.description}\n"
+            f"resolution: ({c.width}, {c.height})\n"
+            "anno_fps: 30Hz\n"
+        )
+    (base / "list.txt").write_text("".join(s.name + "\n" for s in seqs))

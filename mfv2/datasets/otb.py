@@ -4,12 +4,26 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from mfv2.datasets.base import Dataset, FrameRanges, TrackingSequence, assemble, list_frames, read_table, subdirs
+from mfv2.datasets.base import (
+    Dataset,
+    FrameRanges,
+    TrackingSequence,
+    assemble,
+    box_lines,
+    list_frames,
+    read_table,
+    subdirs,
+    write_frames,
+)
 from mfv2.datasets.registry import DATASETS
 from mfv2.errors import ConfigError
 
-__all__ = ["read_otb"]
+if TYPE_CHECKING:
+    from mfv2.synthetic import SyntheticSequence
+
+__all__ = ["write_synthetic", "read_otb"]
 
 
 @DATASETS.register("otb")
@@ -33,3 +47,11 @@ def read_otb(root: Path, *, frame_ranges: FrameRanges | None = None) -> Dataset:
         return assemble(name, "otb", frames, read_table(gt_path, need), gt_path, ranges.get(name))
 
     return Dataset("otb", root, list(annos), load)
+
+
+def write_synthetic(seqs: list[SyntheticSequence], root: Path, ext: str) -> None:
+    """The clips in the OTB layout: ``<Seq>/img/0001.jpg`` and ``groundtruth_rect.txt``."""
+    for s in seqs:
+        d = root / s.name
+        write_frames(s, d / "img", "%04d", ext)
+        (d / "groundtruth_rect.txt").write_text(box_lines(s.boxes))

@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 
-from mfv2.datasets.base import Dataset, FrameRanges, TrackingSequence
+from mfv2.datasets import got10k, otb, vot
+from mfv2.datasets.base import IMAGE_SUFFIXES, Dataset, FrameRanges, TrackingSequence
 from mfv2.datasets.lasot import lasot_layout
 from mfv2.datasets.registry import DATASETS
 from mfv2.errors import ConfigError
+from mfv2.fileio import atomic_dir
 
-__all__ = ["read_synthetic", "sequence_seed"]
+__all__ = ["read_synthetic", "sequence_seed", "write_layout", "LAYOUTS"]
 
 
+LAYOUTS: Final = ("lasot", "got10k", "otb", "vot")
+# The writer of each layout but LaSOT's (mfv2.synthetic.write_benchmark writes that one).
+_WRITERS: dict[str, Callable[[list[Any], Path, str], None]] = {
+    "got10k": got10k.write_synthetic, "otb": otb.write_synthetic, "vot": vot.write_synthetic,
+}  # fmt: skip
 # In-memory clips are smaller than the benchmark's by default: training renders many.
 _IN_MEMORY: dict[str, Any] = dict(num_frames=100, height=240, width=320)
 
@@ -78,3 +87,42 @@ def read_synthetic(root: Path | None, *, split: str | None = None, frame_ranges:
                                 visible=np.asarray(clip.visible, dtype=bool), render=clip.frame)  # fmt: skip
 
     return Dataset("synthetic", None, names, load)
+
+
+def write_layout(out_dir: str | os.PathLike[str], layout: str = "lasot", *, num_sequences: int = 8,
+                 num_frames: int = 300, seed: int = 0, ext: str = ".jpg", overwrite: bool = False,
+                 **config_overrides: Any) -> Path:
+    """Write the synthetic benchmark in ``layout`` atomically, through the layout module's writer.
+
+    Every layout holds the same clips (:func:`mfv2.synthetic.benchmark_sequences`) and the same boxes
+    (0-based, continuous, 1/100 px; on out-of-view frames the true, mostly outside box, with the flags
+    saying the target is not visible), so a result scored by one toolkit compares with another's.
+
+    Args:
+        out_dir: the dataset folder (for ``vot``: a workspace's ``sequences`` folder).
+        layout: ``lasot``, ``got10k``, ``otb`` or ``vot``.
+        num_sequences, num_frames, seed: as :func:`mfv2.synthetic.benchmark_sequences`.
+        ext: ``.jpg`` or ``.png`` (the VOT and got10k toolkits expect ``.jpg``).
+        overwrite: replace a non-empty ``out_dir``.
+        config_overrides: :class:`~mfv2.synthetic.SyntheticConfig` fields.
+
+    Returns:
+        The resolved ``out_dir``.
+
+    Raises:
+        ConfigError: unknown layout or extension, bad config, or ``out_dir`` not empty.
+    """
+    if layout not in LAYOUTS:
+        raise ConfigError(f"unknown layout {layout!r}; use one of {', '.join(LAYOUTS)}")
+    if ext.lower() not in IMAGE_SUFFIXES:
+        raise ConfigError(f"image extension {ext!r} is not supported; use one of {', '.join(IMAGE_SUFFIXES)}")
+    from mfv2.synthetic import benchmark_sequences, write_benchmark
+
+    if layout == "lasot":
+        return write_benchmark(out_dir, num_sequences=num_sequences, num_frames=num_frames, seed=seed,
+                               ext=ext, overwrite=overwrite, **config_overrides)
+    seqs = benchmark_sequences(num_sequences, num_frames, seed, **config_overrides)
+    with atomic_dir(out_dir, overwrite=overwrite) as tmp:
+        _WRITERS[layout](seqs, tmp, ext.lower())  # the layout module's writer
+    return Path(out_dir).resolve()
+

@@ -14,6 +14,7 @@ import math
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -22,16 +23,22 @@ from mfv2.datasets.base import (
     FrameRanges,
     TrackingSequence,
     assemble,
+    box_lines,
+    flag_lines,
     list_frames,
     read_flags,
     read_text,
     subdirs,
     tokens,
+    write_frames,
 )
 from mfv2.datasets.registry import DATASETS
 from mfv2.errors import ConfigError
 
-__all__ = ["read_vot", "polygon_box", "mask_box", "parse_region"]
+if TYPE_CHECKING:
+    from mfv2.synthetic import SyntheticSequence
+
+__all__ = ["write_synthetic", "read_vot", "polygon_box", "mask_box", "parse_region"]
 
 Box = tuple[float, float, float, float]
 
@@ -143,3 +150,19 @@ def read_vot(root: Path, *, frame_ranges: FrameRanges | None = None) -> Dataset:
         return assemble(name, "vot", frames, gt, gt_path, ranges.get(name), hidden=hidden)
 
     return Dataset("vot", base, names, load)
+
+
+def write_synthetic(seqs: list[SyntheticSequence], root: Path, ext: str) -> None:
+    """The clips as VOT sequences: ``list.txt``, ``<seq>/sequence``, ``color/``, groundtruth and tags."""
+    for s in seqs:
+        d = root / s.name
+        write_frames(s, d / "color", "%08d", ext)
+        (d / "groundtruth.txt").write_text(box_lines(s.boxes))
+        (d / "full_occlusion.tag").write_text(flag_lines(s.full_occlusion))
+        (d / "out_of_view.tag").write_text(flag_lines(s.out_of_view))
+        c = s.config
+        (d / "sequence").write_text(
+            f"channels.color=color/%08d{ext}\nformat=default\nfps=30\n"
+            f"width={c.width}\nheight={c.height}\nlength={len(s)}\nname={s.name}\n"
+        )
+    (root / "list.txt").write_text("".join(s.name + "\n" for s in seqs))

@@ -10,7 +10,8 @@ from mfv2.datasets import detect_layout, open_dataset
 from mfv2.datasets.vot import mask_box, parse_region, polygon_box
 from mfv2.cli import main
 from mfv2.errors import ConfigError
-from mfv2.layouts import cover_labels, write_layout
+from mfv2.datasets.got10k import cover_labels
+from mfv2.datasets.synthetic import write_layout
 from mfv2.synthetic import benchmark_sequences
 
 # Out-of-view episodes need frames; 60 frames also get an occluder (and so full occlusions).

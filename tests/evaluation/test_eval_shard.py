@@ -12,7 +12,7 @@ from tests._toolkit_env import demo_export_dir
 from mfv2.evaluation.evaluate import parse_shard, shard_names, worker_threads
 from mfv2.cli import main
 from mfv2.errors import ConfigError
-from mfv2.layouts import write_layout
+from mfv2.datasets.synthetic import write_layout
 
 FIGURES = ("auc", "precision", "norm_precision", "op50", "op75", "sequences", "frames", "ao", "sr50", "sr75")
 

@@ -17,7 +17,7 @@ from tests._toolkit_env import demo_export_dir, run_toolkit, toolkit_env, toolki
 from mfv2.datasets import open_dataset, read_boxes, read_got10k_result, write_boxes, write_got10k_result
 from mfv2.evaluation.metrics import evaluate_got10k, evaluate_sequences
 from mfv2.cli import main
-from mfv2.layouts import write_layout
+from mfv2.datasets.synthetic import write_layout
 
 W, H = 160, 120
 

@@ -15,7 +15,7 @@ from mfv2.datasets import open_dataset, read_boxes
 from mfv2.cli import main
 from mfv2.errors import ConfigError
 from mfv2.integrations.vot import VOTTracker, region_box, trackers_ini, vot_accuracy, vot_overlaps
-from mfv2.layouts import write_layout
+from mfv2.datasets.synthetic import write_layout
 
 SIZE = (320, 240)
 STATIC = '''
