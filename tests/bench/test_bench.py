@@ -40,7 +40,7 @@ def test_bench_exports_into_the_one_export_cache(bench_run, monkeypatch) -> None
     _, d = bench_run
     exports = [p for p in (d / "cache").iterdir() if (p / MANIFEST_NAME).is_file()]
     assert len(exports) == 1 and (d / "cache" / "tiny-seed0.pt").is_file()
-    monkeypatch.setattr("mfv2.export.export", lambda *a, **k: (_ for _ in ()).throw(AssertionError("re-exported")))
+    monkeypatch.setattr("mfv2.exporters.export", lambda *a, **k: (_ for _ in ()).throw(AssertionError("re-exported")))
     assert cached_export(d / "cache" / "tiny-seed0.pt", cache_dir=d / "cache") == exports[0]
     with pytest.raises(AssertionError, match="re-exported"):  # a precision it lacks: exported again, with fp32
         cached_export(d / "cache" / "tiny-seed0.pt", precisions=("int8",), cache_dir=d / "cache")
