@@ -49,10 +49,10 @@ def _make(tracker: str, checkpoint: str | None) -> Any:
         return baseline_factory(tracker)()
     import torch
 
-    from mfv2 import Tracker, TrackerConfig, load_backend
+    from mfv2 import Tracker, load_backend
 
     torch.set_num_threads(1)
-    return Tracker(load_backend("torch", checkpoint, threads=1), TrackerConfig())
+    return Tracker(load_backend("torch", checkpoint, threads=1))  # the tracker settings the model records
 
 
 def track_family(trackers: dict[str, str | None], family: str, clips: int, frames: int) -> dict[str, Any]:

@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     import torch
 
-    from mfv2 import Tracker, TrackerConfig, load_backend
+    from mfv2 import Tracker, load_backend
 
     torch.set_num_threads(1)
     cap = cv2.VideoCapture(str(args.video or _video("carphone_pristine.mp4")))
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         frames.append(f)
     if not frames:
         raise SystemExit("could not read any frame")
-    tracker = Tracker(load_backend("torch", args.checkpoint, threads=1), TrackerConfig())
+    tracker = Tracker(load_backend("torch", args.checkpoint, threads=1))  # the tracker settings the model records
     tracker.init(frames[0], FIRST_BOX)
     log = [{"frame": 0, "box": list(FIRST_BOX), "score": 1.0, "ok": True}]
     for i, f in enumerate(frames[1:], start=1):

@@ -15,7 +15,7 @@ pytest.importorskip("skimage")
 def test_shipped_model_beats_a_static_box_on_a_held_out_family():
     import torch
 
-    from mfv2 import Tracker, TrackerConfig, load_backend
+    from mfv2 import Tracker, load_backend
     from mfv2.synthetic import HELD_OUT_FAMILIES, family_sequences
 
     ckpt = demo_checkpoint()
@@ -26,7 +26,7 @@ def test_shipped_model_beats_a_static_box_on_a_held_out_family():
     seqs = family_sequences("unseen_photos", 6, 30, seed=99)
     preds, static, gts, vis = {}, {}, {}, {}
     for seq in seqs:
-        tracker = Tracker(load_backend("torch", ckpt, threads=1), TrackerConfig())
+        tracker = Tracker(load_backend("torch", ckpt, threads=1))  # the model's own tracker settings (3.0 crops)
         frames = [seq.frame(i) for i in range(len(seq))]
         tracker.init(frames[0], tuple(seq.boxes[0]))
         preds[seq.name] = np.array([seq.boxes[0]] + [tracker.update(f)[1] for f in frames[1:]], dtype=float)
