@@ -1,11 +1,17 @@
 """Targets x FPS: one batched :class:`~mfv2.tracking.MultiTracker` against N independent trackers, same run.
 
-For each backend, precision, thread count and number of targets N, the same clip is tracked twice,
-interleaved round by round so that a drifting load hits both alike: once by a MultiTracker on a
-dynamic-batch export (one search forward of N rows per frame) and once by N :class:`Tracker` objects,
-each with its own runner on the batch-1 export (N forwards per frame), as a user without batching
-would run them. Reported: frames per second, target-frames per second, milliseconds per frame and per
-target, and the speed-up (independent time / batched time).
+For each backend, precision, thread count and number of targets N, the same clip is tracked three
+times, interleaved round by round so that a drifting load hits all alike: by a MultiTracker on a
+dynamic-batch export (one search forward of N rows per frame), by a MultiTracker on a fixed-batch
+export of the largest N (every frame runs the whole batch, the free rows padding, as TensorRT and
+other fixed-shape graphs do), and by N :class:`Tracker` objects, each with its own runner on the
+batch-1 export (N forwards per frame), as a user without batching would run them. Each N gives one
+row per batch layout (``batch``: ``"dynamic"`` or the fixed size), both against the same
+independent timing. Reported: frames per second, milliseconds per frame and per target, and the
+speed-up (independent time / batched time).
+
+The exports (seeded random weights) live in this module's own cache folders: the shared export
+cache (:func:`mfv2.runtimes.cached_export`) takes neither a batch layout nor a seed yet.
 """
 
 from __future__ import annotations
@@ -31,16 +37,17 @@ TARGET_PATHS: tuple[tuple[str, str], ...] = (("onnxruntime", "fp32"), ("onnxrunt
 _SEED = 0
 
 
-def _exports(variant: str, paths: Sequence[tuple[str, str]], cache: Path) -> dict[str, Path]:
-    """The batch-1 and the dynamic-batch export of ``variant`` (seeded random weights), made once per exporter."""
+def _exports(variant: str, paths: Sequence[tuple[str, str]], cache: Path, fixed: int) -> dict[str, Path]:
+    """The batch-1, the dynamic-batch and the ``fixed``-batch export of ``variant`` (seeded random
+    weights), made once per exporter."""
     from mfv2 import __version__
-    from mfv2.artifacts import MANIFEST_NAME, exporter_fingerprint
+    from mfv2.artifacts import MANIFEST_NAME, exporter_fingerprint, file_precision
     from mfv2.exporters import export
 
     onnx = tuple(dict.fromkeys(["fp32", *(p for b, p in paths if b == "onnxruntime" and p != "fp32")]))
-    ov = tuple(dict.fromkeys("fp32" if p == "bf16" else p for b, p in paths if b == "openvino"))
+    ov = tuple(dict.fromkeys(file_precision(p) for b, p in paths if b == "openvino"))
     out = {}
-    for name, batch in (("single", 1), ("batched", "dynamic")):
+    for name, batch in (("single", 1), ("dynamic", "dynamic"), ("fixed", fixed)):
         d = cache / f"{variant}-seed{_SEED}-batch{batch}-{'_'.join(onnx)}-ov{'_'.join(ov) or '-'}-{__version__}-{exporter_fingerprint()}"
         if not (d / MANIFEST_NAME).is_file():
             log.info("exporting %s at batch %s into %s", variant, batch, d)
@@ -114,7 +121,7 @@ def bench_targets(
 
     Returns:
         ``{"env": ..., "rows": [...]}``; each row has ``backend``, ``precision``, ``threads``,
-        ``targets``, ``frames`` (timed, per round), ``batched_fps``/``independent_fps`` (frames per
+        ``targets``, ``batch`` (``"dynamic"`` or the fixed batch, padded), ``frames`` (timed, per round), ``batched_fps``/``independent_fps`` (frames per
         second, all targets), ``batched_ms``/``independent_ms`` (per frame), ``*_ms_per_target``,
         ``speedup`` (independent / batched time) and ``load_before``/``load_after`` (1-minute load).
     """
@@ -128,46 +135,51 @@ def bench_targets(
         raise ConfigError(f"frames ({frames}) must exceed the warm-up ({warmup}) by at least 2")
     cache = Path(cache_dir) if cache_dir is not None else default_cache("bench")
     cache.mkdir(parents=True, exist_ok=True)
-    exports = _exports(variant, paths, cache)
-    clip, boxes = _clip(frames, max(targets))
+    fixed = max(targets)
+    exports = _exports(variant, paths, cache, fixed)
+    clip, boxes = _clip(frames, fixed)
     timed = frames - 1 - warmup
     rows = []
     for backend, precision in paths:
         for th in threads:
-            batched = load_backend(backend, exports["batched"], precision=precision, threads=th)
-            singles = [load_backend(backend, exports["single"], precision=precision, threads=th) for _ in range(max(targets))]
+            batched = {layout: load_backend(backend, exports[key], precision=precision, threads=th)
+                       for layout, key in (("dynamic", "dynamic"), (fixed, "fixed"))}  # fmt: skip
+            singles = [load_backend(backend, exports["single"], precision=precision, threads=th) for _ in range(fixed)]
             try:
                 for n in targets:
                     load_before = _load1()
-                    tb = ti = 0.0
+                    tb = dict.fromkeys(batched, 0.0)
+                    ti = 0.0
                     for _ in range(rounds):
-                        tb += _time_batched(batched, clip, boxes[:n], warmup)
+                        for layout, runner in batched.items():
+                            tb[layout] += _time_batched(runner, clip, boxes[:n], warmup)
                         ti += _time_independent(singles[:n], clip, boxes[:n], warmup)
                     count = timed * rounds
-                    rows.append({
-                        "variant": variant, "backend": backend, "precision": precision, "threads": th, "targets": n,
-                        "frames": timed, "rounds": rounds,
-                        "batched_fps": count / tb, "independent_fps": count / ti,
-                        "batched_ms": tb / count * 1e3, "independent_ms": ti / count * 1e3,
-                        "batched_ms_per_target": tb / count / n * 1e3, "independent_ms_per_target": ti / count / n * 1e3,
-                        "speedup": ti / tb, "load_before": load_before, "load_after": _load1(),
-                    })  # fmt: skip
-                    log.info("%s %s threads %s, %d targets: batched %.1f ms, independent %.1f ms per frame (x%.2f)",
-                             backend, precision, th, n, rows[-1]["batched_ms"], rows[-1]["independent_ms"], rows[-1]["speedup"])
+                    load_after = _load1()
+                    for layout, t in tb.items():
+                        rows.append({
+                            "variant": variant, "backend": backend, "precision": precision, "threads": th, "targets": n,
+                            "batch": layout, "frames": timed, "rounds": rounds,
+                            "batched_fps": count / t, "independent_fps": count / ti,
+                            "batched_ms": t / count * 1e3, "independent_ms": ti / count * 1e3,
+                            "batched_ms_per_target": t / count / n * 1e3, "independent_ms_per_target": ti / count / n * 1e3,
+                            "speedup": ti / t, "load_before": load_before, "load_after": load_after,
+                        })  # fmt: skip
+                        log.info("%s %s threads %s, %d targets, batch %s: batched %.1f ms, independent %.1f ms per frame (x%.2f)",
+                                 backend, precision, th, n, layout, rows[-1]["batched_ms"], rows[-1]["independent_ms"], rows[-1]["speedup"])
             finally:
-                batched.close()
-                for s in singles:
-                    s.close()
+                for r in [*batched.values(), *singles]:
+                    r.close()
     return {"env": capture_env(), "rows": rows}
 
 
 def format_targets(rows: Sequence[dict[str, Any]]) -> str:
     """A plain-text table of :func:`bench_targets` rows."""
-    head = f"{'backend':<12} {'prec':<5} {'thr':>3} {'N':>3} {'batched fps':>11} {'indep. fps':>10} " \
+    head = f"{'backend':<12} {'prec':<5} {'thr':>3} {'N':>3} {'batch':>7} {'batched fps':>11} {'indep. fps':>10} " \
            f"{'ms/target b':>11} {'ms/target i':>11} {'speed-up':>8} {'load':>5}"
     lines = [head, "-" * len(head)]
     for r in rows:
-        lines.append(f"{r['backend']:<12} {r['precision']:<5} {r['threads'] or '-':>3} {r['targets']:>3} "
+        lines.append(f"{r['backend']:<12} {r['precision']:<5} {r['threads'] or '-':>3} {r['targets']:>3} {r['batch']:>7} "
                      f"{r['batched_fps']:>11.2f} {r['independent_fps']:>10.2f} {r['batched_ms_per_target']:>11.1f} "
                      f"{r['independent_ms_per_target']:>11.1f} {r['speedup']:>7.2f}x {r['load_before'] or 0:>5.1f}")
     return "\n".join(lines)
