@@ -158,6 +158,17 @@ def loader_worker_init(_: int) -> None:
     torch.set_num_threads(1)
 
 
+
+def _model_name(model: nn.Module, variant: str | None) -> str:
+    """The architecture's name for the log (a route's stage builds from a checkpoint, variant None)."""
+    return str(getattr(getattr(model, "config", None), "name", None) or variant or "model")
+
+
+def _dataset_name(spec: DatasetSpec) -> str:
+    """``name`` or ``name/family`` of a dataset of the mix, for the log."""
+    family = spec.options.get("family")
+    return f"{spec.name}/{family}" if family else spec.name
+
 class _EpochKeys(Sampler[tuple[int, int]]):
     """``(epoch, index)`` keys of another sampler's indices, so persistent workers draw the epoch's samples."""
 
@@ -252,8 +263,8 @@ class Trainer:
                                        seed=cfg.seed, sizes=sizes)
         self.train_loader, self.train_keys = self._loader(self.train_set, shuffle=True, drop_last=True)
         if self.dist.is_main:
-            log.info("training %s-%s on %s; %d samples/epoch, batch %d x %d processes", m.kind, m.variant,
-                     ", ".join(f"{type(ds).__name__} ({len(ds)} sequences, ratio {s.ratio:g})"
+            log.info("training %s %s on %s; %d samples/epoch, batch %d x %d processes", m.kind, _model_name(self.model, m.variant),
+                     ", ".join(f"{_dataset_name(s)} ({len(ds)} sequences, ratio {s.ratio:g})"
                                for ds, s in zip(self.train_set.datasets, d.datasets)),
                      d.samples_per_epoch, self.batch_size, self.dist.world_size)
         self.val_loader = None
