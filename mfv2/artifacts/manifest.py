@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from importlib import metadata
-from typing import Any, Literal
+from typing import Any
 
 from mfv2.artifacts.families import IMAGENET_MEAN, IMAGENET_STD, runtime_family, runtime_family_of
 from mfv2.config import ModelConfig, MVTConfig, TrackerConfig
@@ -26,9 +26,7 @@ from mfv2.fileio import atomic_write_text, read_json
 __all__ = [
     "Artifact",
     "Manifest",
-    "GraphName",
     "MANIFEST_NAME",
-    "GRAPHS",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "load_manifest",
@@ -39,8 +37,6 @@ MANIFEST_NAME = "manifest.json"
 _FORMAT = "mfv2-export"
 _VERSION = 1
 
-GraphName = Literal["full", "template_encoder", "search_decoder"]
-GRAPHS: tuple[str, ...] = ("full", "template_encoder", "search_decoder")
 # Subpackages of mfv2 whose sources make up the exporter (see exporter_fingerprint).
 _EXPORTER_SOURCES = ("artifacts", "exporters", "models")
 

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from mfv2.artifacts.formats import GRAPH_SETS
 from mfv2.config import Config
 from mfv2.errors import ConfigError
 
@@ -37,7 +38,7 @@ class BenchConfig(Config):
     checkpoint: str | None = None
     backends: tuple[str, ...] | None = None
     precisions: tuple[str, ...] | None = None
-    graphs: tuple[str, ...] = ("split", "full")
+    graphs: tuple[str, ...] = tuple(GRAPH_SETS)
     threads: tuple[int, ...] = ()
     modes: tuple[str, ...] = DEFAULT_MODES
     warmup: int = 10
@@ -57,9 +58,9 @@ class BenchConfig(Config):
     auto: bool = True
 
     def __post_init__(self) -> None:
-        bad = [m for m in self.modes if m not in MODES] + [g for g in self.graphs if g not in ("split", "full")]
+        bad = [m for m in self.modes if m not in MODES] + [g for g in self.graphs if g not in GRAPH_SETS]
         if bad:
-            raise ConfigError(f"unknown mode/graph {', '.join(bad)}; modes: model, tracker, video; graphs: split, full")
+            raise ConfigError(f"unknown mode/graph {', '.join(bad)}; modes: {', '.join(MODES)}; graphs: {', '.join(GRAPH_SETS)}")
         if self.frames < 2 or self.rounds < 1 or self.warmup < 0 or any(t < 1 for t in self.threads):
             raise ConfigError("frames must be >= 2, rounds >= 1, warmup >= 0 and threads >= 1")
         if "video" in self.modes and not (self.video and Path(self.video).is_file()):

@@ -10,10 +10,11 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
+from mfv2.artifacts.formats import GraphSet
 from mfv2.errors import ConfigError
 
 __all__ = ["DemoRow", "run_demo", "DEMO_PATHS"]
@@ -27,7 +28,7 @@ TRACKER_AGREEMENT_MIN = 0.3
 _WARMUP = 10  # untimed tracker updates before the timed pass, as mfv2 bench does
 
 # (backend, precision, graph); the first row is the official path every speed-up refers to.
-DEMO_PATHS: tuple[tuple[str, str, Literal["full", "split"]], ...] = (
+DEMO_PATHS: tuple[tuple[str, str, GraphSet], ...] = (
     ("torch", "fp32", "full"),
     ("torch", "fp32", "split"),
     ("onnxruntime", "fp32", "full"),
@@ -45,7 +46,7 @@ class DemoRow:
 
     backend: str
     precision: str
-    graph: Literal["full", "split"]
+    graph: GraphSet
     status: str = "ok"
     fps: float = float("nan")
     ms_per_frame: float = float("nan")
@@ -99,7 +100,7 @@ def run_demo(
     from mfv2.assets import DEMO_CHECKPOINT, demo_checkpoint, demo_description
     from mfv2.bench.envinfo import cpu_isa
     from mfv2.bench.flops import frame_flops
-    from mfv2.bench.probe import measure_peak
+    from mfv2.bench.probe import measure_peaks, peak_precision
     from mfv2.bench.rows import random_checkpoint, rejected_status
     from mfv2.evaluation.metrics import evaluate_sequences
     from mfv2.fileio import cache_dir, check_output_dir
@@ -164,14 +165,14 @@ def run_demo(
 
     base = rows[0]
     model_cfg = manifest.model
-    peaks = {p: measure_peak(p, threads=threads, duration=0.3).gops for p in ("fp32", "bf16", "int8")}
+    peaks = {p: r.gops for p, r in measure_peaks(threads=threads, duration=0.3).items()}
     interval = manifest.tracker.update_interval
     for row in rows:
         if row.status != "ok":
             continue
         row.speedup = base.ms_per_frame / row.ms_per_frame if base.status == "ok" else float("nan")
         flops = frame_flops(model_cfg, row.graph, update_interval=interval)
-        peak = peaks.get(row.precision if row.precision in peaks else "fp32", float("nan"))
+        peak = peaks.get(peak_precision(row.precision), float("nan"))
         row.pct_peak = 100.0 * flops / (row.infer_ms / 1e3) / (peak * 1e9)
         if base.label in results:
             iou = iou_continuous(results[row.label][1:], results[base.label][1:])

@@ -15,9 +15,8 @@ keys/values; the last block keeps only the four prediction tokens' queries and M
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Literal
 
-from mfv2.artifacts import GRAPHS, GraphName
+from mfv2.artifacts import GRAPH_SETS, GRAPHS, GraphName, GraphSet
 from mfv2.config import FamilyConfig, ModelConfig, variant_config
 from mfv2.errors import ConfigError
 
@@ -119,7 +118,7 @@ def graph_flops(
 
 
 def frame_flops(
-    config: str | FamilyConfig, graph: Literal["full", "split"], *, update_interval: int | None = None
+    config: str | FamilyConfig, graph: GraphSet, *, update_interval: int | None = None
 ) -> int:
     """FLOPs per tracked frame.
 
@@ -128,8 +127,8 @@ def frame_flops(
     """
     if graph == "full":
         return graph_flops(config, "full").total
-    if graph != "split":
-        raise ConfigError(f"unknown graph {graph!r}; use 'full' or 'split'")
+    if graph not in GRAPH_SETS:
+        raise ConfigError(f"unknown graph {graph!r}; use one of {', '.join(GRAPH_SETS)}")
     per_frame = graph_flops(config, "search_decoder").total
     if update_interval:
         per_frame += graph_flops(config, "template_encoder").total // update_interval

@@ -67,11 +67,11 @@ class Artifacts:
 def rejected_status(manifest: Manifest, backend: str, precision: str, graph: str) -> str | None:
     """The row status of a path whose files were left out of the export because they missed their
     parity gate (``export(skip_failed=True)``), or None when the backend has files to run."""
-    from mfv2.artifacts import SPLIT_GRAPHS
+    from mfv2.artifacts import GRAPH_SETS
     from mfv2.runtimes.base import BACKENDS
 
     formats = getattr(BACKENDS.get(backend), "formats", ())
-    graphs = ("full",) if graph == "full" else SPLIT_GRAPHS
+    graphs = GRAPH_SETS[graph]
     if any(manifest.find(g, precision, f) for f in formats for g in graphs):
         return None
     why = manifest.rejection(precision, formats)
@@ -102,14 +102,14 @@ def random_checkpoint(variant: str, root: Path) -> Path:
 
 def _wanted_files(needed: Iterable[tuple[str, str]]) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """ONNX and OpenVINO precisions to export for the (backend, precision) pairs of the rows."""
+    from mfv2.artifacts import FORMATS, file_precision
+
     onnx, ov = {"fp32"}, set()
     for backend, precision in needed:
         if backend in ("onnxruntime", "tensorrt") and precision in ("fp16", "int8"):
             onnx.add(precision)
         if backend == "openvino":
-            ov.add("fp32" if precision == "bf16" else precision)
-    from mfv2.artifacts import FORMATS
-
+            ov.add(file_precision(precision))
     return (tuple(p for p in FORMATS.get("onnx").precisions if p in onnx),
             tuple(p for p in FORMATS.get("openvino").precisions if p in ov))  # fmt: skip
 

@@ -25,12 +25,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from mfv2.errors import ConfigError
-    from mfv2.artifacts import SPLIT_GRAPHS
+    from mfv2.artifacts import GRAPH_SETS
     from mfv2.exporters.tensorrt import build_engines
 
-    choices = {"all": None, "full": ("full",), "split": SPLIT_GRAPHS}
+    choices: dict[str, tuple[str, ...] | None] = {**GRAPH_SETS, "all": None}
     if args.graphs not in choices:
-        raise ConfigError(f"--graphs {args.graphs!r}: choose full, split or all")
+        raise ConfigError(f"--graphs {args.graphs!r}: choose {', '.join(choices)}")
     if args.workspace is not None and args.workspace < 1:
         raise ConfigError(f"--workspace must be a positive number of MiB, got {args.workspace}")
     if args.device < 0:

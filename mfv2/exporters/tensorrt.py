@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mfv2._tensorrt import environment, import_tensorrt, trt_logger
-from mfv2.artifacts import GRAPH_STEMS, SIDECAR_FORMAT, artifact_name, sidecar_path
+from mfv2.artifacts import FORMATS, GRAPH_STEMS, SIDECAR_FORMAT, artifact_name, file_precision, sidecar_path
 from mfv2.errors import BackendUnavailableError, ConfigError, ExportError
 from mfv2.fileio import atomic_write_bytes, atomic_write_text, sha256
 
@@ -137,13 +137,14 @@ def plan_engines(export_dir: str | os.PathLike[str], precision: str, graphs: tup
         ConfigError: an unknown precision or graph, or a source ONNX file that is not in the directory.
     """
     d = Path(export_dir)
-    if precision not in ("fp32", "fp16", "bf16", "int8"):
-        raise ConfigError(f"unknown TensorRT precision {precision!r}; choose from fp32, fp16, bf16, int8")
+    known = FORMATS.get("tensorrt").precisions
+    if precision not in known:
+        raise ConfigError(f"unknown TensorRT precision {precision!r}; choose from {', '.join(known)}")
     plans = []
     for graph in graphs:
         if graph not in GRAPH_STEMS:
             raise ConfigError(f"unknown graph {graph!r}; known: {', '.join(GRAPH_STEMS)}")
-        source_precision = "fp32" if precision == "bf16" else precision
+        source_precision = file_precision(precision)
         onnx_path = d / artifact_name(graph, source_precision, "onnx")
         targeted = d / (GRAPH_STEMS[graph] + TRT_INT8_SUFFIX)
         if precision == "int8" and targeted.is_file():

@@ -30,6 +30,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from mfv2.artifacts.formats import GRAPH_MODES
 from mfv2.datasets.vot import Box, mask_box, polygon_box
 from mfv2.errors import ConfigError, Mfv2Error
 
@@ -49,7 +50,7 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", help="checkpoint instead of --model")
     p.add_argument("--variant", help="architecture of --checkpoint (default: detect)")
     p.add_argument("--precision", default="fp32", help="fp32, fp16, bf16 or int8")
-    p.add_argument("--graph", default="auto", choices=("auto", "split", "full"))
+    p.add_argument("--graph", default="auto", choices=GRAPH_MODES)
     p.add_argument("--threads", type=int, help="runtime threads")
     p.add_argument("--preset", default="vot20", help="tracker settings (default vot20)")
     return p

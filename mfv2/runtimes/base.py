@@ -24,11 +24,11 @@ from collections.abc import Collection, Mapping, Sequence
 from importlib.metadata import entry_points
 from pathlib import Path
 from types import TracebackType
-from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
-from mfv2.artifacts import MANIFEST_NAME, Artifact, Manifest, load_manifest
+from mfv2.artifacts import MANIFEST_NAME, SPLIT_GRAPHS, Artifact, GraphMode, Manifest, load_manifest
 from mfv2.errors import BackendUnavailableError, ConfigError, Mfv2Error, ShapeError
 from mfv2.fileio import sha256
 from mfv2.registry import Registry
@@ -51,8 +51,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-GraphMode = Literal["auto", "split", "full"]
-SPLIT_GRAPHS = ("template_encoder", "search_decoder")
 ENTRY_POINT_GROUP = "mfv2.backends"
 
 

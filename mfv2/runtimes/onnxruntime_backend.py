@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from mfv2.artifacts import Artifact, Manifest
+from mfv2.artifacts import FORMATS, Artifact, Manifest
 from mfv2.errors import BackendUnavailableError, ConfigError
 from mfv2.fileio import atomic_path, sha256
 from mfv2.runtimes.base import BACKENDS, BaseSession, DeviceValue, FileBackend
@@ -177,7 +177,7 @@ class OnnxRuntimeBackend(FileBackend):
     name = "onnxruntime"
     module = "onnxruntime"
     extra = "onnxruntime"
-    precisions = ("fp32", "fp16", "int8")
+    precisions = FORMATS.get("onnx").precisions
     formats: ClassVar[tuple[str, ...]] = ("onnx-dynamic", "onnx")
 
     def __init__(self, *, precision: str = "fp32", threads: int | None = None, device: str = "cpu",

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from mfv2.artifacts import FORMATS, GRAPHS, MANIFEST_NAME, Manifest, exporter_fingerprint, load_manifest, runtime_family
+from mfv2.artifacts import FORMATS, GRAPH_MODES, GRAPHS, MANIFEST_NAME, Manifest, exporter_fingerprint, load_manifest, runtime_family
 from mfv2.errors import BackendUnavailableError, ConfigError, Mfv2Error, ShapeError
 from mfv2.fileio import cache_dir as default_cache_dir
 from mfv2.fileio import sha256
@@ -352,8 +352,8 @@ def load_backend(
                          verify_hashes=verify_hashes, **backend_options)  # fmt: skip
     cls = get_backend(name)
     cls.require()
-    if graph not in ("auto", "split", "full"):
-        raise ConfigError(f"graph must be auto, split or full, got {graph!r}")
+    if graph not in GRAPH_MODES:
+        raise ConfigError(f"graph must be one of {', '.join(GRAPH_MODES)}, got {graph!r}")
     export_first = issubclass(cls, FileBackend) and _is_checkpoint(artifact)
     cls.check_options(backend_options, ("graph", "verify_hashes", *(("variant",) if export_first else ())))
     variant = backend_options.pop("variant", None) if export_first else None

@@ -2,9 +2,23 @@
 
 from __future__ import annotations
 
+from typing import get_args
+
 import pytest
 
-from mfv2.artifacts import FORMATS, GRAPH_STEMS, GRAPHS, SPLIT_GRAPHS, artifact_name, parse_precisions
+from mfv2.artifacts import (
+    FORMATS,
+    GRAPH_MODES,
+    GRAPH_SETS,
+    GRAPH_STEMS,
+    GRAPHS,
+    SPLIT_GRAPHS,
+    GraphName,
+    GraphSet,
+    artifact_name,
+    file_precision,
+    parse_precisions,
+)
 from mfv2.errors import ConfigError, UnknownNameError
 
 
@@ -42,6 +56,12 @@ def test_parse_precisions_keeps_order_and_drops_repeats() -> None:
 
 
 def test_graph_tables_agree() -> None:
-    assert tuple(GRAPH_STEMS) == GRAPHS and set(SPLIT_GRAPHS) < set(GRAPHS)
+    assert tuple(GRAPH_STEMS) == GRAPHS == get_args(GraphName) and set(SPLIT_GRAPHS) < set(GRAPHS)
+    assert tuple(GRAPH_SETS) == get_args(GraphSet) and GRAPH_MODES == ("auto", "split", "full")
+    assert {g for graphs in GRAPH_SETS.values() for g in graphs} == set(GRAPHS)
     assert FORMATS.names() == ["onnx", "onnx-dynamic", "onnx-tensorrt", "openvino", "tensorrt"]
-    assert [FORMATS.get(n).needs_gpu for n in FORMATS.names()] == [False, False, False, False, True]
+
+
+@pytest.mark.parametrize(("precision", "file"), [("bf16", "fp32"), ("fp32", "fp32"), ("fp16", "fp16"), ("int8", "int8")])
+def test_bf16_runs_from_the_fp32_file(precision: str, file: str) -> None:
+    assert file_precision(precision) == file
