@@ -1,9 +1,9 @@
 """Reproduce benchmarks/compression: four ways to make MixFormerV2 cheaper, from one teacher, side by side.
 
-The teacher is the demo route's 4-block stage-1 model with its earlier 28-epoch schedule, which the three
-routes pin (``mfv2 distill --route ct_demo --stop-after stage1``: template 64 / search 128, search crops of
-3.5 target sizes). From it, with the same data budget per route
-(8 epochs x 4000 synthetic samples of seed 11, 2 processes x 16), ``train`` runs
+The teacher is the demo_families route's 4-block stage-1 model (``mfv2 distill --route demo_families
+--stop-after stage1``: template 64 / search 128, search crops of 3.5 target sizes). From it, with the
+teacher's data (the nine training families of :mod:`mfv2.synthetic.families`, seed 11, plus still pairs)
+and the same budget per route (8 epochs x 4000 samples, 2 processes x 16), ``train`` runs
 
 * ``pmdp``: MixFormerV2's own progressive depth pruning 4 -> 2 blocks (``route_pmdp_demo.yaml`` here);
 * ``compresstracker``: CompressTracker replacement training of a 2-block student (route ``ct_demo``);
@@ -11,16 +11,21 @@ routes pin (``mfv2 distill --route ct_demo --stop-after stage1``: template 64 / 
   (route ``lr_demo`` without the distillation terms);
 * ``loretrack``: the same student with QKV-KD and Disc-KD (route ``lr_demo``);
 
-``eval`` tracks ``benchmark_sequences(16, 300, seed=0)`` (the demo model's benchmark) with each model's
-own tracker settings, ``bench`` / ``bench-s`` time the models and the S-scale architectures they stand
-for with ``mfv2 bench``, and ``report`` writes results.json and results.md beside this file.
+``eval`` tracks held-out clips as ``benchmarks/demo_model/heldout.py`` does (the held-out families
+``cells`` and ``unseen_photos``, 64 clips each, and 8 clips of each of the nine training families from a
+seed training never draws) with each model's own tracker settings, keeps per-clip AUCs and the paired
+differences (mean, standard error, clips won) of every model against the teacher and of the pairs that
+matter; tracked boxes are cached per family group and model, so a rerun (or a second process with
+``--groups``) only tracks what is missing. ``bench`` / ``bench-s`` time the models and the S-scale
+architectures they stand for with ``mfv2 bench``, and ``report`` writes results.json and results.md
+beside this file.
 
-    .venv/bin/python benchmarks/compression/run_comparison.py train --work runs/compression \
-      --stage1 runs/stage1_28/02_stage1/final.pt
-    .venv/bin/python benchmarks/compression/run_comparison.py eval --work runs/compression
-    .venv/bin/python benchmarks/compression/run_comparison.py bench --work runs/compression
-    .venv/bin/python benchmarks/compression/run_comparison.py bench-s --work runs/compression
-    .venv/bin/python benchmarks/compression/run_comparison.py report --work runs/compression
+    .venv/bin/python benchmarks/compression/run_comparison.py train --work runs/compression19 \
+      --stage1 runs/demo_families/02_stage1/final.pt
+    .venv/bin/python benchmarks/compression/run_comparison.py eval --work runs/compression19
+    .venv/bin/python benchmarks/compression/run_comparison.py bench --work runs/compression19
+    .venv/bin/python benchmarks/compression/run_comparison.py bench-s --work runs/compression19
+    .venv/bin/python benchmarks/compression/run_comparison.py report --work runs/compression19
 """
 
 from __future__ import annotations
@@ -36,9 +41,18 @@ import time
 from pathlib import Path
 from typing import Any
 
+from mfv2.synthetic import TRAINING_FAMILIES
+
 HERE = Path(__file__).resolve().parent
-EVAL_SEQUENCES, EVAL_FRAMES, EVAL_SEED = 16, 300, 0
-CROPS, CROP_SEED = 512, 12  # held-out crops (the routes' validation clips) for the crop-level IoUs
+HELD_OUT_SEED = 2026  # benchmarks/demo_model/heldout.py's: training draws seed 11, validation 12
+EVAL_FRAMES = 60
+# family group -> (family, clips): the two held-out families, and held-out seeds of the training families
+GROUPS: dict[str, list[tuple[str, int]]] = {
+    "cells": [("cells", 64)],
+    "unseen_photos": [("unseen_photos", 64)],
+    "training_families": [(family, 8) for family in TRAINING_FAMILIES],
+}
+CROPS, CROP_SEED = 512, 12  # crops of the routes' validation clips (seed 12) for the crop-level IoUs
 # name -> (route, --set overrides)
 ROUTES: dict[str, tuple[str, list[str]]] = {
     "pmdp": (str(HERE / "route_pmdp_demo.yaml"), []),
@@ -47,13 +61,15 @@ ROUTES: dict[str, tuple[str, list[str]]] = {
     "loretrack": ("lr_demo", []),
 }
 DESCRIPTIONS = {
-    "teacher": "the demo route's stage-1 model (template 64 / search 128), the teacher of every route",
+    "teacher": "the demo_families route's stage-1 model (template 64 / search 128), the teacher of every route",
     "teacher@96": "the teacher's weights at template 48 / search 96, not fine-tuned (reference)",
     "pmdp": "progressive depth pruning 4 -> 2 blocks (MixFormerV2's own reduction)",
     "compresstracker": "CompressTracker replacement training, 2-block student",
     "lowres": "plain low resolution (search 96), task losses only",
-    "loretrack": "LoReTrack (search 96), task losses + 0.01 QKV-KD + 0.01 Disc-KD",
+    "loretrack": "LoReTrack (search 96), task losses + 0.01 QKV-KD + 0.01 Disc-KD (KL, T 4)",
 }
+# paired differences reported besides every model minus the teacher
+PAIRS = (("loretrack", "lowres"), ("compresstracker", "pmdp"), ("lowres", "pmdp"))
 # S-scale architectures the routes stand for: (row, ModelConfig fields relative to S).
 S_SCALE = {
     "S (PMDP route)": {},
@@ -117,33 +133,34 @@ def _teacher_at_96(work: Path) -> Path:
     return save_native(student.state_dict(), student.config, _model(work, "teacher@96"), {"init": "teacher, not trained"})
 
 
-def _crop_ious(work: Path) -> dict[str, dict[str, float]]:
-    """Mean IoU of each model's box with the ground truth and with the teacher's box on held-out crops.
+def _crop_ious(work: Path, names: list[str]) -> dict[str, dict[str, float]]:
+    """Mean IoU of each model's box with the ground truth and with the teacher's box on validation crops.
 
-    Crops are cut as in training at the teacher's size and crop factor (template 64 / search 128, 3.5,
-    the routes' jitter) and resized for the low-resolution models, as the ``loretrack`` objective does.
+    Crops are cut as in training from the routes' validation clips (2 of each training family, seed 12)
+    at the teacher's size and crop factor (template 64 / search 128, 3.5, the routes' jitter) and resized
+    for the low-resolution models, as the ``loretrack`` objective does.
     """
     import numpy as np
     import torch
 
-    from mfv2.models import build_model
     from mfv2.datasets import build_dataset
+    from mfv2.models import build_model
     from mfv2.training.data import ProcessingSettings, TrackingProcessing, TrackingSampler
-    from mfv2.training.objectives.loretrack import resize_crops
     from mfv2.training.losses import box_iou, cxcywh_to_xyxy, xywh_to_xyxy
+    from mfv2.training.objectives.loretrack import resize_crops
 
     t = build_model(None, _model(work, "teacher")).config
     settings = ProcessingSettings(template_size=t.template_size, search_size=t.search_size,
                                   search_factor=t.search_factor or 4.5, search_scale_jitter=0.5, search_centre_jitter=3.0)
-    data = build_dataset("synthetic", num_sequences=16, seed=CROP_SEED, num_frames=300)
-    sampler = TrackingSampler([data], [1.0], TrackingProcessing(settings, augment=False), samples_per_epoch=CROPS,
-                              max_gap=100, seed=CROP_SEED)
+    data = [build_dataset("synthetic", family=f, num_sequences=2, seed=CROP_SEED, num_frames=200) for f in TRAINING_FAMILIES]
+    sampler = TrackingSampler(data, [1.0] * len(data), TrackingProcessing(settings, augment=False),
+                              samples_per_epoch=CROPS, max_gap=100, seed=CROP_SEED)
     items = [sampler[i] for i in range(CROPS)]
     batch = {k: torch.from_numpy(np.stack([it[k] for it in items])) for k in ("template", "online_template", "search", "search_box")}
     gt = xywh_to_xyxy(batch["search_box"]).clamp(0, 1)
     boxes = {}
     with torch.no_grad():
-        for name in DESCRIPTIONS:
+        for name in ["teacher", *(n for n in names if n != "teacher")]:
             model = build_model(None, _model(work, name))
             c = model.config
             out = model(resize_crops(batch["template"], c.template_size),
@@ -153,61 +170,102 @@ def _crop_ious(work: Path) -> dict[str, dict[str, float]]:
             for name, b in boxes.items()}
 
 
-PAIRS = (("loretrack", "lowres"), ("compresstracker", "pmdp"), ("loretrack", "teacher@96"), ("lowres", "teacher@96"))
-
-
-def paired(a: dict[str, dict[str, float]], b: dict[str, dict[str, float]]) -> dict[str, float]:
-    """Per-clip AUC of ``a`` minus ``b`` over the clips both scored: mean, standard error, clips ``a`` wins."""
+def paired(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:
+    """Per-clip AUC of ``a`` minus ``b`` (clip -> AUC) over the clips both scored: mean, standard error, clips won/lost."""
     import numpy as np
 
     names = sorted(set(a) & set(b))
-    d = np.array([a[n]["auc"] - b[n]["auc"] for n in names])
+    d = np.array([a[n] - b[n] for n in names])
     se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("nan")
-    return {"mean": float(d.mean()), "se": se, "wins": int((d > 0).sum()), "clips": len(d)}
+    return {"mean": float(d.mean()), "se": se, "wins": int((d > 0).sum()), "losses": int((d < 0).sum()), "clips": len(d)}
 
 
-def cmd_eval(work: Path, clips: int = EVAL_SEQUENCES, seed: int = EVAL_SEED) -> None:
-    """OPE on ``clips`` benchmark clips of ``seed`` (rendered frames, torch backend, each model's own tracker
-    settings), per-clip AUCs kept, and paired differences (mean, standard error) between the routes."""
-    import numpy as np
+def _clips(group: str, frames: int) -> list[Any]:
+    from mfv2.synthetic import family_sequences
 
-    from mfv2.evaluation.evaluate import IOU_CONVENTION
-    from mfv2.evaluation.metrics import OPEResult, evaluate_sequences
+    return [seq for family, n in GROUPS[group] for seq in family_sequences(family, n, frames, seed=HELD_OUT_SEED)]
+
+
+def _cache(work: Path, group: str, frames: int, name: str) -> Path:
+    return work / "eval" / f"{group}_{frames}f" / f"{_key(name)}.json"
+
+
+def _track_group(work: Path, group: str, frames: int, names: list[str]) -> None:
+    """Track every clip of ``group`` with each model of ``names`` that has no cached boxes (torch backend,
+    one thread, the model's own tracker settings); each clip is rendered once for all of them."""
     from mfv2.config import TrackerConfig
     from mfv2.fileio import atomic_write_text
     from mfv2.runtimes import load_backend
-    from mfv2.synthetic import benchmark_sequences
     from mfv2.tracking import Tracker
 
-    _teacher_at_96(work)
-    crops = _crop_ious(work)
-    seqs = benchmark_sequences(clips, EVAL_FRAMES, seed)
-    gts, visible = {s.name: s.boxes for s in seqs}, {s.name: s.visible for s in seqs}
+    missing = [n for n in names if not _cache(work, group, frames, n).is_file()]
+    if not missing:
+        return
+    runners = {n: load_backend("torch", _model(work, n), threads=1) for n in missing}
+    configs = {n: TrackerConfig.preset("synthetic", r.manifest.model) for n, r in runners.items()}
+    out: dict[str, dict[str, Any]] = {n: {"boxes": {}, "seconds": 0.0, "tracker": configs[n].to_dict()} for n in missing}
+    started = time.perf_counter()
+    for seq in _clips(group, frames):
+        imgs = [seq.frame(i) for i in range(len(seq))]
+        for n in missing:
+            t0 = time.perf_counter()
+            tracker = Tracker(runners[n], configs[n])
+            tracker.init(imgs[0], seq.boxes[0])
+            boxes = [[float(v) for v in seq.boxes[0]], *([float(v) for v in tracker.update(img)[1]] for img in imgs[1:])]
+            out[n]["seconds"] += time.perf_counter() - t0
+            out[n]["boxes"][seq.name] = boxes
+    for n, result in out.items():
+        path = _cache(work, group, frames, n)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, json.dumps(result) + "\n")
+    log.info("%s: %d models tracked in %.0f s", group, len(missing), time.perf_counter() - started)
 
-    def score(preds: dict[str, Any]) -> OPEResult:
-        return evaluate_sequences(preds, gts, visible, iou=IOU_CONVENTION["synthetic"])  # type: ignore[arg-type]
 
-    results: dict[str, Any] = {}
-    for name in DESCRIPTIONS:
-        runner = load_backend("torch", _model(work, name), threads=1)
-        config = TrackerConfig.preset("synthetic", runner.manifest.model)
-        preds = {}
-        for seq in seqs:
-            tracker = Tracker(runner, config)
-            tracker.init(seq.frame(0), seq.boxes[0])
-            preds[seq.name] = np.array([seq.boxes[0], *(tracker.update(seq.frame(i))[1] for i in range(1, len(seq)))])
-        r = score(preds)
-        results[name] = {"auc": r.auc, "precision": r.precision, "norm_precision": r.norm_precision,
-                         "tracker": config.to_dict(), "per_clip": r.per_sequence, **crops[name]}
-        log.info("%s: AUC %.1f %%, crop IoU %.3f, teacher IoU %.3f (search factor %g)", name, r.auc,
-                 crops[name]["crop_iou"], crops[name]["teacher_iou"], config.search_factor)
-    static = score({s.name: np.repeat(s.boxes[:1], len(s), axis=0) for s in seqs})
-    results["static"] = {"auc": static.auc, "precision": static.precision, "norm_precision": static.norm_precision}
-    results["paired"] = {f"{a} - {b}": paired(results[a]["per_clip"], results[b]["per_clip"])
-                         for a, b in PAIRS if a in results and b in results}
-    results["clips"] = {"count": clips, "frames": EVAL_FRAMES, "seed": seed}
-    for key, v in results["paired"].items():
-        log.info("%s: %+.1f +- %.1f AUC per clip (better on %d of %d)", key, v["mean"], v["se"], v["wins"], v["clips"])
+def _score(work: Path, groups: list[str], frames: int, names: list[str]) -> dict[str, Any]:
+    """AUC, precision and per-clip AUC of each model and the static box per group and over all groups,
+    and the paired differences (every model minus the teacher, and ``PAIRS``)."""
+    import numpy as np
+
+    from mfv2.evaluation.evaluate import IOU_CONVENTION
+    from mfv2.evaluation.metrics import evaluate_sequences
+
+    seqs = {g: _clips(g, frames) for g in groups}
+    preds = {n: {g: json.loads(_cache(work, g, frames, n).read_text())["boxes"] for g in groups} for n in names}
+    preds["static"] = {g: {s.name: np.repeat(s.boxes[:1], len(s), axis=0) for s in seqs[g]} for g in groups}
+    pairs = [(n, "teacher") for n in names if n != "teacher"] + [p for p in PAIRS if set(p) <= set(names)]
+    out: dict[str, Any] = {}
+    for g, clips in [*((g, seqs[g]) for g in groups), ("all", [s for g in groups for s in seqs[g]])]:
+        gts, visible = {s.name: s.boxes for s in clips}, {s.name: s.visible for s in clips}
+        models: dict[str, Any] = {}
+        for n, by_group in preds.items():
+            boxes = {k: np.asarray(v) for bg in by_group.values() for k, v in bg.items() if k in gts}
+            r = evaluate_sequences(boxes, gts, visible, iou=IOU_CONVENTION["synthetic"])
+            models[n] = {"auc": r.auc, "precision": r.precision, "norm_precision": r.norm_precision,
+                         "per_clip": {k: round(v["auc"], 2) for k, v in r.per_sequence.items()}}
+        diffs = {f"{a} - {b}": paired(models[a]["per_clip"], models[b]["per_clip"]) for a, b in pairs}
+        out[g] = {"clips": len(clips), "models": models, "paired": diffs}
+    return out
+
+
+def cmd_eval(work: Path, frames: int = EVAL_FRAMES, groups: list[str] | None = None) -> None:
+    """Track the family groups (all by default), then score every group whose boxes are all cached into eval.json."""
+    from mfv2.fileio import atomic_write_text
+
+    names = list(DESCRIPTIONS)
+    if not _model(work, "teacher@96").is_file():
+        _teacher_at_96(work)
+    for group in groups or list(GROUPS):
+        _track_group(work, group, frames, names)
+    done = [g for g in GROUPS if all(_cache(work, g, frames, n).is_file() for n in names)]
+    if not done:
+        return
+    results = {"frames": frames, "seed": HELD_OUT_SEED, "groups": {g: dict(GROUPS[g]) for g in done},
+               "crops": _crop_ious(work, names),
+               "seconds": {g: {n: json.loads(_cache(work, g, frames, n).read_text())["seconds"] for n in names} for g in done},
+               "scores": _score(work, done, frames, names)}
+    for g, s in results["scores"].items():
+        for key, v in s["paired"].items():
+            log.info("%s %s: %+.1f +- %.1f AUC per clip (better on %d of %d)", g, key, v["mean"], v["se"], v["wins"], v["clips"])
     atomic_write_text(work / "eval.json", json.dumps(results, indent=2, default=float) + "\n")
 
 
@@ -257,7 +315,7 @@ def _budget(route: str, overrides: list[str]) -> dict[str, Any]:
 
 
 def cmd_report(work: Path, out_dir: Path) -> None:
-    """Gather training, accuracy, FLOPs and speed into ``out_dir``/results.json and results.md."""
+    """Gather training, accuracy, paired differences, FLOPs and speed into ``out_dir``/results.json and results.md."""
     import platform
 
     from mfv2.bench.flops import graph_flops
@@ -265,12 +323,14 @@ def cmd_report(work: Path, out_dir: Path) -> None:
     from mfv2.fileio import atomic_write_text
     from mfv2.models.checkpoint import read_checkpoint
 
-    accuracy = json.loads((work / "eval.json").read_text())
+    ev = json.loads((work / "eval.json").read_text())
+    scores = ev["scores"]
     models = []
     for name, text in DESCRIPTIONS.items():
         cfg = read_checkpoint(_model(work, name)).config
         run = work / name / "run.json"
-        models.append({"name": name, "description": text, "config": cfg.to_dict(), **accuracy[name],
+        models.append({"name": name, "description": text, "config": cfg.to_dict(), **ev["crops"][name],
+                       "accuracy": {g: scores[g]["models"][name] for g in scores},
                        "gflops": graph_flops(cfg, "search_decoder").total / 1e9,
                        "budget": _budget(*ROUTES[name]) if name in ROUTES else None,
                        "train": json.loads(run.read_text()) if run.is_file() else None,
@@ -284,9 +344,12 @@ def cmd_report(work: Path, out_dir: Path) -> None:
     cpu = json.loads(reports[0].read_text())["env"]["cpu"]["model"] if reports else platform.processor() or platform.machine()
     result = {"machine": {"cpu": cpu, "cores": os.cpu_count()},
               "teacher": json.loads((work / "teacher.json").read_text()),
-              "eval": {"sequences": EVAL_SEQUENCES, "frames": EVAL_FRAMES, "seed": EVAL_SEED, "backend": "torch",
-                       "frames_from": "rendered frames, not JPEG", "tracker": "TrackerConfig.preset('synthetic', model)"},
-              "bench_args": BENCH_ARGS, "models": models, "static_box": accuracy["static"], "s_scale": s_scale}
+              "eval": {"groups": ev["groups"], "frames": ev["frames"], "seed": ev["seed"], "backend": "torch",
+                       "frames_from": "rendered frames, not JPEG", "tracker": "TrackerConfig.preset('synthetic', model)",
+                       "tracking_seconds": ev["seconds"]},
+              "bench_args": BENCH_ARGS, "models": models,
+              "static_box": {g: scores[g]["models"]["static"] for g in scores},
+              "paired": {g: scores[g]["paired"] for g in scores}, "s_scale": s_scale}
     atomic_write_text(out_dir / "results.json", json.dumps(result, indent=2) + "\n")
     atomic_write_text(out_dir / "results.md", _markdown(result))
     log.info("wrote %s and %s", out_dir / "results.json", out_dir / "results.md")
@@ -303,67 +366,87 @@ def _loads(rows: list[dict[str, Any]]) -> str:
     return f"{min(loads):.1f}-{max(loads):.1f}" if loads else "-"
 
 
+def _diff(d: dict[str, Any]) -> str:
+    return f"{d['mean']:+.1f} ± {d['se']:.1f} ({d['wins']}/{d['losses']})"
+
+
 def _markdown(result: dict[str, Any]) -> str:
-    """The tables of ``results.json`` as Markdown."""
+    """The tables of ``results.json`` as Markdown (speed columns only where ``bench`` ran)."""
     e, models, rows = result["eval"], result["models"], result["s_scale"]
+    groups = [*e["groups"], "all"]
+    labels = {g: f"{g} ({'held-out seeds' if g == 'training_families' else 'held out'})" for g in e["groups"]}
+    labels["all"] = "all clips"
+    clips = {g: result["paired"][g][next(iter(result["paired"][g]))]["clips"] for g in groups}
     budget = next(m["budget"] for m in models if m["budget"])
     teacher = next(m for m in models if m["name"] == "teacher")
+    speed = any(m["speed"] for m in models)
+    families = "; ".join(f"{g}: " + ", ".join(f"{f} x {n}" for f, n in e["groups"][g].items()) for g in e["groups"])
     lines = [
         "# Compression routes side by side (generated by run_comparison.py report)",
         "",
         f"* Teacher: `{result['teacher']['path']}` (sha256 {result['teacher']['sha256'][:12]}).",
         f"* Training: {budget['epochs']} epochs x {budget['samples_per_epoch']} samples per route (batch "
         f"{budget['batch_size_per_process']} per process, lr {budget['lr']:g} dropped after epoch "
-        f"{budget['lr_drop_epoch']}), synthetic clips of seed 11; train s is the wall time of the route's stage.",
-        f"* Accuracy: OPE on `benchmark_sequences({e['sequences']}, {e['frames']}, seed={e['seed']})` "
-        f"({e['frames_from']}), {e['backend']} backend, `{e['tracker']}` (each model's own crop factors). "
-        f"Kept: AUC as % of the teacher's. Crop IoU: mean IoU with the ground truth on {CROPS} held-out crops; "
+        f"{budget['lr_drop_epoch']}) on the teacher's data (nine training clip families, seed 11, and still pairs); "
+        "train s is the wall time of the route's stage.",
+        f"* Accuracy: OPE on held-out clips of {e['frames']} frames, seed {e['seed']} ({families}; "
+        f"{e['frames_from']}), {e['backend']} backend, `{e['tracker']}` (each model's own crop factors); AUC in %. "
+        f"Crop IoU: mean IoU with the ground truth on {CROPS} crops of the routes' validation clips; "
         "teacher IoU: with the teacher's box on the same crops.",
-        f"* Cost: GFLOPs of the search decoder per frame (x: of the teacher's). Speed: `mfv2 bench "
-        f"{' '.join(result['bench_args'])}`, median ms per search frame (minimum in brackets), on "
-        f"{result['machine']['cpu']} ({result['machine']['cores']} cores), 1-minute load average {_loads(models)}.",
+        "* Paired: per-clip AUC of the row's model minus the other, mean ± standard error over the clips "
+        "(clips better/worse).",
+        "* Cost: GFLOPs of the search decoder per frame (x: of the teacher's)."
+        + (f" Speed: `mfv2 bench {' '.join(result['bench_args'])}`, median ms per search frame (minimum in brackets), on "
+           f"{result['machine']['cpu']} ({result['machine']['cores']} cores), 1-minute load average {_loads(models)}."
+           if speed else " Speed: not measured in this run (see README.md)."),
         "",
-        "| model | blocks | template/search | AUC % | kept | Prec % | NPrec % | crop IoU | teacher IoU | GFLOPs (x) | "
-        "ORT 1 thread ms | ORT 2 threads ms | OpenVINO 2 threads ms | train s |",
-        "|" + " --- |" * 14,
+        "| model | blocks | template/search | " + " | ".join(f"AUC {labels[g]}, {clips[g]} clips" for g in groups)
+        + " | crop IoU | teacher IoU | GFLOPs (x) |" + (" ORT 1 thread ms | ORT 2 threads ms | OpenVINO 2 threads ms |" if speed else "")
+        + " train s |",
+        "|" + " --- |" * (3 + len(groups) + 4 + (3 if speed else 0)),
     ]
     for m in models:
         c, sp = m["config"], m["speed"]
         seconds = m["train"]["seconds"] if m["train"] else "-"
         lines.append(f"| {m['name']}: {m['description']} | {c['depth']} | {c['template_size']}/{c['search_size']} | "
-                     f"{m['auc']:.1f} | {100 * m['auc'] / teacher['auc']:.0f} % | {m['precision']:.1f} | "
-                     f"{m['norm_precision']:.1f} | {m['crop_iou']:.3f} | {m['teacher_iou']:.3f} | "
-                     f"{m['gflops']:.4f} ({m['gflops'] / teacher['gflops']:.2f}) | {_ms(sp, 'onnxruntime_t1')} | "
-                     f"{_ms(sp, 'onnxruntime_t2')} | {_ms(sp, 'openvino_t2')} | {seconds} |")
+                     + " | ".join(f"{m['accuracy'][g]['auc']:.1f}" for g in groups)
+                     + f" | {m['crop_iou']:.3f} | {m['teacher_iou']:.3f} | "
+                     f"{m['gflops']:.4f} ({m['gflops'] / teacher['gflops']:.2f}) |"
+                     + (f" {_ms(sp, 'onnxruntime_t1')} | {_ms(sp, 'onnxruntime_t2')} | {_ms(sp, 'openvino_t2')} |" if speed else "")
+                     + f" {seconds} |")
     st = result["static_box"]
-    lines.append(f"| static box (reference: the first-frame box on every frame) | - | - | {st['auc']:.1f} | - | "
-                 f"{st['precision']:.1f} | {st['norm_precision']:.1f} |" + " - |" * 7)
-    lines += [
-        "",
-        "S-scale architectures (random weights; speed does not depend on the weights), same `mfv2 bench` arguments, "
-        f"1-minute load average {_loads(rows)}; 'vs S' is S's minimum time divided by the row's (ONNX Runtime, one thread):",
-        "",
-        "| architecture | GFLOPs | ORT 1 thread ms | ORT 2 threads ms | OpenVINO 1 thread ms | OpenVINO 2 threads ms | vs S |",
-        "|" + " --- |" * 7,
-    ]
-    base = rows[0]["speed"].get("onnxruntime_t1_min_ms")
-    for m in rows:
-        sp = m["speed"]
-        ratio = f"{base / sp['onnxruntime_t1_min_ms']:.2f}x" if base and sp.get("onnxruntime_t1_min_ms") else "-"
-        lines.append(f"| {m['name']} | {m['gflops']:.2f} | {_ms(sp, 'onnxruntime_t1')} | {_ms(sp, 'onnxruntime_t2')} | "
-                     f"{_ms(sp, 'openvino_t1')} | {_ms(sp, 'openvino_t2')} | {ratio} |")
+    lines.append("| static box (reference: the first-frame box on every frame) | - | - | "
+                 + " | ".join(f"{st[g]['auc']:.1f}" for g in groups) + " |" + " - |" * (4 + (3 if speed else 0)))
+    pairs = list(result["paired"]["all"])
+    lines += ["", "Paired per-clip AUC differences:", "",
+              "| difference | " + " | ".join(labels[g] for g in groups) + " |", "|" + " --- |" * (1 + len(groups))]
+    lines += [f"| {p} | " + " | ".join(_diff(result["paired"][g][p]) for g in groups) + " |" for p in pairs]
+    if any(r["speed"] for r in rows):
+        lines += [
+            "",
+            "S-scale architectures (random weights; speed does not depend on the weights), same `mfv2 bench` arguments, "
+            f"1-minute load average {_loads(rows)}; 'vs S' is S's minimum time divided by the row's (ONNX Runtime, one thread):",
+            "",
+            "| architecture | GFLOPs | ORT 1 thread ms | ORT 2 threads ms | OpenVINO 1 thread ms | OpenVINO 2 threads ms | vs S |",
+            "|" + " --- |" * 7,
+        ]
+        base = rows[0]["speed"].get("onnxruntime_t1_min_ms")
+        for m in rows:
+            sp = m["speed"]
+            ratio = f"{base / sp['onnxruntime_t1_min_ms']:.2f}x" if base and sp.get("onnxruntime_t1_min_ms") else "-"
+            lines.append(f"| {m['name']} | {m['gflops']:.2f} | {_ms(sp, 'onnxruntime_t1')} | {_ms(sp, 'onnxruntime_t2')} | "
+                         f"{_ms(sp, 'openvino_t1')} | {_ms(sp, 'openvino_t2')} | {ratio} |")
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("step", choices=["train", "eval", "bench", "bench-s", "report"])
-    p.add_argument("--clips", type=int, default=EVAL_SEQUENCES,
-                   help=f"eval: benchmark clips (default {EVAL_SEQUENCES}; the #19 re-run uses 64)")
-    p.add_argument("--clip-seed", type=int, default=EVAL_SEED,
-                   help=f"eval: benchmark seed (default {EVAL_SEED}; 1 gives clips no earlier run looked at)")
-    p.add_argument("--work", type=Path, default=Path("runs/compression"), help="run folder")
-    p.add_argument("--stage1", type=Path, help="train: the 28-epoch stage-1 model (runs/stage1_28/02_stage1/final.pt)")
+    p.add_argument("--frames", type=int, default=EVAL_FRAMES, help=f"eval: frames per clip (default {EVAL_FRAMES})")
+    p.add_argument("--groups", default=",".join(GROUPS),
+                   help="eval: family groups to track, comma-separated (eval.json scores every group whose boxes are cached)")
+    p.add_argument("--work", type=Path, default=Path("runs/compression19"), help="run folder")
+    p.add_argument("--stage1", type=Path, help="train: the teacher, a stage-1 model (runs/demo_families/02_stage1/final.pt)")
     p.add_argument("--routes", default=",".join(ROUTES), help="train: routes to train, comma-separated")
     p.add_argument("--nproc", type=int, default=2, choices=[1, 2], help="train: processes per route (torchrun)")
     p.add_argument("--out", type=Path, default=HERE, help="report: where results.json and results.md go")
@@ -375,14 +458,17 @@ def main(argv: list[str] | None = None) -> int:
     args.work.mkdir(parents=True, exist_ok=True)
     if args.step == "train":
         if args.stage1 is None or not args.stage1.is_file():
-            p.error("train needs --stage1 CKPT (mfv2 distill --route ct_demo --output runs/stage1_28 --stop-after stage1 "
-                    "makes runs/stage1_28/02_stage1/final.pt)")
+            p.error("train needs --stage1 CKPT (mfv2 distill --route demo_families --output runs/demo_families "
+                    "--stop-after stage1 makes runs/demo_families/02_stage1/final.pt)")
         unknown = sorted(set(args.routes.split(",")) - set(ROUTES))
         if unknown:
             p.error(f"unknown route(s) {', '.join(unknown)}; choose from {', '.join(ROUTES)}")
         cmd_train(args.work, args.stage1, args.routes.split(","), args.nproc)
     elif args.step == "eval":
-        cmd_eval(args.work, args.clips, args.clip_seed)
+        unknown = sorted(set(args.groups.split(",")) - set(GROUPS))
+        if unknown:
+            p.error(f"unknown group(s) {', '.join(unknown)}; choose from {', '.join(GROUPS)}")
+        cmd_eval(args.work, args.frames, args.groups.split(","))
     elif args.step in ("bench", "bench-s"):
         cmd_bench(args.work, s_scale=args.step == "bench-s")
     else:
