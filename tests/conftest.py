@@ -122,3 +122,15 @@ def tiny_export(tmp_path_factory):
 
     out = tmp_path_factory.mktemp("export") / "tiny"
     return export(None, out, variant="tiny", precisions=EXPORT_ONNX_PRECISIONS, openvino=EXPORT_OV_PRECISIONS, seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_dynamic_export(tmp_path_factory):
+    """``tiny_model``'s weights exported once per session with a dynamic batch (``--batch dynamic``), fp32 ONNX + IR.
+    Read-only."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("openvino")
+    from mfv2.exporters import export
+
+    out = tmp_path_factory.mktemp("dynamic") / "tiny"
+    return export(None, out, variant="tiny", batch="dynamic", openvino=("fp32",), seed=0)

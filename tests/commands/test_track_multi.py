@@ -28,16 +28,8 @@ def frames_dir(tmp_path_factory) -> Path:
     return d
 
 
-@pytest.fixture(scope="module")
-def dynamic_export(tmp_path_factory) -> Path:
-    pytest.importorskip("onnxruntime")
-    from mfv2.exporters import export
-
-    return export(None, tmp_path_factory.mktemp("dyn") / "tiny", variant="tiny", batch="dynamic", seed=0)
-
-
-def test_several_targets_one_file_each_and_one_jsonl(frames_dir, dynamic_export, tmp_path, capsys):
-    argv = ["track", str(frames_dir), "--model", str(dynamic_export), "--no-progress"]
+def test_several_targets_one_file_each_and_one_jsonl(frames_dir, tiny_dynamic_export, tmp_path, capsys):
+    argv = ["track", str(frames_dir), "--model", str(tiny_dynamic_export), "--no-progress"]
     for box in BOXES:
         argv += ["--init", box]
     assert main([*argv, "--output", str(tmp_path / "boxes.txt"), "--jsonl", str(tmp_path / "log.jsonl")]) == 0
@@ -53,14 +45,14 @@ def test_several_targets_one_file_each_and_one_jsonl(frames_dir, dynamic_export,
     # Each target's file equals tracking it alone.
     for i in range(2):
         single = tmp_path / f"single_{i}.txt"
-        assert main(["track", str(frames_dir), "--model", str(dynamic_export), "--no-progress", "--init", BOXES[i],
+        assert main(["track", str(frames_dir), "--model", str(tiny_dynamic_export), "--no-progress", "--init", BOXES[i],
                      "--output", str(single)]) == 0
         got = np.loadtxt(files[i], delimiter=",")
         np.testing.assert_allclose(got, np.loadtxt(single, delimiter=","), atol=1e-2)  # files hold 2 decimals
 
 
-def test_output_name_with_id_placeholder(frames_dir, dynamic_export, tmp_path):
-    argv = ["track", str(frames_dir), "--model", str(dynamic_export), "--no-progress", "--init", BOXES[0], "--init", BOXES[1],
+def test_output_name_with_id_placeholder(frames_dir, tiny_dynamic_export, tmp_path):
+    argv = ["track", str(frames_dir), "--model", str(tiny_dynamic_export), "--no-progress", "--init", BOXES[0], "--init", BOXES[1],
             "--output", str(tmp_path / "t{id}.txt"), "--max-frames", "3"]
     assert main(argv) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t0.txt", "t1.txt"]
@@ -76,6 +68,6 @@ def test_several_targets_need_a_batched_export(frames_dir, tiny_export, tmp_path
     assert list(tmp_path.iterdir()) == []
 
 
-def test_multi_without_boxes_needs_show(frames_dir, dynamic_export, capsys):
-    assert main(["track", str(frames_dir), "--model", str(dynamic_export), "--multi"]) == 2
+def test_multi_without_boxes_needs_show(frames_dir, tiny_dynamic_export, capsys):
+    assert main(["track", str(frames_dir), "--model", str(tiny_dynamic_export), "--multi"]) == 2
     assert "--multi draws the boxes and needs --show" in capsys.readouterr().err

@@ -14,30 +14,21 @@ from mfv2.errors import ConfigError, ShapeError
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 
-@pytest.fixture(scope="module")
-def dynamic_export(tmp_path_factory):
-    pytest.importorskip("onnxruntime")
-    pytest.importorskip("openvino")
-    from mfv2.exporters import export
-
-    return export(None, tmp_path_factory.mktemp("dyn") / "tiny", variant="tiny", batch="dynamic", openvino=("fp32",), seed=0)
-
-
 def _crops(n, seed=0):
     rng = np.random.default_rng(seed)
     return rng.standard_normal((n, 3, 32, 32), dtype=np.float32), rng.standard_normal((n, 3, 64, 64), dtype=np.float32)
 
 
-def test_dynamic_export_is_recorded_and_runs_any_batch(dynamic_export, tiny_model):
+def test_dynamic_export_is_recorded_and_runs_any_batch(tiny_dynamic_export, tiny_model):
     import torch
 
     from mfv2.artifacts import load_manifest
     from mfv2.runtimes import load_backend
 
-    m = load_manifest(dynamic_export)
-    assert m.batch is None and json.loads((dynamic_export / MANIFEST_NAME).read_text())["batch"] is None
+    m = load_manifest(tiny_dynamic_export)
+    assert m.batch is None and json.loads((tiny_dynamic_export / MANIFEST_NAME).read_text())["batch"] is None
     for backend in ("onnxruntime", "openvino"):
-        with load_backend(backend, dynamic_export) as runner:
+        with load_backend(backend, tiny_dynamic_export) as runner:
             assert runner.batch is None and runner._decoder.input_shapes["search"][0] is None
             for n in (1, 3):
                 t, s = _crops(n, n)
@@ -50,11 +41,11 @@ def test_dynamic_export_is_recorded_and_runs_any_batch(dynamic_export, tiny_mode
 
 
 @pytest.mark.parametrize("batch,graph_dims", [(8, "dynamic"), (None, "fixed")])
-def test_manifest_batch_must_match_the_graphs(batch, graph_dims, dynamic_export, tiny_export, tmp_path):
+def test_manifest_batch_must_match_the_graphs(batch, graph_dims, tiny_dynamic_export, tiny_export, tmp_path):
     from mfv2.runtimes import load_backend
 
     d = tmp_path / "edited"
-    shutil.copytree(dynamic_export if graph_dims == "dynamic" else tiny_export, d)
+    shutil.copytree(tiny_dynamic_export if graph_dims == "dynamic" else tiny_export, d)
     data = json.loads((d / MANIFEST_NAME).read_text())
     data["batch"] = batch
     (d / MANIFEST_NAME).write_text(json.dumps(data))
@@ -70,11 +61,11 @@ def test_manifest_refuses_a_bad_batch(bad, tiny_export):
         Manifest.from_dict(data)
 
 
-def test_row_updates_equal_a_whole_batch_and_write_in_place(dynamic_export):
+def test_row_updates_equal_a_whole_batch_and_write_in_place(tiny_dynamic_export):
     from mfv2.runtimes import load_backend
 
     t, s = _crops(3)
-    with load_backend("onnxruntime", dynamic_export) as whole, load_backend("onnxruntime", dynamic_export) as rows:
+    with load_backend("onnxruntime", tiny_dynamic_export) as whole, load_backend("onnxruntime", tiny_dynamic_export) as rows:
         whole.set_templates(t, t)
         want = whole.predict(s)
         rows.set_templates(t[:1], t[:1], rows=[0])
@@ -94,11 +85,11 @@ def test_row_updates_equal_a_whole_batch_and_write_in_place(dynamic_export):
         np.testing.assert_array_equal(rows.predict(s[1:])[0][1], want[0][2])
 
 
-def test_rows_are_checked(dynamic_export):
+def test_rows_are_checked(tiny_dynamic_export):
     from mfv2.runtimes import load_backend
 
     t, s = _crops(2)
-    with load_backend("onnxruntime", dynamic_export) as runner:
+    with load_backend("onnxruntime", tiny_dynamic_export) as runner:
         with pytest.raises(ShapeError, match=r"need 1 distinct rows below 1 \(the bound rows plus the new ones\)"):
             runner.set_templates(t[:1], t[:1], rows=[1])
         with pytest.raises(ShapeError, match="need 2 distinct rows"):
@@ -109,13 +100,13 @@ def test_rows_are_checked(dynamic_export):
 
 
 @pytest.mark.parametrize("backend", ["torch", "onnxruntime", "openvino"])
-def test_template_kv_goes_to_the_decoder_without_a_copy(backend, dynamic_export, tiny_model):
+def test_template_kv_goes_to_the_decoder_without_a_copy(backend, tiny_dynamic_export, tiny_model):
     """The decoder binds the encoder's own output buffer, and predict binds nothing again."""
     from mfv2.runtimes import load_backend
     from mfv2.runtimes.base import DeviceValue
 
     t, s = _crops(2)
-    with load_backend(backend, tiny_model if backend == "torch" else dynamic_export) as runner:
+    with load_backend(backend, tiny_model if backend == "torch" else tiny_dynamic_export) as runner:
         kv = runner._encoder.infer({"template": t, "online_template": t})["kv"]
         assert isinstance(kv, DeviceValue)
         runner.set_templates(t, t)
@@ -137,8 +128,8 @@ def test_template_kv_goes_to_the_decoder_without_a_copy(backend, dynamic_export,
         np.testing.assert_array_equal(runner.predict(s)[0][1], first[0][1])
 
 
-def test_tensorrt_refuses_a_dynamic_batch_before_looking_for_a_gpu(dynamic_export):
+def test_tensorrt_refuses_a_dynamic_batch_before_looking_for_a_gpu(tiny_dynamic_export):
     from mfv2.exporters.tensorrt import build_engines
 
     with pytest.raises(ConfigError, match="dynamic batch; TensorRT engines are built from a fixed one: export with --batch N"):
-        build_engines(dynamic_export, "fp32")
+        build_engines(tiny_dynamic_export, "fp32")
