@@ -5,6 +5,14 @@ addresses are set on the execution context once (``set_tensor_address``), so a f
 search crop host -> device, ``execute_async_v3`` on the session's stream, copy the outputs back,
 synchronise once. A bound input (the template KV) is uploaded when bound and stays on the device.
 
+Template keys/values never leave the GPU: an output the runner keeps on the device (the encoder's
+``kv``) is returned as a :class:`TensorRtDeviceValue` naming its device buffer, and a session of the
+same device binds that value by pointing its input's tensor address at the same buffer (no copy,
+no host round trip). :meth:`TensorRtSession.write_rows` rewrites some batch rows of a bound input in
+its device buffer (one ``cudaMemcpy2DAsync`` per run of rows, device to device from a kept output,
+or host to device through the pinned buffer), so a fixed-batch engine serves a
+:class:`~mfv2.tracking.MultiTracker`.
+
 With ``cuda_graph=True`` the first inference runs plainly (TensorRT finishes its lazy work there),
 then the same enqueue is captured into a CUDA graph (thread-local capture mode) that every later
 inference replays; addresses never change, so the graph stays valid across template updates. A
@@ -13,9 +21,9 @@ warning, and the session goes on with plain enqueues.
 
 CUDA calls go through cuda-python (:mod:`mfv2.runtimes.cuda_api`), on the device's primary context,
 which TensorRT shares. On close the stream is synchronised, the graph destroyed, TensorRT's context
-and engine released, then the buffers and the stream. Not verified on a GPU by this project's CI
-(none there): the unit tests drive the code with fake ``tensorrt`` and cuda-python modules whose
-names are checked against the real packages.
+and engine released, then the buffers and the stream. Not verified on real hardware (no GPU in
+this project's CI), the device-resident KV and the row writes included: the unit tests drive the
+code with fake ``tensorrt`` and cuda-python modules whose names are checked against the real packages.
 """
 
 from __future__ import annotations
@@ -24,7 +32,7 @@ import copy
 import importlib.util
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -32,13 +40,47 @@ import numpy as np
 
 from mfv2._tensorrt import environment, trt_logger
 from mfv2.artifacts import GRAPH_STEMS, Artifact, Manifest, artifact_name, check_engine_compatible, read_sidecar
-from mfv2.errors import ConfigError, Mfv2Error
-from mfv2.runtimes.base import BACKENDS, BaseSession, FileBackend
+from mfv2.errors import ConfigError, Mfv2Error, ShapeError
+from mfv2.runtimes.base import BACKENDS, BaseSession, DeviceValue, FileBackend
 from mfv2.runtimes.cuda_api import CudaError, CudaGraph, HostDeviceBuffer, Stream, capture_graph, check, import_cudart
 
-__all__ = ["TensorRtBackend", "TensorRtSession"]
+__all__ = ["TensorRtBackend", "TensorRtSession", "TensorRtDeviceValue"]
 
 log = logging.getLogger(__name__)
+
+
+class TensorRtDeviceValue(DeviceValue):
+    """An output left in its :class:`TensorRtSession`'s device buffer, valid until that session's next run."""
+
+    def __init__(self, buffer: HostDeviceBuffer, session: TensorRtSession) -> None:
+        self.buffer = buffer
+        self.session = session
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.buffer.host.shape)
+
+    @property
+    def device(self) -> str:
+        return self.session.device
+
+    def numpy(self) -> np.ndarray:
+        """A host copy (device -> host on the owning session's stream)."""
+        self.session._select_device()
+        self.buffer.download(self.session.stream)
+        self.session.stream.synchronize()
+        return self.buffer.host.copy()
+
+
+def _runs(dst: Sequence[int], src: Sequence[int]) -> list[tuple[int, int, int]]:
+    """(first destination row, first source row, count) of the runs where both row lists count up by one."""
+    out: list[tuple[int, int, int]] = []
+    for d, s in zip(dst, src):
+        if out and d == out[-1][0] + out[-1][2] and s == out[-1][1] + out[-1][2]:
+            out[-1] = (out[-1][0], out[-1][1], out[-1][2] + 1)
+        else:
+            out.append((d, s, 1))
+    return out
 
 
 class TensorRtSession(BaseSession):
@@ -52,6 +94,8 @@ class TensorRtSession(BaseSession):
         self._device_id = device_id
         self._name = Path(path).name
         self._buffers: dict[str, HostDeviceBuffer] = {}
+        self._addresses: dict[str, int] = {}  # the device address each tensor is set to now
+        self._shared: dict[str, TensorRtDeviceValue] = {}  # inputs bound to another session's output buffer
         self._stream: Stream | None = None
         self._graph: CudaGraph | None = None
         self._use_graph = cuda_graph
@@ -78,8 +122,7 @@ class TensorRtSession(BaseSession):
                 raise ConfigError(f"{self._name} has dynamic shapes ({', '.join(dynamic)}); build the engine from the fixed-shape export")
             for n in names:
                 self._buffers[n] = HostDeviceBuffer(self._cudart, shapes[n], np.dtype(trt.nptype(self._engine.get_tensor_dtype(n))))
-                if not self._context.set_tensor_address(n, self._buffers[n].ptr):
-                    raise Mfv2Error(f"TensorRT refused the device address of {n} in {self._name}")
+                self._point(n, self._buffers[n].ptr)
             self._stream = Stream(self._cudart)
         except BaseException:
             self._release()
@@ -97,11 +140,79 @@ class TensorRtSession(BaseSession):
             raise Mfv2Error(f"the TensorRT session of {self._name} is closed")
         return self._stream
 
-    def _bind(self, feeds: Mapping[str, np.ndarray]) -> None:
+    def _point(self, name: str, ptr: int) -> None:
+        """Set the device address of tensor ``name``; a captured CUDA graph holds the old one, so it goes."""
+        if self._addresses.get(name) == ptr:
+            return
+        if not self._context.set_tensor_address(name, ptr):
+            raise Mfv2Error(f"TensorRT refused the device address of {name} in {self._name}")
+        self._addresses[name] = ptr
+        graph, self._graph = self._graph, None
+        if graph is not None:  # captured again on the next run
+            graph.destroy()
+
+    def _bind(self, feeds: Mapping[str, Any]) -> None:
         self._select_device()
-        for name, array in feeds.items():
-            self._buffers[name].upload(np.asarray(array), self.stream)
+        for name, value in feeds.items():
+            if self._fits(value, self._buffers[name], 0) and value.shape == self._buffers[name].host.shape:
+                self._point(name, value.buffer.ptr)  # the encoder's output buffer itself: no copy
+                self._shared[name] = value
+            else:
+                self._buffers[name].upload(np.asarray(value), self.stream)
+                self._point(name, self._buffers[name].ptr)
+                self._shared.pop(name, None)
         self.stream.synchronize()
+
+    def write_rows(self, name: str, axis: int, rows: Sequence[int], value: Any, source: Sequence[int] | None = None) -> None:
+        """Overwrite rows ``rows`` along ``axis`` of the bound input ``name`` with rows ``source`` of ``value``
+        (default all of them, in order), in the device buffer the engine reads.
+
+        A :class:`TensorRtDeviceValue` of this device is copied device to device; anything else goes
+        host to device through the pinned buffer, only the rows that change. Engines have fixed
+        shapes, so every row must lie inside the batch. Unverified on real hardware.
+        """
+        buf = self._buffers[name]
+        shape = buf.host.shape
+        src = list(range(len(rows))) if source is None else [int(r) for r in source]
+        rows = [int(r) for r in rows]
+        if len(src) != len(rows) or not rows or max(rows) >= shape[axis] or min(rows) < 0:
+            raise ShapeError(f"rows {rows} of {name} in {self._name}: an engine's batch is fixed at {shape[axis]}")
+        self._select_device()
+        self._own(name)
+        inner = int(np.prod(shape[axis + 1:], dtype=np.int64)) * buf.host.itemsize  # bytes of one row of one slice
+        kinds = self._cudart.cudaMemcpyKind
+        if self._fits(value, buf, axis):
+            src_ptr, src_rows, kind, what = value.buffer.ptr, value.shape[axis], kinds.cudaMemcpyDeviceToDevice, "device -> device"
+        else:
+            v = np.asarray(value)
+            if v.ndim != len(shape) or v.shape[:axis] != shape[:axis] or v.shape[axis + 1:] != shape[axis + 1:]:
+                raise ShapeError(f"rows of shape {v.shape} do not fit {name} {shape} in {self._name} (batch axis {axis})")
+            buf.host[(slice(None),) * axis + (rows,)] = np.take(v, src, axis=axis)  # staged at their own rows
+            src_ptr, src_rows, kind, what = buf.host.ctypes.data, shape[axis], kinds.cudaMemcpyHostToDevice, "host -> device"
+            src = rows
+        height = int(np.prod(shape[:axis], dtype=np.int64))
+        for d, s, count in _runs(rows, src):
+            check(self._cudart, self._cudart.cudaMemcpy2DAsync(
+                buf.ptr + d * inner, shape[axis] * inner, src_ptr + s * inner, src_rows * inner,
+                count * inner, height, kind, self.stream.handle), f"cudaMemcpy2DAsync({what})")  # fmt: skip
+        self.stream.synchronize()
+
+    def _fits(self, value: Any, buf: HostDeviceBuffer, axis: int) -> bool:
+        """True if ``value`` is a TensorRT output on this device whose rows can be copied into ``buf`` as they are."""
+        shape = buf.host.shape
+        return (isinstance(value, TensorRtDeviceValue) and value.device == self.device and value.buffer.host.dtype == buf.host.dtype
+                and value.shape[:axis] == shape[:axis] and value.shape[axis + 1:] == shape[axis + 1:])  # fmt: skip
+
+    def _own(self, name: str) -> None:
+        """Copy an input bound to another session's buffer into this session's own buffer (device to device)."""
+        shared = self._shared.pop(name, None)
+        if shared is None:
+            return
+        buf = self._buffers[name]
+        kind = self._cudart.cudaMemcpyKind.cudaMemcpyDeviceToDevice
+        check(self._cudart, self._cudart.cudaMemcpyAsync(buf.ptr, shared.buffer.ptr, buf.nbytes, kind, self.stream.handle),
+              "cudaMemcpyAsync(device -> device)")  # fmt: skip
+        self._point(name, buf.ptr)
 
     def _enqueue(self) -> bool:
         return bool(self._context.execute_async_v3(self.stream.handle))
@@ -125,15 +236,17 @@ class TensorRtSession(BaseSession):
         else:
             log.debug("tensorrt: captured %s in a CUDA graph", self._name)
 
-    def _run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def _run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, Any]:
         self._select_device()
         for name, array in feeds.items():
             self._buffers[name].upload(np.asarray(array), self.stream)
         self._execute()
         for name in self.output_names:
-            self._buffers[name].download(self.stream)
-        self.stream.synchronize()
-        return {n: self._buffers[n].host.copy() for n in self.output_names}
+            if name not in self._keep:
+                self._buffers[name].download(self.stream)
+        self.stream.synchronize()  # kept outputs are complete too, for a session on another stream
+        return {n: TensorRtDeviceValue(self._buffers[n], self) if n in self._keep else self._buffers[n].host.copy()
+                for n in self.output_names}  # fmt: skip
 
     def _release(self) -> None:
         """Finish queued work, then free in dependency order: graph, TensorRT objects, buffers, stream (idempotent)."""
@@ -145,6 +258,7 @@ class TensorRtSession(BaseSession):
             self._quietly(what, step)
         self._graph = None
         self._context = self._engine = self._runtime = None  # TensorRT frees them on the last reference
+        self._shared.clear()
         for buffer in self._buffers.values():
             self._quietly("free a buffer", buffer.free)
         self._buffers.clear()

@@ -10,11 +10,14 @@ enqueues with one warning, everything released in order on close. The real-GPU t
 
 from __future__ import annotations
 
+import ctypes
+import enum
 import importlib.util
 import json
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -23,7 +26,7 @@ from mfv2.artifacts import Manifest
 from mfv2.config import VARIANTS, TrackerConfig
 from mfv2.errors import BackendUnavailableError, ConfigError, Mfv2Error
 from mfv2.runtimes import load_backend
-from tests._tensorrt_fakes import FakeCudart, cudaError_t, fake_cuda_package, fake_tensorrt
+from tests._tensorrt_fakes import OK, FakeCudart, cudaError_t, fake_cuda_package, fake_tensorrt
 
 CFG = VARIANTS.get("tiny")
 KV = (CFG.depth, 2, 1, CFG.num_heads, 2 * CFG.num_template_tokens, CFG.head_dim)
@@ -45,12 +48,13 @@ def cudart(monkeypatch: pytest.MonkeyPatch) -> FakeCudart:
     return fake
 
 
-def write_engines(directory: Path, *, io=IO, sidecar=ENV, graphs=("template_encoder", "search_decoder"), capturable=True) -> Path:
+def write_engines(directory: Path, *, io=IO, sidecar=ENV, graphs=("template_encoder", "search_decoder"), capturable=True,
+                  batch: int = 1) -> Path:
     """An export directory holding a manifest and fake engines with sidecars, as 'mfv2 build-engine' leaves them."""
     from mfv2.artifacts import SIDECAR_FORMAT
 
     directory.mkdir()
-    Manifest(model=CFG, tracker=TrackerConfig()).save(directory)
+    Manifest(model=CFG, tracker=TrackerConfig(), batch=batch).save(directory)
     for graph in graphs:
         spec = {"graph": graph, "capturable": capturable, "io": {k: [m, list(s)] for k, (m, s) in io[graph].items()}}
         (directory / f"{graph}.engine").write_text(json.dumps(spec))
@@ -76,13 +80,15 @@ def test_buffers_once_kv_bound_once_one_upload_and_execute_per_frame(cudart, tmp
     assert len({id(c[1]) for c in cudart.trt.calls if c[0] == "runtime logger"}) == 1  # one logger for all
     t, ot, s = _inputs(1.0)
     runner.set_templates(t, ot)
-    uploads = cudart.calls["cudaMemcpyAsync"] - 1  # the encoder's kv download
-    assert uploads == 3  # template + online template, then the kv once into the decoder
+    # Template + online template up; the kv stays in the encoder's output buffer, which the decoder reads.
+    assert cudart.calls["cudaMemcpyAsync"] == 2 and cudart.calls["set_tensor_address"] == 7 + 1
+    encoder, decoder = runner._encoder, runner._decoder
+    assert decoder._context.addresses["kv"] == encoder._buffers["kv"].ptr != decoder._buffers["kv"].ptr
     for i in range(5):
         boxes, score = runner.predict(s + i)
         np.testing.assert_allclose(boxes, [[0.5 + i, 1.0 + 10 * 2.0, 0.25, 0.5]])
         np.testing.assert_allclose(score, [0.75])
-    assert cudart.calls["execute"] == 1 + 5 and cudart.calls["cudaMemcpyAsync"] == 4 + 5 * 3  # search in, boxes + score out
+    assert cudart.calls["execute"] == 1 + 5 and cudart.calls["cudaMemcpyAsync"] == 2 + 5 * 3  # search in, boxes + score out
     assert cudart.calls["cudaMalloc"] == 7 and cudart.calls["cudaStreamBeginCapture"] == 0
     runner.close()
     _closed_cleanly(cudart)
@@ -246,3 +252,175 @@ def test_real_engines_match_onnxruntime(tmp_path):  # pragma: no cover - GPU onl
         for (b, sc), (rb, rsc) in zip(got, outs[0]):
             np.testing.assert_allclose(b, rb, atol=1e-3)
             np.testing.assert_allclose(sc, rsc, atol=1e-3)
+
+
+# Fixed-batch engines under a MultiTracker ---------------------------------------------------------------------------
+
+
+class cudaMemcpyKindFull(enum.IntEnum):  # noqa: N801 - cuda-python's values
+    cudaMemcpyHostToHost = 0
+    cudaMemcpyHostToDevice = 1
+    cudaMemcpyDeviceToHost = 2
+    cudaMemcpyDeviceToDevice = 3
+
+
+class RowCudart(FakeCudart):
+    """The fake runtime plus what row writes use: device-to-device copies, ``cudaMemcpy2DAsync`` and addresses
+    inside an allocation; ``copies`` logs every copy as (kind, bytes, destination, source)."""
+
+    cudaMemcpyKind = cudaMemcpyKindFull
+    NAMES = ("cudaMemcpy2DAsync",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.copies: list[tuple[str, int, int, int]] = []
+        for name in self.NAMES:
+            setattr(self, name, self._wrap(name, getattr(self, "_" + name)))
+
+    def _inside(self, ptr: int, count: int, table: dict[int, Any]) -> bool:
+        return any(base <= int(ptr) and int(ptr) + count <= base + len(buf) for base, buf in table.items())
+
+    def _tables(self, kind: Any) -> tuple[dict[int, Any], dict[int, Any]] | None:
+        pairs = {1: (self.device, self.host), 2: (self.host, self.device), 3: (self.device, self.device)}
+        return pairs.get(int(kind))
+
+    def _cudaMemcpyAsync(self, dst: int, src: int, count: int, kind: Any, stream: int) -> tuple[Any]:
+        return self._cudaMemcpy2DAsync(dst, count, src, count, count, 1, kind, stream)
+
+    def _cudaMemcpy2DAsync(self, dst: int, dpitch: int, src: int, spitch: int, width: int, height: int, kind: Any,
+                           stream: int) -> tuple[Any]:  # fmt: skip
+        tables = self._tables(kind)
+        last_d, last_s = (height - 1) * dpitch + width, (height - 1) * spitch + width
+        if tables is None or width > min(dpitch, spitch) or not (self._inside(dst, last_d, tables[0]) and self._inside(src, last_s, tables[1])):
+            return (cudaError_t.cudaErrorInvalidValue,)
+        self.copies.append((cudaMemcpyKindFull(int(kind)).name, width * height, int(dst), int(src)))
+
+        def op() -> None:
+            for i in range(height):
+                ctypes.memmove(int(dst) + i * dpitch, int(src) + i * spitch, width)
+
+        return (OK,) if self.record(stream, op) else (cudaError_t.cudaErrorInvalidValue,)
+
+
+def _rowwise_compute(self: Any) -> None:
+    """The fake engines, row by row: kv row b from the templates of row b; boxes of row b from search row b and kv row b."""
+    cudart = self.engine.cudart
+    cudart.calls["execute"] += 1
+    if self.engine.graph == "template_encoder":
+        t, ot, kv = (self._tensor(n) for n in ("template", "online_template", "kv"))
+        for b in range(t.shape[0]):
+            kv[:, :, b] = t[b].mean() + 10 * ot[b].mean()
+    else:
+        s, kv, boxes = (self._tensor(n) for n in ("search", "kv", "boxes"))
+        for b in range(s.shape[0]):
+            boxes[b] = [0.5 + 0.05 * np.tanh(s[b].mean()), 0.5 + 0.05 * np.tanh(kv[:, :, b].mean() / 10), 0.3, 0.4]
+        self._tensor("score")[...] = 0.75
+
+
+def _io(batch: int) -> dict:
+    kv = (*KV[:2], batch, *KV[3:])
+    return {
+        "template_encoder": {"template": ("input", (batch, 3, 32, 32)), "online_template": ("input", (batch, 3, 32, 32)), "kv": ("output", kv)},
+        "search_decoder": {"search": ("input", (batch, 3, 64, 64)), "kv": ("input", kv), "boxes": ("output", (batch, 4)),
+                           "score": ("output", (batch,))},
+    }
+
+
+@pytest.fixture
+def row_cudart(monkeypatch: pytest.MonkeyPatch) -> RowCudart:
+    fake = RowCudart()
+    for name, module in fake_cuda_package(fake).items():
+        monkeypatch.setitem(sys.modules, name, module)
+    trt = fake_tensorrt(fake)
+    engine, context = trt.RETURNED_TYPES[:2]
+    monkeypatch.setattr(engine, "cudart", fake, raising=False)
+    monkeypatch.setattr(context, "_compute", _rowwise_compute)
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    return fake
+
+
+def _clip(frames: int = 8) -> list[np.ndarray]:
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 255, (90, 120, 3), dtype=np.uint8)
+    return [np.roll(base, 3 * i, axis=1) for i in range(frames)]
+
+
+def test_fixed_batch_multitracker_keeps_kv_on_the_device_and_writes_rows_in_place(row_cudart, tmp_path):
+    from mfv2.tracking import MultiTracker, Tracker
+
+    batch = 4
+    fixed = write_engines(tmp_path / "fixed", io=_io(batch), batch=batch)
+    single = write_engines(tmp_path / "single", io=_io(1))
+    config = TrackerConfig.for_model(CFG).replace(update_interval=2)  # template rows rewritten mid-clip
+    frames = _clip()
+    boxes = [(10.0, 12.0, 20.0, 16.0), (60.0, 30.0, 24.0, 20.0), (40.0, 50.0, 16.0, 16.0), (80.0, 20.0, 18.0, 22.0)]
+    with load_backend("tensorrt", fixed) as runner:
+        decoder, kv_buffers = runner._decoder, (runner._encoder._buffers["kv"], runner._decoder._buffers["kv"])
+        row_bytes = kv_buffers[0].nbytes // batch
+
+        def kv_through_host() -> list[tuple[str, int, int, int]]:
+            """Copies between the host and a kv buffer (either end)."""
+            return [c for c in row_cudart.copies if c[0] != "cudaMemcpyDeviceToDevice"
+                    and any(b.ptr <= p < b.ptr + b.nbytes for b in kv_buffers for p in c[2:])]
+
+        tracker = MultiTracker(runner, config)
+        ids = [tracker.add(frames[0], boxes[0])]
+        # The first add pads the batch on the host: the runner reads the encoder's kv back once to build it
+        # (runner.py _first_batch) and binds the padded batch, uploaded once.
+        assert [c[0] for c in kv_through_host()] == ["cudaMemcpyDeviceToHost", "cudaMemcpyHostToDevice"]
+        row_cudart.copies.clear()
+        ids += [tracker.add(frames[0], b) for b in boxes[1:3]]
+        got = {i: [] for i in range(4)}
+        for f in range(1, 8):
+            if f == 4:
+                tracker.remove(ids[1])  # row 1 is free ...
+                ids.append(tracker.add(frames[f - 1], boxes[3]))  # ... and the new target takes it
+                assert tracker._rows[ids[3]] == 1
+            for tid, result in tracker.update(frames[f]).items():
+                got[ids.index(tid)].append(result)
+        # No kv went through the host after the first add: every row write was a device-to-device copy of its rows.
+        assert kv_through_host() == []
+        writes = [c for c in row_cudart.copies if c[0] == "cudaMemcpyDeviceToDevice"]
+        assert len(writes) >= 3 and all(c[1] % row_bytes == 0 for c in writes)  # whole rows (a run of rows per copy)
+        assert decoder._context.addresses["kv"] == decoder._buffers["kv"].ptr  # its own buffer, written in place
+        kv = row_cudart.view(decoder._buffers["kv"].ptr, decoder._buffers["kv"].host.shape)
+        for i in (0, 2, 3):  # each live row holds its own target's kv
+            state, row = tracker._targets[ids[i]], tracker._rows[ids[i]]
+            want = np.float32(state.template.mean() + 10 * state.online.mean())
+            np.testing.assert_allclose(kv[:, :, row], want, rtol=1e-6)
+    starts = {0: 0, 1: 0, 2: 0, 3: 3}
+    stops = {0: 8, 1: 4, 2: 8, 3: 8}
+    with load_backend("tensorrt", single) as runner:
+        for i in range(4):
+            alone = Tracker(runner, config)
+            alone.init(frames[starts[i]], boxes[i])
+            want = []
+            for f in range(starts[i] + 1, stops[i]):
+                ok, bbox = alone.update(frames[f])
+                want.append((ok, bbox, alone.score))
+            assert len(got[i]) == len(want) > 0
+            for (ok, bbox, score), (ok_ref, bbox_ref, score_ref) in zip(got[i], want):
+                assert ok == ok_ref and score == pytest.approx(score_ref)
+                np.testing.assert_allclose(bbox, bbox_ref, atol=1e-4)
+
+
+def test_row_writes_from_the_host_into_a_shared_kv_and_outside_the_batch(row_cudart, tmp_path):
+    from mfv2.errors import ShapeError
+
+    with load_backend("tensorrt", write_engines(tmp_path / "exp", io=_io(3), batch=3)) as runner:
+        encoder, decoder = runner._encoder, runner._decoder
+        t = np.stack([np.full((3, 32, 32), v, np.float32) for v in (1.0, 2.0, 3.0)])
+        runner.set_templates(t, 0 * t)  # the whole batch: the decoder reads the encoder's kv buffer itself
+        assert decoder._context.addresses["kv"] == encoder._buffers["kv"].ptr
+        shape = decoder._buffers["kv"].host.shape
+        rows = np.stack([np.full(shape[:2] + shape[3:], v, np.float32) for v in (7.0, 9.0)], axis=2)
+        decoder.write_rows("kv", 2, [2, 0], rows)  # taken over (device to device), then two runs of one row from the host
+        assert decoder._context.addresses["kv"] == decoder._buffers["kv"].ptr
+        kv = row_cudart.view(decoder._buffers["kv"].ptr, shape)
+        assert [float(kv[:, :, r].mean()) for r in range(3)] == [9.0, 2.0, 7.0]
+        assert [c[:2] for c in row_cudart.copies[-3:]] == [("cudaMemcpyDeviceToDevice", kv.nbytes),
+                                                            *[("cudaMemcpyHostToDevice", rows.nbytes // 2)] * 2]
+        enc = row_cudart.view(encoder._buffers["kv"].ptr, shape)
+        assert [float(enc[:, :, r].mean()) for r in range(3)] == [1.0, 2.0, 3.0]  # the encoder's output untouched
+        with pytest.raises(ShapeError, match="batch is fixed at 3"):
+            decoder.write_rows("kv", 2, [3], rows[:, :, :1])

@@ -30,6 +30,7 @@ from typing import Any
 import pytest
 
 from tests._tensorrt_fakes import CUDART_NAMES, VALUE_CALLS, FakeCudart, fake_tensorrt
+from tests.runtimes.test_tensorrt import RowCudart
 
 TRT_VERSIONS = ("10.13.3.9", "11.4.0.106")  # the 10.12+ line mfv2 targets and the newest release
 CUDA_BINDINGS = ("12.9.4", "13.5.0")  # cuda-python for CUDA 12 and for CUDA 13 drivers
@@ -149,6 +150,7 @@ calls = {
     "cudaGetDeviceProperties": (0,), "cudaStreamCreateWithFlags": (1,), "cudaStreamSynchronize": (0,),
     "cudaStreamDestroy": (0,), "cudaMallocHost": (16,), "cudaMalloc": (16,), "cudaFree": (0,), "cudaFreeHost": (0,),
     "cudaMemcpyAsync": (0, 0, 0, c.cudaMemcpyKind.cudaMemcpyHostToDevice, 0),
+    "cudaMemcpy2DAsync": (0, 0, 0, 0, 0, 0, c.cudaMemcpyKind.cudaMemcpyDeviceToDevice, 0),
     "cudaStreamBeginCapture": (0, c.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal),
     "cudaStreamEndCapture": (0,), "cudaGraphInstantiate": (0, 0), "cudaGraphLaunch": (0, 0),
     "cudaGraphExecDestroy": (0,), "cudaGraphDestroy": (0,), "cudaGetLastError": (),
@@ -171,9 +173,9 @@ print(json.dumps(out))
 @pytest.mark.parametrize("version", CUDA_BINDINGS)
 def test_the_fake_cuda_python_matches_the_real_runtime_module(version: str) -> None:
     path = os.pathsep.join(str(_unpacked(_wheel(n, v))) for n, v in (("cuda-bindings", version), ("cuda-pathfinder", PATHFINDER)))
-    fake = FakeCudart()
+    fake = RowCudart()  # the fake runtime with the row-write calls of tests/runtimes/test_tensorrt.py
     enums = {e: list(getattr(fake, e).__members__) for e in ("cudaError_t", "cudaStreamCaptureMode", "cudaMemcpyKind")}
-    names = sorted(set(CUDART_NAMES) | set(enums) | {n for n in _public(type(fake)) if n.startswith("cuda")})
+    names = sorted(set(CUDART_NAMES) | set(RowCudart.NAMES) | set(enums) | {n for n in _public(type(fake)) if n.startswith("cuda")})
     spec = json.dumps({"names": names, "enums": enums, "root": str(ROOT)})
     env = {**os.environ, "PYTHONPATH": path, "CUDA_VISIBLE_DEVICES": ""}  # no GPU, even on a machine that has one
     done = subprocess.run([sys.executable, "-c", _PROBE, spec], capture_output=True, text=True, timeout=120, env=env, cwd=ROOT)
