@@ -26,6 +26,7 @@ __all__ = [
     "MVTConfig",
     "MVT_VARIANTS",
     "FamilyConfig",
+    "family_variant_config",
     "TrackerConfig",
     "ExportConfig",
     "VARIANTS",
@@ -254,6 +255,13 @@ MVT_VARIANTS.add("MVT", MVTConfig())
 
 #: The architecture config of any model family.
 FamilyConfig = ModelConfig | MVTConfig
+
+
+def family_variant_config(variant: str | FamilyConfig) -> FamilyConfig:
+    """The config of a variant name from any family's table (MixFormerV2's, MVT's), or ``variant`` itself."""
+    if not isinstance(variant, str):
+        return variant
+    return MVT_VARIANTS.get(variant) if variant in MVT_VARIANTS else VARIANTS.get(variant)
 
 
 def variant_config(variant: str | ModelConfig) -> ModelConfig:

@@ -2,8 +2,9 @@
 
 Each row runs in its own worker process (:mod:`mfv2.bench.worker`), so its peak resident memory is
 its own and an ONNX Runtime or OpenVINO row imports no torch. The GEMM peak probe runs in a process
-of its own too. The baseline of every variant, mode and thread count is the
-official tracker's path (torch, full graph, fp32, every frame); each row's ``speedup`` is the
+of its own too. The baseline of every variant, mode and thread count is its family's
+official tracker path (:func:`official_path`: torch fp32, the full graph every frame for MixFormerV2,
+the search graph against the cached template stem for MVT); each row's ``speedup`` is the
 baseline's median latency over the row's, measured in the same run. Without an export directory the
 variant is built with seeded random weights and exported into a cache: speed does not depend on the
 weights, but the tracker's boxes then mean nothing beyond their agreement across backends.
@@ -23,18 +24,41 @@ from typing import Any
 
 import numpy as np
 
-from mfv2.bench.config import BASELINE, BenchConfig, default_precisions
+from mfv2.artifacts.families import runtime_family_of
+from mfv2.bench.config import BenchConfig, default_precisions
 from mfv2.bench.envinfo import capture_env, cpu_info, load_average
-from mfv2.bench.flops import frame_flops, graph_flops
+from mfv2.bench.flops import count_flops, frame_flops
 from mfv2.bench.load import busy_processes
 from mfv2.bench.probe import PEAK_PRECISIONS, peak_precision
 from mfv2.bench.report import RESULT_FIELDS
 from mfv2.bench.rows import Artifacts, prepare_artifacts, rejected_status
+from mfv2.config import FamilyConfig, family_variant_config
+from mfv2.errors import ConfigError
 from mfv2.geometry.boxes import iou_continuous
 
-__all__ = ["plan_rows", "run_bench"]
+__all__ = ["plan_rows", "run_bench", "official_path"]
 
 logger = logging.getLogger(__name__)
+
+# The graph the official tracker runs per frame, by template policy: a family whose template never
+# changes (policy none, MVT) caches the template state at init and runs the search graph; MixFormerV2's
+# released tracker (online templates) runs the full forward every frame.
+_OFFICIAL_GRAPH = {"none": "split", "online": "full"}
+
+
+def _variant_config(variant: str) -> FamilyConfig:
+    """The architecture of a variant name or of an export directory's manifest."""
+    if Path(variant).is_dir():
+        from mfv2.artifacts import load_manifest
+
+        return load_manifest(variant).model
+    return family_variant_config(variant)
+
+
+def official_path(variant: str) -> tuple[str, str, str]:
+    """(backend, precision, graph) of the official tracker of ``variant``'s family: the speed-ups' baseline."""
+    return "torch", "fp32", _OFFICIAL_GRAPH[runtime_family_of(_variant_config(variant)).template_policy]
+
 
 def _backends(config: BenchConfig) -> list[tuple[str, bool]]:
     """(name, installed) of the backends to run, torch first; by default every registered one."""
@@ -54,15 +78,16 @@ def plan_rows(config: BenchConfig, variants: Sequence[str], flags: Sequence[str]
     threads = config.threads or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1,)
     rows = []
     for variant in variants:
+        baseline = official_path(variant)
         for mode in config.modes:
             for t in threads:
-                rows.append(dict(variant=variant, backend="torch", precision="fp32", graph="full", mode=mode, threads=t, baseline=True,
-                                 **_torch_keys(config, False)))  # fmt: skip
+                rows.append(dict(variant=variant, backend="torch", precision="fp32", graph=baseline[2], mode=mode, threads=t,
+                                 baseline=True, **_torch_keys(config, False)))  # fmt: skip
                 for backend, installed in _backends(config):
                     precisions = config.precisions or default_precisions(backend, flags)
                     graphed = config.cuda_graphs if backend == "torch" else (False,)
                     combos = [(p, g, c) for p in precisions for g in config.graphs for c in graphed
-                              if (backend, p, g) != BASELINE or c]  # fmt: skip
+                              if (backend, p, g) != baseline or c]  # fmt: skip
                     if not installed and not config.backends:
                         combos = combos[:1]
                     rows += [dict(variant=variant, backend=backend, precision=p, graph=g, mode=mode, threads=t, baseline=False,
@@ -117,17 +142,22 @@ def _finish(row: dict[str, Any], result: dict[str, Any], base: dict[str, Any] | 
     out = {**dict.fromkeys(RESULT_FIELDS), **row}
     out.update({k: v for k, v in result.items() if k not in ("samples_ms", "boxes")})
     cfg = arts.config
-    if row["mode"] == "model":
-        flops = graph_flops(cfg, "full" if row["graph"] == "full" else "search_decoder").total
-    else:
-        flops = frame_flops(cfg, row["graph"], update_interval=arts.update_interval)
-    out["gflops_per_frame"] = flops / 1e9
+    online = runtime_family_of(cfg).template_policy == "online"  # a fixed template is encoded once, not amortised
+    try:
+        if row["mode"] == "model":
+            flops: int | None = count_flops(cfg, "full" if row["graph"] == "full" else "search_decoder", arts.export_dir)
+        else:
+            flops = frame_flops(cfg, row["graph"], update_interval=arts.update_interval if online else None,
+                                export_dir=arts.export_dir)  # fmt: skip
+    except (ConfigError, OSError):  # no export to count a family without an analytic count from
+        flops = None
+    out["gflops_per_frame"] = flops / 1e9 if flops is not None else None
     ok = out.get("status") == "ok"
     on_cpu = row.get("device", "cpu") == "cpu"  # the probe measures the CPU's GEMM peak, not a GPU's
     peak = (peaks.get(str(row["threads"])) or {}).get(peak_precision(row["precision"]), {}).get("gops") if on_cpu else None
-    out["pct_peak"] = 100.0 * flops / 1e9 / (out["median_ms"] / 1000.0) / peak if ok and peak else None
+    out["pct_peak"] = 100.0 * flops / 1e9 / (out["median_ms"] / 1000.0) / peak if ok and peak and flops else None
     peak_cpu = (peaks.get(str(row["threads"])) or {}).get(peak_precision(row["precision"]), {}).get("gops_cpu") if on_cpu else None
-    if ok and peak_cpu and out.get("cpu_ms"):
+    if ok and peak_cpu and flops and out.get("cpu_ms"):
         out["pct_peak_cpu"] = 100.0 * flops / 1e9 / (out["cpu_ms"] / 1000.0) / peak_cpu
     if idle is not None and ok and idle.get("status") == "ok" and row.get("background_load"):
         out["loaded_slowdown"] = out["median_ms"] / idle["median_ms"]
@@ -228,7 +258,8 @@ def _report(config: BenchConfig, command: str, env: dict[str, Any], peaks: dict[
     env["load_average_end"] = load_average()
     notes = [a.note for a in arts.values() if a.note]
     notes += [
-        "speedup = baseline median / row median, baseline = torch fp32 full graph (the official path), same run",
+        "speedup = baseline median / row median, same run; the baseline (Speed-up 1.00x) is each family's official "
+        "tracker path: " + "; ".join(f"{v}: {' '.join(official_path(v))}" for v in arts),
         "model mode times one search frame per call; for split rows the template encoder runs once per "
         "template update and is reported as template_ms",
         "tracker mode times tracker.update() per frame (crop, preprocessing, model, post-processing) on a "

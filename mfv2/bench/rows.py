@@ -15,13 +15,13 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
 from mfv2.bench.config import BenchConfig
 from mfv2.bench.latency import LatencyStats, summarize_stages, time_calls, time_tracker
-from mfv2.config import FamilyConfig, ModelConfig, TrackerConfig, variant_config
+from mfv2.config import FamilyConfig, ModelConfig, TrackerConfig, family_variant_config
 from mfv2.errors import BackendUnavailableError, ConfigError, Mfv2Error
 from mfv2.fileio import cache_dir
 
@@ -94,10 +94,15 @@ def random_checkpoint(variant: str, root: Path) -> Path:
     from mfv2.models import build_model, save_native
 
     root.mkdir(parents=True, exist_ok=True)
-    cfg = variant_config(variant)
+    cfg = family_variant_config(variant)
     torch.manual_seed(_SEED)
     model = build_model(cfg)
-    return save_native(model.state_dict(), cfg, path, meta={"weights": f"random, seed {_SEED}, for benchmarks only"})
+    weights = f"random, seed {_SEED}, for benchmarks only"
+    peak = getattr(model, "peak_score_map", None)  # a family whose untrained score map is flat (MVT) sharpens it
+    if peak is not None:
+        peak()
+        weights += "; score map sharpened (peak_score_map) so the parity gates compare real maxima"
+    return save_native(model.state_dict(), cast(ModelConfig, cfg), path, meta={"weights": weights})  # any family's config
 
 
 def _wanted_files(needed: Iterable[tuple[str, str]]) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -133,7 +138,7 @@ def prepare_artifacts(variant: str, needed: set[tuple[str, str]], config: BenchC
         note = f"{variant}: exported model ({manifest.model.name}); torch rows use {ckpt or 'nothing (pass --checkpoint)'}"
         return Artifacts(variant, manifest.model, manifest.tracker.update_interval, ckpt, str(variant), note=note,
                          manifest=manifest)
-    cfg = variant_config(variant)
+    cfg = family_variant_config(variant)
     interval = TrackerConfig.for_model(cfg).update_interval
     root = Path(config.cache_dir) if config.cache_dir else cache_dir("bench")
     arts = Artifacts(variant, cfg, interval)

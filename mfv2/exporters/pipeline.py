@@ -154,6 +154,7 @@ class _Job:
         self.manifest = Manifest(model=model.config, tracker=tracker, batch=None if self.dynamic else self.batch, opset=opset)
         self._extra: dict[str, dict[str, Any]] = {}  # file name -> facts for its artifact's ``extra``
         self._calibration: dict[str, list[dict[str, np.ndarray]]] | None = None
+        self._unquantized: set[str] = set()  # int8 file names kept fp32 (see _kept_fp32)
 
     def _files(self, precision: str, format: str) -> dict[str, Path]:
         from mfv2.artifacts import GRAPH_STEMS, artifact_name
@@ -180,6 +181,29 @@ class _Job:
             }
         return self._calibration
 
+    def _kept_fp32(self, graph: str, path: Path) -> bool:
+        """Copy the fp32 graph to the int8 ``path`` when it has no weight MatMul/Gemm (MVT's convolution-only
+        template stem): int8 quantizes those nodes only, so the file stays fp32 and the manifest says so."""
+        import shutil
+
+        import onnx
+
+        from mfv2.exporters.quantize import quantizable_nodes
+
+        src = self._files("fp32", "onnx")[graph]
+        if quantizable_nodes(onnx.load(str(src))):
+            return False
+        shutil.copyfile(src, path)
+        self._unquantized.add(path.name)
+        log.info("%s: no weight MatMul/Gemm to quantize, kept fp32", path.name)
+        return True
+
+    def _scheme(self, path: Path, scheme: dict[str, str]) -> dict[str, str]:
+        """The ``quantization`` record of an int8 file: ``scheme``, or what a file kept fp32 is."""
+        if path.name in self._unquantized:
+            return {"scheme": "none", "weights": "fp32 (no weight MatMul/Gemm in the graph)", "activations": "fp32"}
+        return scheme
+
     def onnx(self, precision: str) -> None:
         import onnx
 
@@ -199,7 +223,7 @@ class _Job:
                 simplify(path, self.simplify)
             elif precision == "fp16":
                 to_fp16(self._files("fp32", "onnx")[graph], path)
-            else:
+            elif not self._kept_fp32(graph, path):
                 to_int8(self._files("fp32", "onnx")[graph], path, self.calibration()[graph])
             check_model(path)
             proto = onnx.load(str(path))
@@ -213,7 +237,8 @@ class _Job:
                 "nodes": len(proto.graph.node),
                 "ops": dict(sorted(op_counts(proto).items())),
                 "tensorrt_issues": issues,
-                **({"quantization": INT8_SCHEMES["onnx"], "avx2_exact": avx2_exact(proto)} if precision == "int8" else {}),
+                **({"quantization": self._scheme(path, INT8_SCHEMES["onnx"]), "avx2_exact": avx2_exact(proto)}
+                   if precision == "int8" else {}),
             }
         self._measure("onnx", precision, files, ort_runner(files), started)
 
@@ -229,13 +254,14 @@ class _Job:
         files = self._files("int8", "onnx-dynamic")
         started = time.perf_counter()
         for graph, path in files.items():
-            to_int8_dynamic(self._files("fp32", "onnx")[graph], path)
+            if not self._kept_fp32(graph, path):
+                to_int8_dynamic(self._files("fp32", "onnx")[graph], path)
             check_model(path)
             proto = onnx.load(str(path))
             self._extra[path.name] = {
                 "nodes": len(proto.graph.node),
                 "ops": dict(sorted(op_counts(proto).items())),
-                "quantization": INT8_SCHEMES["onnx-dynamic"],
+                "quantization": self._scheme(path, INT8_SCHEMES["onnx-dynamic"]),
                 "avx2_exact": avx2_exact(proto),
             }
         self._measure("onnx-dynamic", "int8", files, ort_runner(files), started)
@@ -252,14 +278,15 @@ class _Job:
         files = self._files("int8", "onnx-tensorrt")
         started = time.perf_counter()
         for graph, path in files.items():
-            to_int8_tensorrt(self._files("fp32", "onnx")[graph], path, self.calibration()[graph])
+            if not self._kept_fp32(graph, path):
+                to_int8_tensorrt(self._files("fp32", "onnx")[graph], path, self.calibration()[graph])
             check_model(path)
             proto = onnx.load(str(path))
             self._extra[path.name] = {
                 "nodes": len(proto.graph.node),
                 "ops": dict(sorted(op_counts(proto).items())),
                 "tensorrt_issues": tensorrt_issues(proto),
-                "quantization": INT8_TENSORRT_SCHEME,
+                "quantization": self._scheme(path, INT8_TENSORRT_SCHEME),
             }
         # TensorRT's int8 products are exact: measure the graph as written, not ONNX Runtime's fused kernels.
         self._measure("onnx-tensorrt", "int8", files, ort_runner(files, simulate_qdq=True), started)
