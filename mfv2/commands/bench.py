@@ -6,7 +6,8 @@ import argparse
 import shlex
 import sys
 
-from mfv2.commands._common import BACKENDS_HELP, GRAPHS, PRECISIONS, csv_choices
+from mfv2.artifacts.formats import GRAPH_SETS
+from mfv2.commands._common import PRECISIONS, add_runtime_lists, csv_choices, csv_ints, csv_items
 
 HELP = "benchmark backends x precisions x graphs x threads, model-only and the whole tracker loop"
 EXAMPLE = (
@@ -15,18 +16,11 @@ EXAMPLE = (
 )
 
 
-def _csv(text: str) -> tuple[str, ...]:
-    return tuple(t.strip() for t in text.split(",") if t.strip())
-
-
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--variant", default="S", help="model variant(s), comma-separated (default S); random weights")
     p.add_argument("--model", help="an export directory to benchmark instead of --variant")
     p.add_argument("--checkpoint", help="weights for the torch rows and the export (default: seeded random weights)")
-    p.add_argument("--backends", help=f"comma-separated among {BACKENDS_HELP.removesuffix(', or auto')} (default: every installed backend)")
-    p.add_argument("--precisions", help=f"comma-separated among {','.join(PRECISIONS)} (default: sensible ones per backend)")
-    p.add_argument("--graphs", default="split,full", help="split and/or full (default both)")
-    p.add_argument("--threads", help="thread counts, comma-separated (default: the usable CPUs)")
+    add_runtime_lists(p)
     p.add_argument("--mode", default="model,tracker",
                    help="model, tracker and/or video (end to end on --video; default model,tracker)")
     p.add_argument("--video", metavar="FILE", help="video file of the video mode (e.g. an H.264 .mp4)")
@@ -61,29 +55,26 @@ def config_from_args(args: argparse.Namespace):  # noqa: ANN201  (BenchConfig, i
     from mfv2.bench.config import BenchConfig
     from mfv2.errors import ConfigError
 
-    try:
-        threads = tuple(int(t) for t in _csv(args.threads)) if args.threads else ()
-    except ValueError as e:
-        raise ConfigError(f"--threads must be comma-separated integers, e.g. 1,2 (got {args.threads!r})") from e
+    threads = csv_ints("--threads", args.threads) if args.threads else ()
     precisions = csv_choices("--precisions", args.precisions, PRECISIONS, "precision") if args.precisions else None
     graphs_on = {"off": False, "on": True}
-    if not _csv(args.cuda_graph) or any(c not in graphs_on for c in _csv(args.cuda_graph)):
+    if not csv_items(args.cuda_graph) or any(c not in graphs_on for c in csv_items(args.cuda_graph)):
         raise ConfigError(f"--cuda-graph takes off, on or off,on, got {args.cuda_graph!r}")
     quick = dict(iters=30, duration=5.0, warmup=3, frames=40, probe_duration=0.1, probe_sizes=(256, 512)) if args.quick else {}
     values = dict(
-        variants=_csv(args.variant),
+        variants=csv_items(args.variant),
         model=args.model,
         checkpoint=args.checkpoint,
-        backends=_csv(args.backends) if args.backends else None,
+        backends=csv_items(args.backends) if args.backends else None,
         precisions=precisions,
-        graphs=csv_choices("--graphs", args.graphs, tuple(g for g in GRAPHS if g != "auto"), "graph"),
+        graphs=csv_choices("--graphs", args.graphs, tuple(GRAPH_SETS), "graph"),
         threads=threads,
-        modes=_csv(args.mode) + (("video",) if args.video and "video" not in _csv(args.mode) else ()),
+        modes=csv_items(args.mode) + (("video",) if args.video and "video" not in csv_items(args.mode) else ()),
         rounds=args.rounds,
         cache_dir=args.cache,
         timeout=args.timeout,
         device=args.device,
-        cuda_graphs=tuple(graphs_on[c] for c in _csv(args.cuda_graph)),
+        cuda_graphs=tuple(graphs_on[c] for c in csv_items(args.cuda_graph)),
         compile=args.compile,
         video=args.video,
         background_load=args.background_load,
@@ -153,12 +144,9 @@ def _run_targets(args: argparse.Namespace) -> int:
     from mfv2.errors import ConfigError
     from mfv2.fileio import atomic_write_text, check_output_file
 
-    try:
-        targets = tuple(int(t) for t in _csv(args.targets))
-        threads = tuple(int(t) for t in _csv(args.threads)) if args.threads else (None,)
-    except ValueError as e:
-        raise ConfigError(f"--targets and --threads take comma-separated integers, e.g. 1,2,4,8 (got {args.targets!r})") from e
-    backends = _csv(args.backends) if args.backends else ("onnxruntime", "openvino")
+    targets = csv_ints("--targets", args.targets, "1,2,4,8")
+    threads: tuple[int | None, ...] = csv_ints("--threads", args.threads) if args.threads else (None,)
+    backends = csv_items(args.backends) if args.backends else ("onnxruntime", "openvino")
     precisions = csv_choices("--precisions", args.precisions, PRECISIONS, "precision") if args.precisions else None
     paths = [(b, p) for b, p in TARGET_PATHS if b in backends and (precisions is None or p in precisions)]
     paths += [(b, p) for b in backends for p in precisions or () if (b, p) not in paths]
@@ -167,7 +155,7 @@ def _run_targets(args: argparse.Namespace) -> int:
     if args.json:
         check_output_file(args.json, create_parent=True)
     frames = args.frames or (12 if args.quick else 40)
-    report = bench_targets(_csv(args.variant)[0], targets=targets, paths=paths, threads=threads, frames=frames,
+    report = bench_targets(csv_items(args.variant)[0], targets=targets, paths=paths, threads=threads, frames=frames,
                            warmup=args.warmup if args.warmup is not None else (1 if args.quick else 3),
                            rounds=args.rounds if args.rounds > 1 else (1 if args.quick else 2), cache_dir=args.cache)
     env = report["env"]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from mfv2.commands._common import add_threads_option
+
 HELP = "export MixFormerV2-S, track a synthetic clip on every installed backend, report speed and agreement"
 EXAMPLE = "mfv2 demo --output demo_report --threads 2"
 
@@ -12,7 +14,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output", default="demo_report", help="report folder (default demo_report)")
     p.add_argument("--checkpoint", help="model to use (default: the shipped demo model, else seeded random S weights)")
     p.add_argument("--frames", type=int, default=150, help="length of the synthetic clip (default 150)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads of each runtime (default: the runtime's choice)")
+    add_threads_option(p, help="CPU threads of each runtime (default: the runtime's choice)")
     p.add_argument("--quick", action="store_true", help="fp32 paths and a short clip only")
 
 

@@ -4,19 +4,17 @@ from __future__ import annotations
 
 import argparse
 
+from mfv2.commands._common import add_model_options, add_runtime_options
+
 HELP = "print a VOT-toolkit trackers.ini section for a model (TraX or the toolkit's python protocol)"
 EXAMPLE = "mfv2 vot-config --model exports/S --backend openvino --threads 2 --output vot-workspace/trackers.ini"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", help="export directory (default: the shipped demo model)")
-    p.add_argument("--checkpoint", help="checkpoint instead of --model (non-torch backends export it on first use)")
-    p.add_argument("--variant", help="architecture of --checkpoint (default: detect)")
-    p.add_argument("--backend", default="onnxruntime",
-                   help="torch, onnxruntime, openvino, tensorrt (default onnxruntime)")
-    p.add_argument("--precision", default="fp32", help="fp32, fp16, bf16 or int8 (default fp32)")
-    p.add_argument("--graph", default="auto", choices=("auto", "split", "full"), help="graph to run (default auto)")
-    p.add_argument("--threads", type=int, help="runtime threads (default: the runtime's choice)")
+    add_model_options(p, model_help="export directory (default: the shipped demo model)",
+                      checkpoint_help="checkpoint instead of --model (non-torch backends export it on first use)",
+                      variant_help="architecture of --checkpoint (default: detect)")  # fmt: skip
+    add_runtime_options(p, device=False)  # the TraX entry runs on the backend's default device
     p.add_argument("--preset", default="vot20", help="tracker settings (default vot20)")
     p.add_argument("--name", help="tracker identifier in the workspace (default mfv2_<model>_<backend>_<precision>)")
     p.add_argument("--protocol", default="traxpython", choices=("traxpython", "python"),
