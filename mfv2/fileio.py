@@ -1,5 +1,6 @@
 """Atomic file and folder writes (build under a temporary name beside the target, then rename), and
-the file helpers every part shares: :func:`sha256`, :func:`read_json`, :func:`cache_dir`.
+the file helpers every part shares: :func:`sha256`, :func:`read_json`, :func:`cache_dir`, the image
+suffixes frame folders hold (:data:`IMAGE_SUFFIXES`) and the order they are read in (:func:`natural_key`).
 
 A reader sees the previous target or the finished new one, never a half-written file; a writer that
 fails leaves the previous target (or none) and no temporary files. Temporary names are hidden
@@ -21,6 +22,7 @@ import errno
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import threading
@@ -33,6 +35,8 @@ from typing import Any
 from mfv2.errors import ConfigError
 
 __all__ = [
+    "IMAGE_SUFFIXES",
+    "natural_key",
     "atomic_path",
     "atomic_write_bytes",
     "atomic_write_text",
@@ -47,6 +51,15 @@ __all__ = [
     "read_json",
     "cache_dir",
 ]
+
+#: Image files a frame folder may hold (lower case; compare with ``suffix.lower()``).
+IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+_DIGITS = re.compile(r"(\d+)")
+
+
+def natural_key(name: str) -> list[Any]:
+    """Sort key that orders the digit runs of a name by value (``seq2`` before ``seq10``)."""
+    return [int(t) if t.isdigit() else t for t in _DIGITS.split(name)]
 
 # OS errors that say something about the output target rather than about the program.
 _TARGET_ERRNOS = frozenset(

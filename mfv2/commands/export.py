@@ -9,7 +9,6 @@ from typing import Any
 HELP = "export a checkpoint to ONNX (full and split template-KV graphs), fp16/int8 and OpenVINO, with parity checks"
 EXAMPLE = "mfv2 export --checkpoint mixformerv2_small.pth.tar --output exports/S --precision fp32,fp16,int8 --openvino fp32,int8"
 
-_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 _MAX_FRAMES = 64
 
 
@@ -46,11 +45,12 @@ def _read_frames(path: str) -> list[Any]:
     import cv2
 
     from mfv2.errors import ConfigError
+    from mfv2.fileio import IMAGE_SUFFIXES
 
     p = Path(path)
     frames = []
     if p.is_dir():
-        for f in sorted(x for x in p.iterdir() if x.suffix.lower() in _IMAGE_SUFFIXES)[:_MAX_FRAMES]:
+        for f in sorted(x for x in p.iterdir() if x.suffix.lower() in IMAGE_SUFFIXES)[:_MAX_FRAMES]:
             image = cv2.imread(str(f), cv2.IMREAD_COLOR)
             if image is not None:
                 frames.append(image)

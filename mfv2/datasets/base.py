@@ -21,11 +21,11 @@ from typing import Any
 import numpy as np
 
 from mfv2.errors import ConfigError
+from mfv2.fileio import IMAGE_SUFFIXES, natural_key
 
 __all__ = ["TrackingSequence", "SequenceInfo", "Dataset", "read_boxes", "read_flags", "natural_key", "box_lines", "flag_lines",
            "write_frames"]
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 _SPLIT = re.compile(r"[,\s]+")
 _DIGITS = re.compile(r"(\d+)")
 _CACHED_SEQUENCES = 64  # loaded sequences kept per dataset (frame lists of long videos are large)
@@ -224,11 +224,6 @@ def read_flags(path: Path, n: int) -> np.ndarray:
     if vals.shape[0] != n:
         raise ConfigError(f"{path}: {vals.shape[0]} labels for {n} frames")
     return vals
-
-
-def natural_key(name: str) -> list[Any]:
-    """Sort key that orders the digit runs of a name by value (``seq2`` before ``seq10``)."""
-    return [int(t) if t.isdigit() else t for t in _DIGITS.split(name)]
 
 
 def subdirs(p: Path) -> list[Path]:

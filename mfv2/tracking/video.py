@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import os
 import queue
-import re
 import threading
 from collections.abc import Generator, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -27,7 +26,7 @@ import cv2
 import numpy as np
 
 from mfv2.errors import ConfigError
-from mfv2.fileio import PendingFile
+from mfv2.fileio import IMAGE_SUFFIXES, PendingFile, natural_key
 
 __all__ = ["FrameSource", "VideoSink", "draw_box", "prefetch", "IMAGE_SUFFIXES", "natural_key", "PREFETCH"]
 
@@ -91,14 +90,6 @@ def prefetch(items: Iterable[_T], depth: int = PREFETCH) -> Generator[_T, None, 
         thread.join()
 
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
-
-
-def natural_key(name: str) -> list[Any]:
-    """Sort key comparing digit runs as numbers: ``img2`` < ``img10``."""
-    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
-
-
 class FrameSource:
     """Frames of a video file, a camera index, a stream URL or a folder of images.
 
@@ -148,7 +139,7 @@ class FrameSource:
         if path.is_file():
             return [path]
         files = sorted((p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()),
-                       key=lambda p: natural_key(p.name))
+                       key=lambda p: natural_key(p.name.lower()))
         if not files:
             raise ConfigError(f"{path} holds no images ({', '.join(IMAGE_SUFFIXES)})")
         return files
