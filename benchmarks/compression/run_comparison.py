@@ -247,15 +247,17 @@ def _score(work: Path, groups: list[str], frames: int, names: list[str]) -> dict
     return out
 
 
-def cmd_eval(work: Path, frames: int = EVAL_FRAMES, groups: list[str] | None = None) -> None:
-    """Track the family groups (all by default), then score every group whose boxes are all cached into eval.json."""
+def cmd_eval(work: Path, frames: int = EVAL_FRAMES, groups: list[str] | None = None,
+             models: list[str] | None = None) -> None:
+    """Track the family groups with the models (all by default), then score every group whose boxes
+    are cached for every model into eval.json."""
     from mfv2.fileio import atomic_write_text
 
     names = list(DESCRIPTIONS)
     if not _model(work, "teacher@96").is_file():
         _teacher_at_96(work)
     for group in groups or list(GROUPS):
-        _track_group(work, group, frames, names)
+        _track_group(work, group, frames, models or names)
     done = [g for g in GROUPS if all(_cache(work, g, frames, n).is_file() for n in names)]
     if not done:
         return
@@ -445,6 +447,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--frames", type=int, default=EVAL_FRAMES, help=f"eval: frames per clip (default {EVAL_FRAMES})")
     p.add_argument("--groups", default=",".join(GROUPS),
                    help="eval: family groups to track, comma-separated (eval.json scores every group whose boxes are cached)")
+    p.add_argument("--models", default=",".join(DESCRIPTIONS),
+                   help="eval: models to track, comma-separated (e.g. the teacher while the routes train)")
     p.add_argument("--work", type=Path, default=Path("runs/compression19"), help="run folder")
     p.add_argument("--stage1", type=Path, help="train: the teacher, a stage-1 model (runs/demo_families/02_stage1/final.pt)")
     p.add_argument("--routes", default=",".join(ROUTES), help="train: routes to train, comma-separated")
@@ -468,7 +472,10 @@ def main(argv: list[str] | None = None) -> int:
         unknown = sorted(set(args.groups.split(",")) - set(GROUPS))
         if unknown:
             p.error(f"unknown group(s) {', '.join(unknown)}; choose from {', '.join(GROUPS)}")
-        cmd_eval(args.work, args.frames, args.groups.split(","))
+        unknown = sorted(set(args.models.split(",")) - set(DESCRIPTIONS))
+        if unknown:
+            p.error(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(DESCRIPTIONS)}")
+        cmd_eval(args.work, args.frames, args.groups.split(","), args.models.split(","))
     elif args.step in ("bench", "bench-s"):
         cmd_bench(args.work, s_scale=args.step == "bench-s")
     else:
