@@ -11,17 +11,8 @@ import pytest
 
 from mfv2.cli import main
 
-torch = pytest.importorskip("torch")
+pytest.importorskip("torch")
 pytest.importorskip("matplotlib")
-
-
-@pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory):
-    from mfv2.models import build_model, save_native
-
-    torch.manual_seed(0)
-    model = build_model("tiny")
-    return save_native(model.state_dict(), model.config, tmp_path_factory.mktemp("ck") / "tiny.pt")
 
 
 def _rows(out):

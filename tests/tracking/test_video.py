@@ -15,7 +15,7 @@ from mfv2.errors import ConfigError
 from mfv2.tracking import FrameSource, Tracker, VideoSink
 from mfv2.tracking.video import natural_key
 
-torch = pytest.importorskip("torch")
+pytest.importorskip("torch")
 
 
 def _write_video(path: Path, frames, fps: float = 25.0) -> Path:
@@ -39,15 +39,6 @@ def clip(tmp_path_factory, synthetic_video):
     video = _write_video(root / "clip.mp4", frames)
     box = ",".join(f"{v:.2f}" for v in seq.boxes[0])
     return frames, folder, video, box
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    from mfv2.models import build_model, save_native
-
-    torch.manual_seed(0)
-    model = build_model("tiny")
-    return save_native(model.state_dict(), model.config, tmp_path_factory.mktemp("ckpt") / "tiny.pt")
 
 
 # ------------------------------------------------------------------------------------------- sources
@@ -128,10 +119,10 @@ def _track(argv, capsys):
     return code, captured.out, captured.err
 
 
-def test_track_writes_boxes_log_and_video(clip, checkpoint, tmp_path, capsys):
+def test_track_writes_boxes_log_and_video(clip, tiny_checkpoint, tmp_path, capsys):
     frames, folder, _, box = clip
     out, log, video = tmp_path / "boxes.txt", tmp_path / "log.jsonl", tmp_path / "out.mp4"
-    code, stdout, err = _track([folder, "--backend", "torch", "--checkpoint", checkpoint, "--init", box,
+    code, stdout, err = _track([folder, "--backend", "torch", "--checkpoint", tiny_checkpoint, "--init", box,
                                 "--update-interval", "5", "--output", out, "--jsonl", log, "--save-video", video], capsys)
     assert code == 0, err
     assert "24 frames" in stdout and "tracker loop" in stdout
@@ -141,7 +132,7 @@ def test_track_writes_boxes_log_and_video(clip, checkpoint, tmp_path, capsys):
     from mfv2.runtimes import load_backend
     from mfv2.config import TrackerConfig
 
-    tracker = Tracker(load_backend("torch", checkpoint), TrackerConfig(update_interval=5))
+    tracker = Tracker(load_backend("torch", tiny_checkpoint), TrackerConfig(update_interval=5))
     tracker.init(frames[0], tuple(float(v) for v in box.split(",")))
     for frame, line in zip(frames[1:], lines[1:]):
         _, b = tracker.update(frame)
@@ -155,10 +146,10 @@ def test_track_writes_boxes_log_and_video(clip, checkpoint, tmp_path, capsys):
     assert not list(tmp_path.glob(".*"))  # no temporary files left
 
 
-def test_track_a_video_with_max_frames(clip, checkpoint, tmp_path, capsys):
+def test_track_a_video_with_max_frames(clip, tiny_checkpoint, tmp_path, capsys):
     _, _, video, box = clip
     out = tmp_path / "boxes.txt"
-    code, _, err = _track([video, "--backend", "torch", "--checkpoint", checkpoint, "--init", box, "--max-frames", "10",
+    code, _, err = _track([video, "--backend", "torch", "--checkpoint", tiny_checkpoint, "--init", box, "--max-frames", "10",
                            "--output", out], capsys)
     assert code == 0, err
     assert len(out.read_text().splitlines()) == 10
@@ -189,13 +180,13 @@ def _mixed_sizes(tmp_path: Path) -> Path:
         (["{mixed}", "--init", "10,10,40,40", "--output", "{tmp}/boxes.txt"], "frame size changed from 160x120 to 80x60"),
     ],
 )
-def test_track_bad_input_is_one_line_and_exit_2(clip, checkpoint, tmp_path, capsys, args, message):
+def test_track_bad_input_is_one_line_and_exit_2(clip, tiny_checkpoint, tmp_path, capsys, args, message):
     _, folder, _, box = clip
     (tmp_path / "empty").mkdir()
     (tmp_path / "bad.mp4").write_text("not a video")
     subs = {"tmp": tmp_path, "folder": folder, "box": box, "mixed": _mixed_sizes(tmp_path)}
     argv = [a.format(**subs) for a in args]
-    code, stdout, err = _track([*argv, "--backend", "torch", "--checkpoint", checkpoint], capsys)
+    code, stdout, err = _track([*argv, "--backend", "torch", "--checkpoint", tiny_checkpoint], capsys)
     assert code == 2
     errors = [line for line in err.splitlines() if line.startswith("mfv2: error:")]
     assert len(errors) == 1 and "Traceback" not in err
@@ -203,13 +194,13 @@ def test_track_bad_input_is_one_line_and_exit_2(clip, checkpoint, tmp_path, caps
     assert not (tmp_path / "boxes.txt").exists() and not list(tmp_path.glob(".boxes*"))  # nothing half-written
 
 
-def test_track_without_a_model_uses_the_demo_model(clip, checkpoint, tmp_path, capsys, caplog, monkeypatch):
+def test_track_without_a_model_uses_the_demo_model(clip, tiny_checkpoint, tmp_path, capsys, caplog, monkeypatch):
     _, folder, _, box = clip
     monkeypatch.setattr("mfv2.assets.demo_checkpoint", lambda: None)
     code, _, err = _track([folder, "--backend", "torch", "--init", box], capsys)
     assert code == 2 and "the demo model is not installed; pass --model DIR or --checkpoint CK" in err
 
-    monkeypatch.setattr("mfv2.assets.demo_checkpoint", lambda: Path(checkpoint))
+    monkeypatch.setattr("mfv2.assets.demo_checkpoint", lambda: Path(tiny_checkpoint))
     out = tmp_path / "boxes.txt"
     code, _, err = _track([folder, "--backend", "torch", "--init", box, "--output", out, "--max-frames", "5"], capsys)
     assert code == 0, err
