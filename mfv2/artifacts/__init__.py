@@ -43,8 +43,11 @@ from mfv2.artifacts.manifest import (
     MANIFEST_NAME,
     Artifact,
     Manifest,
+    METADATA_KEY,
     exporter_fingerprint,
     load_manifest,
+    manifest_from_onnx,
+    onnx_metadata,
 )
 
 __all__ = [*manifest.__all__, *formats.__all__, *engine.__all__, *(n for n in families.__all__ if n not in manifest.__all__)]

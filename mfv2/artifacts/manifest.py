@@ -30,10 +30,15 @@ __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "load_manifest",
+    "manifest_from_onnx",
+    "onnx_metadata",
+    "METADATA_KEY",
     "exporter_fingerprint",
 ]
 
 MANIFEST_NAME = "manifest.json"
+#: Key of the manifest JSON in an ONNX file's ``metadata_props`` (a single file is self-describing).
+METADATA_KEY = "mfv2"
 _FORMAT = "mfv2-export"
 _VERSION = 1
 
@@ -179,3 +184,33 @@ def exporter_fingerprint() -> str:
         except metadata.PackageNotFoundError:
             h.update(f"{dist}=-;".encode())
     return h.hexdigest()[:12]
+
+
+def onnx_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
+    """The ``metadata_props`` of an ONNX file as a dict (weights are not loaded; needs the onnx package)."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return {p.key: p.value for p in model.metadata_props}
+
+
+def manifest_from_onnx(path: str | os.PathLike[str]) -> Manifest:
+    """Rebuild the manifest of a single self-describing ``.onnx`` from its metadata.
+
+    The result lists one artifact, this file.
+
+    Raises:
+        ConfigError: an ONNX file that ``mfv2 export`` did not write.
+        ImportError: the onnx package is missing.
+    """
+    props = onnx_metadata(path)
+    if METADATA_KEY not in props:
+        raise ConfigError(f"{path} carries no mfv2 metadata; export it with 'mfv2 export'")
+    try:
+        data = json.loads(props[METADATA_KEY])
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{path}: mfv2 metadata is not valid JSON: {e}") from e
+    manifest = Manifest.from_dict(data)
+    for artifact in manifest.artifacts:
+        artifact.file = Path(path).name
+    return manifest

@@ -29,6 +29,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mfv2.artifacts.families import runtime_family, runtime_family_of
+# The reading side of the metadata belongs to the contract (runtimes read stand-alone files through it).
+from mfv2.artifacts.manifest import METADATA_KEY, manifest_from_onnx, onnx_metadata as read_metadata
 from mfv2.config import FamilyConfig
 from mfv2.errors import ConfigError, ExportError
 from mfv2.fileio import atomic_path
@@ -68,7 +70,6 @@ LAYERNORM_OPSET = 17  # first opset with a LayerNormalization op
 # quantization leaves them alone.
 HEAD_SCOPES: tuple[str, ...] = ("/box_head/", "/score_head/")
 SIGMOID_NODE = "/Sigmoid"
-METADATA_KEY = "mfv2"
 
 
 def is_head_node(name: str) -> bool:
@@ -197,14 +198,6 @@ def write_metadata(path: str | os.PathLike[str], props: dict[str, str]) -> None:
         onnx.save(model, str(tmp))
 
 
-def read_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
-    """The ``metadata_props`` of an ONNX file as a dict (weights are not loaded)."""
-    import onnx
-
-    model = onnx.load(str(path), load_external_data=False)
-    return {p.key: p.value for p in model.metadata_props}
-
-
 def artifact_metadata(manifest: Manifest, artifact: Artifact) -> dict[str, str]:
     """The metadata of one file: flat facts for people and tools, and ``mfv2``, the manifest as JSON.
 
@@ -241,24 +234,3 @@ def artifact_metadata(manifest: Manifest, artifact: Artifact) -> dict[str, str]:
         "mfv2_version": manifest.toolkit.get("mfv2", ""),
         METADATA_KEY: json.dumps(data, sort_keys=True),
     }
-
-
-def manifest_from_onnx(path: str | os.PathLike[str]) -> Manifest:
-    """Rebuild the manifest of a single self-describing ``.onnx`` from its metadata.
-
-    The result lists one artifact, this file. Raises :class:`ConfigError` for an ONNX file that
-    ``mfv2 export`` did not write.
-    """
-    from mfv2.artifacts import Manifest
-
-    props = read_metadata(path)
-    if METADATA_KEY not in props:
-        raise ConfigError(f"{path} carries no mfv2 metadata; export it with 'mfv2 export'")
-    try:
-        data = json.loads(props[METADATA_KEY])
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"{path}: mfv2 metadata is not valid JSON: {e}") from e
-    manifest = Manifest.from_dict(data)
-    for artifact in manifest.artifacts:
-        artifact.file = Path(path).name
-    return manifest

@@ -444,7 +444,7 @@ def resolve_export(artifact: str | os.PathLike[str], graph: GraphMode, precision
 
 def _standalone_manifest(path: Path) -> Manifest:
     """The manifest an mfv2 ``.onnx`` carries in its metadata (for a file copied out of its export directory)."""
-    from mfv2.exporters.onnx import manifest_from_onnx
+    from mfv2.artifacts import manifest_from_onnx
 
     try:
         return manifest_from_onnx(path)

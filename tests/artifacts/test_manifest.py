@@ -91,3 +91,21 @@ def test_artifacts_import_only_the_floor() -> None:
             "mfv2.artifacts.families"}
     assert set(modules) - ours <= {"mfv2.errors", "mfv2.config", "mfv2.fileio", "mfv2.registry"}
     assert loaded == []
+
+
+def test_a_stand_alone_onnx_without_mfv2_metadata_is_refused(tmp_path) -> None:
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    from mfv2.artifacts import manifest_from_onnx
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
+    model = helper.make_model(helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g", [x],
+                                                [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])]))
+    onnx.save(model, str(tmp_path / "plain.onnx"))
+    with pytest.raises(ConfigError, match="carries no mfv2 metadata; export it with 'mfv2 export'"):
+        manifest_from_onnx(tmp_path / "plain.onnx")
+    model.metadata_props.add(key="mfv2", value="{not json")
+    onnx.save(model, str(tmp_path / "broken.onnx"))
+    with pytest.raises(ConfigError, match="mfv2 metadata is not valid JSON"):
+        manifest_from_onnx(tmp_path / "broken.onnx")
