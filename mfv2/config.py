@@ -302,7 +302,7 @@ class TrackerConfig(Config):
     ``online_size`` is the number of online templates kept (the official code crashes above 1).
     ``lost_threshold`` is the score below which ``update`` reports ``ok = False``. It defaults to 0
     (never lost): the demo model's score separates frames with IoU > 0.5 from the rest with ROC AUC
-    0.49 on clip families it never saw (benchmarks/demo_model/README.md), so no threshold gives a
+    0.52 on clip families it never saw (benchmarks/demo_model/README.md), so no threshold gives a
     useful lost flag for it; set one for a model whose score has been measured.
     """
 
