@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from mfv2.errors import BackendUnavailableError
 
 if TYPE_CHECKING:
-    from mfv2.runtimes.cuda_api import DeviceInfo
+    from mfv2._cuda import DeviceInfo
 
 __all__ = ["import_tensorrt", "trt_logger", "environment", "nvidia_smi_driver"]
 

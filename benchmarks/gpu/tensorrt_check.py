@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.dry_run:
             import tensorrt as trt
 
-            from mfv2.runtimes.cuda_api import device_info
+            from mfv2._cuda import device_info
 
             device = device_info(0)
             summary["device"] = device.__dict__ | {"tensorrt": trt.__version__}

@@ -43,7 +43,7 @@ from mfv2.fileio import atomic_write_bytes, atomic_write_text, sha256
 if TYPE_CHECKING:
     import onnx
 
-    from mfv2.runtimes.cuda_api import DeviceInfo
+    from mfv2._cuda import DeviceInfo
 
 __all__ = [
     "TRT_OPS_SOURCE",
@@ -188,7 +188,7 @@ def build_engine(
     Args:
         plan: what to build (see :func:`plan_engines`).
         device: the CUDA device that builds (and will run) the engine, from
-            :func:`mfv2.runtimes.cuda_api.device_info`; it must be the current device.
+            :func:`mfv2._cuda.device_info`; it must be the current device.
         workspace_mb: builder workspace limit in MiB (TensorRT's default when ``None``).
         timing_cache: a timing-cache file to read (if present) and update, shared across builds.
         trt: the ``tensorrt`` module (imported when ``None``).
@@ -324,7 +324,7 @@ def build_engines(
 
     from mfv2.artifacts import Artifact, load_manifest
     from mfv2.exporters.quantize import symmetric_qdq
-    from mfv2.runtimes.cuda_api import check, device_info, import_cudart
+    from mfv2._cuda import check, device_info, import_cudart
 
     d = Path(export_dir)
     manifest = load_manifest(d)

@@ -19,7 +19,7 @@ inference replays; addresses never change, so the graph stays valid across templ
 capture that fails (an engine TensorRT cannot capture, a CUDA error) is ended, logged with one
 warning, and the session goes on with plain enqueues.
 
-CUDA calls go through cuda-python (:mod:`mfv2.runtimes.cuda_api`), on the device's primary context,
+CUDA calls go through cuda-python (:mod:`mfv2._cuda`), on the device's primary context,
 which TensorRT shares. On close the stream is synchronised, the graph destroyed, TensorRT's context
 and engine released, then the buffers and the stream. Not verified on real hardware (no GPU in
 this project's CI), the device-resident KV and the row writes included: the unit tests drive the
@@ -42,7 +42,7 @@ from mfv2._tensorrt import environment, trt_logger
 from mfv2.artifacts import GRAPH_STEMS, Artifact, Manifest, artifact_name, check_engine_compatible, read_sidecar
 from mfv2.errors import ConfigError, Mfv2Error, ShapeError
 from mfv2.runtimes.base import BACKENDS, BaseSession, DeviceValue, FileBackend
-from mfv2.runtimes.cuda_api import CudaError, CudaGraph, HostDeviceBuffer, Stream, capture_graph, check, import_cudart
+from mfv2._cuda import CudaError, CudaGraph, HostDeviceBuffer, Stream, capture_graph, check, import_cudart
 
 __all__ = ["TensorRtBackend", "TensorRtSession", "TensorRtDeviceValue"]
 
@@ -332,7 +332,7 @@ class TensorRtBackend(FileBackend):
     def open(self, path: Path, artifact: Artifact, manifest: Manifest) -> TensorRtSession:
         import tensorrt as trt
 
-        from mfv2.runtimes.cuda_api import device_info
+        from mfv2._cuda import device_info
 
         check_engine_compatible(read_sidecar(path), environment(trt, device_info(self.device_id)), path.parent)
         return TensorRtSession(path, device_id=self.device_id, cuda_graph=self.cuda_graph)

@@ -35,7 +35,7 @@ from mfv2.exporters.tensorrt import (  # noqa: E402
     tensorrt_issues,
 )
 from mfv2.fileio import sha256  # noqa: E402
-from mfv2.runtimes.cuda_api import DeviceInfo  # noqa: E402
+from mfv2._cuda import DeviceInfo  # noqa: E402
 from tests._tensorrt_fakes import FakeCudart, cudaError_t, fake_cuda_package, fake_tensorrt  # noqa: E402
 
 

@@ -117,7 +117,7 @@ def test_cuda_graph_is_captured_once_thread_local_and_replayed(cudart, tmp_path)
 
 @pytest.mark.parametrize("failure", ["not capturable", "cudaStreamBeginCapture", "cudaGraphInstantiate", "sync in capture"])
 def test_failed_capture_is_ended_and_falls_back_to_plain_enqueues_with_one_warning(cudart, tmp_path, caplog, failure, monkeypatch):
-    from mfv2.runtimes import cuda_api
+    from mfv2 import _cuda as cuda_api
 
     if failure.startswith("cuda"):
         cudart.fail[failure] = cudaError_t.cudaErrorStreamCaptureUnsupported

@@ -160,7 +160,7 @@ for name, args in calls.items():
     r = getattr(c, name)(*args)
     out["results"][name] = [type(r).__name__, len(r), type(r[0]).__name__, type(r[-1]).__name__]
 sys.path.insert(0, fake["root"])
-from mfv2.runtimes import cuda_api
+from mfv2 import _cuda as cuda_api
 try:
     cuda_api.device_info(0)
     out["device_info"] = "no error"
