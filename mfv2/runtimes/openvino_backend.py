@@ -25,7 +25,7 @@ import numpy as np
 
 from mfv2._openvino import core as shared_core
 from mfv2._openvino import import_openvino
-from mfv2.artifacts import Artifact, Manifest
+from mfv2.artifacts import Artifact, Manifest, file_precision
 from mfv2.errors import ConfigError
 from mfv2.runtimes.base import BACKENDS, BaseSession, DeviceValue, FileBackend
 
@@ -141,8 +141,8 @@ class OpenVinoBackend(FileBackend):
         self.streams = streams if streams is not None else (1 if self.hint == "LATENCY" else None)
 
     def candidates(self) -> list[tuple[str, str]]:
-        file_precision = "fp32" if self.precision == "bf16" else self.precision
-        return [(file_precision, f) for f in self.formats]
+        stored = file_precision(self.precision)
+        return [(stored, f) for f in self.formats]
 
     def missing_hint(self, directory: Path) -> str:
         precision = self.candidates()[0][0]

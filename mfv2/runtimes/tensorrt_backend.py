@@ -39,7 +39,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from mfv2._tensorrt import environment, trt_logger
-from mfv2.artifacts import GRAPH_STEMS, Artifact, Manifest, artifact_name, check_engine_compatible, read_sidecar
+from mfv2.artifacts import FORMATS, GRAPH_STEMS, Artifact, Manifest, artifact_name, check_engine_compatible, read_sidecar
 from mfv2.errors import ConfigError, Mfv2Error, ShapeError
 from mfv2.runtimes.base import BACKENDS, BaseSession, DeviceValue, FileBackend
 from mfv2._cuda import CudaError, CudaGraph, HostDeviceBuffer, Stream, capture_graph, check, import_cudart
@@ -303,7 +303,7 @@ class TensorRtBackend(FileBackend):
     name = "tensorrt"
     module = "tensorrt"
     extra = "tensorrt"
-    precisions = ("fp32", "fp16", "bf16", "int8")
+    precisions = FORMATS.get("tensorrt").precisions
     formats: ClassVar[tuple[str, ...]] = ("tensorrt",)
 
     def __init__(self, *, precision: str = "fp32", threads: int | None = None, device_id: int = 0,
