@@ -172,12 +172,11 @@ def _crop_ious(work: Path, names: list[str]) -> dict[str, dict[str, float]]:
 
 def paired(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:
     """Per-clip AUC of ``a`` minus ``b`` (clip -> AUC) over the clips both scored: mean, standard error, clips won/lost."""
-    import numpy as np
+    from mfv2.evaluation.metrics import paired_difference
 
     names = sorted(set(a) & set(b))
-    d = np.array([a[n] - b[n] for n in names])
-    se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("nan")
-    return {"mean": float(d.mean()), "se": se, "wins": int((d > 0).sum()), "losses": int((d < 0).sum()), "clips": len(d)}
+    p = paired_difference([a[n] for n in names], [b[n] for n in names])
+    return {"mean": p.mean, "se": p.se, "wins": p.better, "losses": p.worse, "clips": p.clips}
 
 
 def _clips(group: str, frames: int) -> list[Any]:

@@ -31,7 +31,8 @@ from typing import Any
 
 import numpy as np
 
-from mfv2.evaluation.metrics import IOU_THRESHOLDS, PIXEL_THRESHOLDS, precision_curve, sequence_errors, success_curve
+from mfv2.evaluation.metrics import (IOU_THRESHOLDS, PIXEL_THRESHOLDS, paired_difference, precision_curve, sequence_errors,
+                                     success_curve)
 from mfv2.synthetic import FAMILIES, HELD_OUT_FAMILIES, TRAINING_FAMILIES, family_sequences
 
 SEED = 2026  # held-out seed of the training families (training uses 11, validation 12)
@@ -136,9 +137,8 @@ def summarise(results: dict[str, dict[str, dict[str, Any]]], args: argparse.Name
             row: dict[str, Any] = {"auc": float(aucs.mean()), "precision": float(precs.mean()),
                                    "ms_per_frame": 1000 * res["seconds"] / (args.clips * (args.frames - 1))}
             if mil_auc is not None and tracker != "mil":
-                d = aucs - mil_auc
-                row["vs_mil"] = {"mean": float(d.mean()), "se": float(d.std(ddof=1) / math.sqrt(len(d))),
-                                 "better": int((d > 0).sum()), "worse": int((d < 0).sum())}
+                p = paired_difference(aucs, mil_auc)
+                row["vs_mil"] = {"mean": p.mean, "se": p.se, "better": p.better, "worse": p.worse}
             if tracker in ("demo", "old"):
                 sc = np.concatenate([np.asarray(s)[1:] for s in res["scores"]])
                 iou = np.concatenate([i[1:] for i in ious])

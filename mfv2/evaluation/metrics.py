@@ -58,6 +58,7 @@ __all__ = [
     "center_error", "normalized_center_error",
     "SequenceErrors", "sequence_errors", "success_curve", "precision_curve",
     "OPEResult", "evaluate_sequences", "GOT10kResult", "evaluate_got10k",
+    "PairedDifference", "paired_difference",
 ]  # fmt: skip
 
 logger = logging.getLogger(__name__)
@@ -383,3 +384,23 @@ def evaluate_got10k(preds: Mapping[str, Any], gts: Mapping[str, Any],
     if all_ious.size == 0:
         raise ConfigError("no frame left to evaluate after skipping frame 0 and absent frames")
     return GOT10kResult(**_ao_sr(all_ious), num_frames=int(all_ious.size), per_sequence=per_seq)
+
+
+@dataclass(frozen=True)
+class PairedDifference:
+    """Per-clip differences ``a - b`` of one score (e.g. AUC) of two trackers on the same clips."""
+
+    mean: float
+    se: float  # standard error of the mean (NaN with fewer than two clips)
+    better: int  # clips where a scored higher
+    worse: int  # clips where b scored higher
+    clips: int
+
+
+def paired_difference(a: Any, b: Any) -> PairedDifference:
+    """Mean, standard error and win/loss counts of the per-clip differences ``a - b`` (equal-length arrays)."""
+    d = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
+    if d.ndim != 1 or d.size == 0:
+        raise ShapeError(f"paired scores must be two equal-length 1-D arrays of clips, got a difference of shape {d.shape}")
+    se = float(d.std(ddof=1) / np.sqrt(d.size)) if d.size > 1 else float("nan")
+    return PairedDifference(float(d.mean()), se, int((d > 0).sum()), int((d < 0).sum()), int(d.size))

@@ -155,6 +155,7 @@ class _Job:
         self._extra: dict[str, dict[str, Any]] = {}  # file name -> facts for its artifact's ``extra``
         self._calibration: dict[str, list[dict[str, np.ndarray]]] | None = None
         self._unquantized: set[str] = set()  # int8 file names kept fp32 (see _kept_fp32)
+        self._no_weights: dict[str, bool] = {}  # graph -> it has no weight MatMul/Gemm to quantize
 
     def _files(self, precision: str, format: str) -> dict[str, Path]:
         from mfv2.artifacts import GRAPH_STEMS, artifact_name
@@ -191,7 +192,9 @@ class _Job:
         from mfv2.exporters.quantize import quantizable_nodes
 
         src = self._files("fp32", "onnx")[graph]
-        if quantizable_nodes(onnx.load(str(src))):
+        if graph not in self._no_weights:  # asked once per int8 format: read each fp32 graph once
+            self._no_weights[graph] = not quantizable_nodes(onnx.load(str(src)))
+        if not self._no_weights[graph]:
             return False
         shutil.copyfile(src, path)
         self._unquantized.add(path.name)

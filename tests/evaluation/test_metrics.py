@@ -275,3 +275,15 @@ def test_got10k_matches_naive_loop() -> None:
     assert res.sr50 == pytest.approx(100 * np.mean([x > 0.5 for x in ious]))
     assert res.sr75 == pytest.approx(100 * np.mean([x > 0.75 for x in ious]))
     assert json.loads(json.dumps(res.to_dict()))["num_sequences"] == 5
+
+
+def test_paired_difference_against_a_hand_computation():
+    from mfv2.evaluation.metrics import paired_difference
+
+    p = paired_difference([50.0, 40.0, 30.0, 20.0], [45.0, 42.0, 30.0, 10.0])  # differences 5, -2, 0, 10
+    d = np.array([5.0, -2.0, 0.0, 10.0])
+    assert p.mean == pytest.approx(3.25) and p.clips == 4 and (p.better, p.worse) == (2, 1)
+    assert p.se == pytest.approx(np.sqrt(((d - 3.25) ** 2).sum() / 3) / 2)
+    assert np.isnan(paired_difference([1.0], [0.0]).se)
+    with pytest.raises(ShapeError, match="equal-length"):
+        paired_difference([[1.0, 2.0]], [[0.0, 1.0]])
