@@ -42,7 +42,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def _synthetic_root(args: argparse.Namespace) -> Path:
     from mfv2.errors import ConfigError
     from mfv2.fileio import cache_dir
-    from mfv2.synthetic import write_benchmark
+    from mfv2.datasets.synthetic import write_benchmark
 
     if args.synthetic < 1:
         raise ConfigError(f"--synthetic needs a positive number of clips, got {args.synthetic}")

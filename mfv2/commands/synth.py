@@ -43,9 +43,11 @@ def _parse_size(text: str) -> tuple[int, int]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mfv2 import synthetic
+    from mfv2.datasets.synthetic import write_benchmark, write_sequence
     from mfv2.errors import ConfigError
     from mfv2.fileio import check_output_dir
+
+    from mfv2.synthetic import make_sequence
 
     width, height = _parse_size(args.size)
     if args.sequences < 1:
@@ -53,18 +55,13 @@ def run(args: argparse.Namespace) -> int:
     check_output_dir(args.out, overwrite=args.overwrite)  # before rendering: a file or read-only OUT fails now
     opts = dict(height=height, width=width, occlusion=not args.no_occlusion, distractors=args.distractors,
                 clutter=args.clutter, out_of_view=args.out_of_view, backgrounds=args.backgrounds)
-    if args.layout in ("got10k", "otb", "vot"):
-        from mfv2.datasets.synthetic import write_layout
-
-        path = write_layout(args.out, args.layout, num_sequences=args.sequences, num_frames=args.frames,
-                            seed=args.seed, ext=args.ext, overwrite=args.overwrite, **opts)
-    elif args.sequences == 1:
-        seq = synthetic.make_sequence(num_frames=args.frames, seed=args.seed, **opts)
-        path = synthetic.write_sequence(seq, args.out, layout=args.layout, ext=args.ext, overwrite=args.overwrite)
-    else:
-        if args.layout != "lasot":
+    if args.layout in ("got10k", "otb", "vot") or args.sequences > 1:
+        if args.layout == "frames":
             raise ConfigError("--layout frames writes a single sequence; use --sequences 1 or --layout lasot")
-        path = synthetic.write_benchmark(args.out, num_sequences=args.sequences, num_frames=args.frames,
-                                         seed=args.seed, ext=args.ext, overwrite=args.overwrite, **opts)
+        path = write_benchmark(args.out, args.layout, num_sequences=args.sequences, num_frames=args.frames,
+                               seed=args.seed, ext=args.ext, overwrite=args.overwrite, **opts)
+    else:
+        seq = make_sequence(num_frames=args.frames, seed=args.seed, **opts)
+        path = write_sequence(seq, args.out, layout=args.layout, ext=args.ext, overwrite=args.overwrite)
     print(f"wrote {args.sequences} sequence(s), {args.sequences * args.frames} frames to {path}")
     return 0

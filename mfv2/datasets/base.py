@@ -24,7 +24,7 @@ from mfv2.errors import ConfigError
 from mfv2.fileio import IMAGE_SUFFIXES, natural_key
 
 __all__ = ["TrackingSequence", "SequenceInfo", "Dataset", "read_boxes", "read_flags", "natural_key", "box_lines", "flag_lines",
-           "write_frames"]
+           "write_frames", "write_generator_meta"]
 
 _SPLIT = re.compile(r"[,\s]+")
 _DIGITS = re.compile(r"(\d+)")
@@ -312,3 +312,13 @@ def write_frames(frames: Any, folder: Path, pattern: str, ext: str) -> None:
             raise Mfv2Error(f"OpenCV could not write {path}: {e}") from e
         if not ok:
             raise Mfv2Error(f"OpenCV could not write {path}")
+
+
+def write_generator_meta(clip: Any, folder: Path) -> None:
+    """``folder/synthetic.json``: the generator, its version and the clip's config (marks a synthetic clip)."""
+    import json
+
+    from mfv2 import __version__
+
+    meta = {"generator": "mfv2.synthetic", "version": __version__, "name": clip.name, "config": clip.config.to_dict()}
+    (folder / "synthetic.json").write_text(json.dumps(meta, indent=2) + "\n")

@@ -7,6 +7,7 @@ The LaSOT toolkit's lists pick the split: ``testing_set.txt`` (280 sequences) an
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -15,16 +16,22 @@ from mfv2.datasets.base import (
     FrameRanges,
     TrackingSequence,
     assemble,
+    box_lines,
     list_frames,
     read_flags,
     read_table,
     subdirs,
     tokens,
+    write_frames,
+    write_generator_meta,
 )
 from mfv2.datasets.registry import DATASETS
 from mfv2.errors import ConfigError
 
-__all__ = ["read_lasot", "lasot_layout", "SPLITS"]
+if TYPE_CHECKING:
+    from mfv2.synthetic import SyntheticSequence
+
+__all__ = ["read_lasot", "lasot_layout", "write_clip", "write_synthetic", "SPLITS"]
 
 SPLITS = ("test", "train", "all")
 _NEED = "a LaSOT sequence folder needs img/ and groundtruth.txt"
@@ -97,3 +104,22 @@ def lasot_layout(root: Path, kind: str, split: str | None, split_file: str | Non
         return assemble(name, kind, frames, gt, d / "groundtruth.txt", ranges.get(name), hidden=hidden)
 
     return Dataset(kind, root, names, load)
+
+
+def write_clip(clip: SyntheticSequence, folder: Path, ext: str) -> None:
+    """One clip as a LaSOT sequence folder: ``img/00000001<ext>`` ..., ``groundtruth.txt``,
+    ``full_occlusion.txt`` and ``out_of_view.txt`` (one comma-separated line of 0/1, as LaSOT's),
+    ``nlp.txt`` and ``synthetic.json``."""
+    write_frames(clip, folder / "img", "%08d", ext)
+    (folder / "groundtruth.txt").write_text(box_lines(clip.boxes))
+    for label, flags in (("full_occlusion.txt", clip.full_occlusion), ("out_of_view.txt", clip.out_of_view)):
+        (folder / label).write_text(",".join("1" if f else "0" for f in flags) + "\n")
+    (folder / "nlp.txt").write_text(clip.description + "\n")
+    write_generator_meta(clip, folder)
+
+
+def write_synthetic(seqs: list[SyntheticSequence], root: Path, ext: str) -> None:
+    """The clips as a LaSOT class folder ``synthetic/synthetic-<k>/`` with ``testing_set.txt`` listing them."""
+    for s in seqs:
+        write_clip(s, root / "synthetic" / s.name, ext)
+    (root / "testing_set.txt").write_text("".join(s.name + "\n" for s in seqs))

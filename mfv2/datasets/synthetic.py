@@ -5,24 +5,34 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 import numpy as np
 
-from mfv2.datasets import got10k, otb, vot
-from mfv2.datasets.base import IMAGE_SUFFIXES, Dataset, FrameRanges, TrackingSequence
-from mfv2.datasets.lasot import lasot_layout
+from mfv2.datasets import got10k, lasot, otb, vot
+from mfv2.datasets.base import (
+    Dataset,
+    FrameRanges,
+    TrackingSequence,
+    box_lines,
+    write_frames,
+    write_generator_meta,
+)
 from mfv2.datasets.registry import DATASETS
 from mfv2.errors import ConfigError
-from mfv2.fileio import atomic_dir
+from mfv2.fileio import IMAGE_SUFFIXES, atomic_dir
 
-__all__ = ["read_synthetic", "sequence_seed", "write_layout", "LAYOUTS"]
+if TYPE_CHECKING:
+    from mfv2.synthetic import SyntheticSequence
+
+__all__ = ["read_synthetic", "sequence_seed", "write_sequence", "write_benchmark", "LAYOUTS"]
 
 
 LAYOUTS: Final = ("lasot", "got10k", "otb", "vot")
-# The writer of each layout but LaSOT's (mfv2.synthetic.write_benchmark writes that one).
+# The writer of each layout, in its layout module.
 _WRITERS: dict[str, Callable[[list[Any], Path, str], None]] = {
-    "got10k": got10k.write_synthetic, "otb": otb.write_synthetic, "vot": vot.write_synthetic,
+    "lasot": lasot.write_synthetic, "got10k": got10k.write_synthetic, "otb": otb.write_synthetic,
+    "vot": vot.write_synthetic,
 }  # fmt: skip
 # In-memory clips are smaller than the benchmark's by default: training renders many.
 _IN_MEMORY: dict[str, Any] = dict(num_frames=100, height=240, width=320)
@@ -54,7 +64,7 @@ def read_synthetic(root: Path | None, *, split: str | None = None, frame_ranges:
     if root is not None:
         if num_sequences is not None or seed is not None or given:
             raise ConfigError("synthetic clips on disk take no generator options; pass no root to render clips in memory")
-        return lasot_layout(root, "synthetic", split, None, frame_ranges)
+        return lasot.lasot_layout(root, "synthetic", split, None, frame_ranges)
     from mfv2.synthetic import FAMILIES, TRAINING_FAMILIES, SyntheticConfig, family_config, make_sequence
 
     if family is not None:
@@ -89,9 +99,32 @@ def read_synthetic(root: Path | None, *, split: str | None = None, frame_ranges:
     return Dataset("synthetic", None, names, load)
 
 
-def write_layout(out_dir: str | os.PathLike[str], layout: str = "lasot", *, num_sequences: int = 8,
-                 num_frames: int = 300, seed: int = 0, ext: str = ".jpg", overwrite: bool = False,
-                 **config_overrides: Any) -> Path:
+def write_sequence(clip: SyntheticSequence, out_dir: str | os.PathLike[str], *,
+                   layout: Literal["lasot", "frames"] = "lasot", ext: str = ".jpg", overwrite: bool = False) -> Path:
+    """Write one clip atomically and return its resolved directory.
+
+    ``lasot``: a LaSOT sequence folder (:func:`mfv2.datasets.lasot.write_clip`); ``frames``: the images
+    ``00000001<ext>`` ... and ``groundtruth.txt`` directly in ``out_dir``. Both add ``synthetic.json``.
+
+    Raises:
+        ConfigError: bad layout or extension, or ``out_dir`` is not empty and ``overwrite`` is False.
+    """
+    if layout not in ("lasot", "frames"):
+        raise ConfigError(f"layout must be 'lasot' or 'frames', got {layout!r}")
+    ext = _check_ext(ext)
+    with atomic_dir(out_dir, overwrite=overwrite) as tmp:
+        if layout == "lasot":
+            lasot.write_clip(clip, tmp, ext)
+        else:
+            write_frames(clip, tmp, "%08d", ext)
+            (tmp / "groundtruth.txt").write_text(box_lines(clip.boxes))
+            write_generator_meta(clip, tmp)
+    return Path(out_dir).resolve()
+
+
+def write_benchmark(out_dir: str | os.PathLike[str], layout: str = "lasot", *, num_sequences: int = 8,
+                    num_frames: int = 300, seed: int = 0, ext: str = ".jpg", overwrite: bool = False,
+                    **config_overrides: Any) -> Path:
     """Write the synthetic benchmark in ``layout`` atomically, through the layout module's writer.
 
     Every layout holds the same clips (:func:`mfv2.synthetic.benchmark_sequences`) and the same boxes
@@ -100,7 +133,7 @@ def write_layout(out_dir: str | os.PathLike[str], layout: str = "lasot", *, num_
 
     Args:
         out_dir: the dataset folder (for ``vot``: a workspace's ``sequences`` folder).
-        layout: ``lasot``, ``got10k``, ``otb`` or ``vot``.
+        layout: ``lasot`` (``synthetic/synthetic-<k>/`` and ``testing_set.txt``), ``got10k``, ``otb`` or ``vot``.
         num_sequences, num_frames, seed: as :func:`mfv2.synthetic.benchmark_sequences`.
         ext: ``.jpg`` or ``.png`` (the VOT and got10k toolkits expect ``.jpg``).
         overwrite: replace a non-empty ``out_dir``.
@@ -114,15 +147,16 @@ def write_layout(out_dir: str | os.PathLike[str], layout: str = "lasot", *, num_
     """
     if layout not in LAYOUTS:
         raise ConfigError(f"unknown layout {layout!r}; use one of {', '.join(LAYOUTS)}")
-    if ext.lower() not in IMAGE_SUFFIXES:
-        raise ConfigError(f"image extension {ext!r} is not supported; use one of {', '.join(IMAGE_SUFFIXES)}")
-    from mfv2.synthetic import benchmark_sequences, write_benchmark
+    ext = _check_ext(ext)
+    from mfv2.synthetic import benchmark_sequences
 
-    if layout == "lasot":
-        return write_benchmark(out_dir, num_sequences=num_sequences, num_frames=num_frames, seed=seed,
-                               ext=ext, overwrite=overwrite, **config_overrides)
     seqs = benchmark_sequences(num_sequences, num_frames, seed, **config_overrides)
     with atomic_dir(out_dir, overwrite=overwrite) as tmp:
-        _WRITERS[layout](seqs, tmp, ext.lower())  # the layout module's writer
+        _WRITERS[layout](seqs, tmp, ext)  # the layout module's writer
     return Path(out_dir).resolve()
 
+
+def _check_ext(ext: str) -> str:
+    if ext.lower() not in IMAGE_SUFFIXES:
+        raise ConfigError(f"image extension {ext!r} is not supported; use one of {', '.join(IMAGE_SUFFIXES)}")
+    return ext.lower()

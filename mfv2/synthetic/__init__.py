@@ -2,10 +2,11 @@
 
 :mod:`~mfv2.synthetic.clip` makes one clip from a :class:`SyntheticConfig`; :mod:`~mfv2.synthetic.families`
 names seeded presets of it (and the held-out ones no training stage sees); :mod:`~mfv2.synthetic.stills`
-makes still-image pairs from photographs; :mod:`~mfv2.synthetic.io` writes clips to disk.
+makes still-image pairs from photographs; :mod:`mfv2.datasets.synthetic` writes clips to disk in
+each dataset layout.
 """
 
-from mfv2.synthetic.clip import IMAGE_EXTS, SyntheticConfig, SyntheticSequence, benchmark_sequences, make_sequence
+from mfv2.synthetic.clip import SyntheticConfig, SyntheticSequence, benchmark_sequences, make_sequence
 from mfv2.synthetic.families import (
     FAMILIES,
     HELD_OUT_FAMILIES,
@@ -14,16 +15,12 @@ from mfv2.synthetic.families import (
     family_config,
     family_sequences,
 )
-from mfv2.synthetic.io import write_benchmark, write_sequence
 
 __all__ = [
-    "IMAGE_EXTS",
     "SyntheticConfig",
     "SyntheticSequence",
     "make_sequence",
     "benchmark_sequences",
-    "write_sequence",
-    "write_benchmark",
     "Family",
     "FAMILIES",
     "TRAINING_FAMILIES",

@@ -31,11 +31,10 @@ import numpy as np
 
 from mfv2.config import Config
 from mfv2.errors import ConfigError
-from mfv2.fileio import IMAGE_SUFFIXES
 from mfv2.synthetic import textures as tx
 from mfv2.synthetic.motion import smooth_factor, walk
 
-__all__ = ["SyntheticConfig", "SyntheticSequence", "make_sequence", "benchmark_sequences", "IMAGE_EXTS"]
+__all__ = ["SyntheticConfig", "SyntheticSequence", "make_sequence", "benchmark_sequences"]
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +42,6 @@ TEXTURE_SIZE: Final = 128
 FULL_COVER: Final = 0.98  # occluded fraction of the target box from which a frame is "fully occluded"
 MIN_IN_VIEW: Final = 0.25  # fraction of the target inside the frame below which it is "out of view"
 MIN_SLIVER: Final = 8.0  # px; a thinner strip of the target inside the frame also counts as out of view
-IMAGE_EXTS: Final = IMAGE_SUFFIXES  # kept for mfv2.synthetic's public name
 BACKGROUND_KINDS: Final = ("auto", "photo", "procedural", "blocks", "stripes", "flat", "cells", "unseen_photo")
 TARGET_KINDS: Final = ("auto", "pattern", "photo", "flat", "camouflage", "cells", "unseen_photo")
 SHAPES: Final = ("rect", "ellipse", "rounded")

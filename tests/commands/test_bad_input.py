@@ -534,7 +534,7 @@ def test_synth_output_is_checked_before_rendering(target, tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def tiny_dataset(tmp_path_factory) -> Path:
-    from mfv2.synthetic import write_benchmark
+    from mfv2.datasets.synthetic import write_benchmark
 
     return write_benchmark(tmp_path_factory.mktemp("ds") / "bench", num_sequences=1, num_frames=4, height=64, width=80)
 

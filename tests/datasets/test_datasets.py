@@ -86,7 +86,7 @@ def test_synthetic_is_lasot_layout_flat_or_nested(tmp_path: Path) -> None:
 
 
 def test_reads_what_the_synthetic_generator_writes(tmp_path: Path) -> None:
-    from mfv2.synthetic import write_benchmark
+    from mfv2.datasets.synthetic import write_benchmark
 
     write_benchmark(tmp_path / "bench", num_sequences=2, num_frames=4)
     ds = D.open_dataset(tmp_path / "bench")  # detected from synthetic.json beside img/
@@ -258,7 +258,7 @@ def test_got10k_submission_layout(tmp_path: Path) -> None:
 
 def test_open_dataset_rejects_unknown_options_with_the_valid_list(tmp_path: Path) -> None:
     """A misspelt or misplaced option is an error naming the valid ones, never silently dropped."""
-    from mfv2.synthetic import write_benchmark
+    from mfv2.datasets.synthetic import write_benchmark
 
     root = write_benchmark(tmp_path / "bench", num_sequences=1, num_frames=4, height=64, width=80)
     with pytest.raises(ConfigError, match=r"unknown option\(s\) splt for dataset 'synthetic'; valid: root, split, "

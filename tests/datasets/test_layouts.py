@@ -11,7 +11,7 @@ from mfv2.datasets.vot import mask_box, parse_region, polygon_box
 from mfv2.cli import main
 from mfv2.errors import ConfigError
 from mfv2.datasets.got10k import cover_labels
-from mfv2.datasets.synthetic import write_layout
+from mfv2.datasets.synthetic import write_benchmark
 from mfv2.synthetic import benchmark_sequences
 
 # Out-of-view episodes need frames; 60 frames also get an occluder (and so full occlusions).
@@ -28,7 +28,7 @@ def clips():
 
 @pytest.mark.parametrize("layout", ["lasot", "got10k", "otb", "vot"])
 def test_every_layout_reads_back_with_the_same_boxes_flags_and_frames(tmp_path, clips, layout):
-    root = write_layout(tmp_path / layout, layout, ext=".png", **SMALL)
+    root = write_benchmark(tmp_path / layout, layout, ext=".png", **SMALL)
     assert detect_layout(root) == READ_AS[layout]
     ds = open_dataset(root)
     assert ds.names == [c.name for c in clips]
@@ -44,7 +44,7 @@ def test_every_layout_reads_back_with_the_same_boxes_flags_and_frames(tmp_path, 
 
 
 def test_got10k_labels_and_meta_are_what_the_toolkit_reads(tmp_path, clips):
-    root = write_layout(tmp_path / "g", "got10k", **SMALL)
+    root = write_benchmark(tmp_path / "g", "got10k", **SMALL)
     ds = open_dataset(root, "got10k")
     for clip in clips:
         seq, d = ds[clip.name], root / "val" / clip.name
@@ -62,7 +62,7 @@ def test_got10k_labels_and_meta_are_what_the_toolkit_reads(tmp_path, clips):
 
 def test_vot_sequence_file_and_workspace_root(tmp_path, clips):
     ws = tmp_path / "ws"
-    write_layout(ws / "sequences", "vot", **SMALL)
+    write_benchmark(ws / "sequences", "vot", **SMALL)
     meta = dict(line.split("=", 1) for line in (ws / "sequences" / clips[0].name / "sequence").read_text().splitlines())
     assert meta["channels.color"] == "color/%08d.jpg" and (meta["width"], meta["height"]) == ("96", "72")
     assert int(meta["length"]) == SMALL["num_frames"]

@@ -12,7 +12,7 @@ from tests._toolkit_env import demo_export_dir
 from mfv2.evaluation.evaluate import parse_shard, shard_names, worker_threads
 from mfv2.cli import main
 from mfv2.errors import ConfigError
-from mfv2.datasets.synthetic import write_layout
+from mfv2.datasets.synthetic import write_benchmark
 
 FIGURES = ("auc", "precision", "norm_precision", "op50", "op75", "sequences", "frames", "ao", "sr50", "sr75")
 
@@ -38,7 +38,7 @@ def test_shards_are_disjoint_cover_the_list_and_parse():
 
 
 def test_bad_shard_and_workers_are_one_line_errors(tmp_path, capsys):
-    root = write_layout(tmp_path / "d", "got10k", num_sequences=2, num_frames=5, height=72, width=96,
+    root = write_benchmark(tmp_path / "d", "got10k", num_sequences=2, num_frames=5, height=72, width=96,
                         backgrounds="procedural")
     for extra in (["--shard", "3/2"], ["--workers", "0"], ["--shard", "x"]):
         assert main(["eval", str(root), "--baseline", "static", "--results", str(tmp_path / "r"), "--no-progress",
@@ -55,7 +55,7 @@ def _figures(path):
 def test_sharded_and_parallel_runs_equal_one_run(tmp_path, demo_export, capsys, caplog):
     """Three ways to the same report on a GOT-10k-layout set (so AO/SR are in it too): one process,
     two workers, and two shards merged by --no-run; every result file is identical."""
-    root = write_layout(tmp_path / "data", "got10k", num_sequences=5, num_frames=16, seed=1, height=120,
+    root = write_benchmark(tmp_path / "data", "got10k", num_sequences=5, num_frames=16, seed=1, height=120,
                         width=160, backgrounds="procedural", out_of_view=True)
     common = ["eval", str(root), "--backend", "onnxruntime", "--model", str(demo_export), "--no-progress"]
     single, parallel, sharded = tmp_path / "single", tmp_path / "parallel", tmp_path / "sharded"

@@ -13,7 +13,7 @@ from mfv2.evaluation.evaluate import evaluate_results, finished, format_eval_tab
 from mfv2.evaluation.metrics import evaluate_sequences
 from mfv2.cli import main
 from mfv2.errors import ConfigError
-from mfv2.synthetic import write_benchmark
+from mfv2.datasets.synthetic import write_benchmark
 
 SMALL = dict(height=96, width=128, max_size=0.45, backgrounds="procedural")
 

@@ -17,7 +17,7 @@ from tests._toolkit_env import demo_export_dir, run_toolkit, toolkit_env, toolki
 from mfv2.datasets import open_dataset, read_boxes, read_got10k_result, write_boxes, write_got10k_result
 from mfv2.evaluation.metrics import evaluate_got10k, evaluate_sequences
 from mfv2.cli import main
-from mfv2.datasets.synthetic import write_layout
+from mfv2.datasets.synthetic import write_benchmark
 
 W, H = 160, 120
 
@@ -170,7 +170,7 @@ def test_success_auc_precision_and_op50_against_the_toolkits_otb_report(tmp_path
 
 
 def test_got10k_ao_and_sr50_against_the_toolkits_got10k_report(tmp_path, toolkit):
-    root = write_layout(tmp_path / "GOT-10k", "got10k", num_sequences=3, num_frames=60, seed=4, width=W, height=H,
+    root = write_benchmark(tmp_path / "GOT-10k", "got10k", num_sequences=3, num_frames=60, seed=4, width=W, height=H,
                         backgrounds="procedural", out_of_view=True)
     ds = open_dataset(root)
     rng = np.random.default_rng(1)
@@ -209,7 +209,7 @@ def test_got10k_ao_and_sr50_against_the_toolkits_got10k_report(tmp_path, toolkit
 @pytest.mark.slow
 def test_mfv2_runs_as_a_got10k_toolkit_tracker(tmp_path, toolkit, tmp_path_factory):
     model = demo_export_dir(tmp_path_factory)
-    root = write_layout(tmp_path / "GOT-10k", "got10k", num_sequences=2, num_frames=20, seed=5, width=320, height=240)
+    root = write_benchmark(tmp_path / "GOT-10k", "got10k", num_sequences=2, num_frames=20, seed=5, width=320, height=240)
     theirs = _last_json(run_toolkit(toolkit, ["-c", TRACK, str(root), str(tmp_path / "results"),
                                               str(tmp_path / "reports"), str(model)], cwd=tmp_path, env=toolkit_env()))
     ds = open_dataset(root)

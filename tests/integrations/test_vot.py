@@ -15,7 +15,7 @@ from mfv2.datasets import open_dataset, read_boxes
 from mfv2.cli import main
 from mfv2.errors import ConfigError
 from mfv2.integrations.vot import VOTTracker, region_box, trackers_ini, vot_accuracy, vot_overlaps
-from mfv2.datasets.synthetic import write_layout
+from mfv2.datasets.synthetic import write_benchmark
 
 SIZE = (320, 240)
 STATIC = '''
@@ -103,7 +103,7 @@ def test_vot_evaluate_and_analysis_run_mfv2_and_agree_with_mfv2(tmp_path, demo_e
     assert "site-packages" in found
 
     run_toolkit(python, ["-c", VOT_CLI, "initialize", "custom", "--workspace", str(ws)], cwd=ws, env=env)
-    seqs = write_layout(ws / "sequences", "vot", num_sequences=4, num_frames=60, seed=0, width=SIZE[0], height=SIZE[1])
+    seqs = write_benchmark(ws / "sequences", "vot", num_sequences=4, num_frames=60, seed=0, width=SIZE[0], height=SIZE[1])
     (ws / "stack.yaml").write_text(textwrap.dedent("""\
         title: mfv2 synthetic smoke test
         experiments:
@@ -169,7 +169,7 @@ def test_vot_evaluate_and_analysis_run_mfv2_and_agree_with_mfv2(tmp_path, demo_e
 
 def test_python_protocol_tracker_in_process(demo_export, tmp_path):
     """VOTTracker as the toolkit's python worker calls it: a frame path and (region, properties)."""
-    seqs = write_layout(tmp_path / "v", "vot", num_sequences=1, num_frames=6, seed=2, width=SIZE[0], height=SIZE[1],
+    seqs = write_benchmark(tmp_path / "v", "vot", num_sequences=1, num_frames=6, seed=2, width=SIZE[0], height=SIZE[1],
                         backgrounds="procedural")
     seq = open_dataset(seqs)[0]
     tracker = VOTTracker(model=str(demo_export), threads="1")  # trackers.ini hands strings over

@@ -14,9 +14,8 @@ from mfv2.synthetic import (
     SyntheticSequence,
     benchmark_sequences,
     make_sequence,
-    write_benchmark,
-    write_sequence,
 )
+from mfv2.datasets.synthetic import write_benchmark, write_sequence
 
 SMALL = dict(num_frames=40, height=120, width=160, backgrounds="procedural")
 
