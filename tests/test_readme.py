@@ -60,16 +60,14 @@ def test_readme_has_the_task_commands():
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
+def workdir(tmp_path_factory, tiny_model):
     """A folder holding the files the README's commands name: an official-layout checkpoint under the
     README's file name. It holds the tiny variant (detected from its tensors like S): the commands run
     as written, at a size CI affords; S's official layout is tested in tests/models/test_checkpoint.py."""
     torch = pytest.importorskip("torch")
-    from mfv2.models import build_model
 
     d = tmp_path_factory.mktemp("readme")
-    torch.manual_seed(0)
-    torch.save({"net": build_model("tiny").state_dict()}, d / "mixformerv2_small.pth.tar")
+    torch.save({"net": tiny_model.state_dict()}, d / "mixformerv2_small.pth.tar")
     return d
 
 

@@ -25,6 +25,7 @@ __all__ = [
     "GraphMode",
     "GraphName",
     "GraphSet",
+    "PRECISIONS",
     "SPLIT_GRAPHS",
     "SIMPLIFIERS",
     "artifact_name",
@@ -67,6 +68,9 @@ FORMATS.add(
     "tensorrt",
     ExportFormat("tensorrt", ".engine", ("fp32", "fp16", "bf16", "int8"), "TensorRT plan, byte-pure"),
 )
+
+#: Every precision some format holds, in table order (fp32, fp16, int8, bf16): the CLI's choices.
+PRECISIONS: tuple[str, ...] = tuple(dict.fromkeys(p for name in FORMATS for p in FORMATS.get(name).precisions))
 
 #: A graph of an export (the ``graph`` of a manifest entry).
 GraphName = Literal["full", "template_encoder", "search_decoder"]

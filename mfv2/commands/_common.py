@@ -12,15 +12,13 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from mfv2.artifacts.formats import FORMATS, GRAPH_MODES, GRAPH_SETS
+from mfv2.artifacts.formats import GRAPH_MODES, GRAPH_SETS, PRECISIONS
 from mfv2.errors import ConfigError
 from mfv2.runtimes import BACKENDS
 
 __all__ = ["PRECISIONS", "GRAPHS", "BACKENDS_HELP", "add_model_options", "add_runtime_options", "add_runtime_lists",
            "add_threads_option", "backend_options", "csv_choices", "csv_items", "csv_ints", "precision_of"]
 
-#: Every precision some format holds, in table order (fp32, fp16, int8, bf16).
-PRECISIONS: tuple[str, ...] = tuple(dict.fromkeys(p for name in FORMATS for p in FORMATS.get(name).precisions))
 #: ``split`` (the template encoder and search decoder), ``full``, and ``auto`` (split when exported).
 GRAPHS: tuple[str, ...] = GRAPH_MODES
 #: The built-in backends (plugins register theirs when first asked for, see runtimes.base).

@@ -32,6 +32,7 @@ from mfv2.datasets.base import (
 )
 from mfv2.datasets.registry import DATASETS
 from mfv2.errors import ConfigError
+from mfv2.geometry.boxes import box_intersection, cut_boxes
 
 if TYPE_CHECKING:
     from mfv2.synthetic import SyntheticSequence
@@ -135,12 +136,8 @@ def cover_labels(seq: SyntheticSequence) -> np.ndarray:
     under the occluder."""
     geo, occ = seq._geo, seq._occ  # the true (unclipped) target and occluder boxes
     w, h = seq.config.width, seq.config.height
-    x0, y0 = np.clip(geo[:, 0], 0, w), np.clip(geo[:, 1], 0, h)
-    x1, y1 = np.clip(geo[:, 0] + geo[:, 2], 0, w), np.clip(geo[:, 1] + geo[:, 3], 0, h)
-    inside = np.stack([x0, y0, x1 - x0, y1 - y0], axis=1)
-    ix = np.minimum(inside[:, 0] + inside[:, 2], occ[:, 0] + occ[:, 2]) - np.maximum(inside[:, 0], occ[:, 0])
-    iy = np.minimum(inside[:, 1] + inside[:, 3], occ[:, 1] + occ[:, 3]) - np.maximum(inside[:, 1], occ[:, 1])
-    hidden = np.nan_to_num(np.clip(ix, 0, None) * np.clip(iy, 0, None))
+    inside = cut_boxes(geo, w, h)
+    hidden = np.nan_to_num(box_intersection(inside, occ))
     frac = (inside[:, 2] * inside[:, 3] - hidden) / (geo[:, 2] * geo[:, 3])
     cover = np.clip(np.ceil(np.clip(frac, 0.0, 1.0) * 8 - 1e-9), 1, 8).astype(int)
     return np.where(seq.visible, cover, 0)

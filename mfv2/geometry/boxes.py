@@ -39,10 +39,12 @@ __all__ = [
     "cxcywh_to_xyxy",
     "xyxy_to_cxcywh",
     "convert_boxes",
+    "box_intersection",
     "box_iou",
     "iou_inclusive",
     "iou_continuous",
     "clip_boxes_got10k",
+    "cut_boxes",
     "clip_box",
 ]
 
@@ -141,6 +143,27 @@ def convert_boxes(boxes: Any, src: BoxFormat, dst: BoxFormat) -> np.ndarray:
     return _FROM_XYWH[dst](_TO_XYWH[src](boxes))
 
 
+def _intersection(a: np.ndarray, b: np.ndarray, e: float) -> np.ndarray:
+    # A box covers x .. x+w-e; the overlap of each side is then +e (e = 1: inclusive pixels).
+    lo = np.maximum(a[:, :2], b[:, :2])
+    hi = np.minimum(a[:, :2] + a[:, 2:] - e, b[:, :2] + b[:, 2:] - e)
+    side = np.maximum(hi - lo + e, 0.0)
+    return side[:, 0] * side[:, 1]
+
+
+def box_intersection(boxes1: Any, boxes2: Any) -> np.ndarray:
+    """Intersection area of matched continuous xywh boxes, row by row.
+
+    Returns:
+        ``(N,)`` float64 >= 0; NaN where an input is NaN (``np.nan_to_num`` counts such a row as no overlap).
+
+    Raises:
+        ShapeError: shapes other than ``(N, 4)``, or two different lengths.
+    """
+    a, b = as_box_pair(boxes1, boxes2)
+    return _intersection(a, b, 0.0)
+
+
 def box_iou(boxes1: Any, boxes2: Any, *, fmt: BoxFormat = "xywh", convention: PixelConvention = "continuous") -> np.ndarray:
     """IoU of matched boxes, row by row: the one IoU of mfv2 outside training.
 
@@ -165,12 +188,7 @@ def box_iou(boxes1: Any, boxes2: Any, *, fmt: BoxFormat = "xywh", convention: Pi
     a, b = as_box_pair(boxes1, boxes2, fmt)
     if fmt != "xywh":
         a, b = _TO_XYWH[fmt](a), _TO_XYWH[fmt](b)
-    e = 1.0 if convention == "inclusive" else 0.0
-    # A box covers x .. x+w-e; the overlap of each side is then +e (e = 1: inclusive pixels).
-    lo = np.maximum(a[:, :2], b[:, :2])
-    hi = np.minimum(a[:, :2] + a[:, 2:] - e, b[:, :2] + b[:, 2:] - e)
-    side = np.maximum(hi - lo + e, 0.0)
-    inter = side[:, 0] * side[:, 1]
+    inter = _intersection(a, b, 1.0 if convention == "inclusive" else 0.0)
     union = a[:, 2] * a[:, 3] + b[:, 2] * b[:, 3] - inter
     out = np.zeros_like(inter)
     np.divide(inter, union, out=out, where=union > 0)
@@ -201,6 +219,18 @@ def clip_boxes_got10k(boxes: Any, bound: tuple[float, float]) -> np.ndarray:
     out[:, :2] = np.clip(out[:, :2], 0.0, size)
     out[:, 2:] = np.clip(out[:, 2:], 0.0, size - out[:, :2])
     return out
+
+
+def cut_boxes(boxes: Any, width: float, height: float) -> np.ndarray:
+    """The part of each continuous xywh box inside a ``width`` x ``height`` image (corners clamped).
+
+    Unlike :func:`clip_boxes_got10k`, a box hanging off the left or top is cut, not shifted; a box
+    wholly outside becomes a zero-size box on the border. NaN rows stay NaN.
+    """
+    b = as_boxes(boxes, "boxes")
+    x0, y0 = np.clip(b[:, 0], 0, width), np.clip(b[:, 1], 0, height)
+    x1, y1 = np.clip(b[:, 0] + b[:, 2], 0, width), np.clip(b[:, 1] + b[:, 3], 0, height)
+    return np.stack([x0, y0, x1 - x0, y1 - y0], axis=1)
 
 
 def iou_continuous(boxes1: Any, boxes2: Any, *, bound: tuple[float, float] | None = None) -> np.ndarray:

@@ -30,9 +30,10 @@ from typing import Any
 import cv2
 import numpy as np
 
-from mfv2.artifacts.formats import GRAPH_MODES
+from mfv2.artifacts.formats import GRAPH_MODES, PRECISIONS
 from mfv2.datasets.vot import Box, mask_box, polygon_box
 from mfv2.errors import ConfigError, Mfv2Error
+from mfv2.runtimes import BACKENDS
 
 __all__ = ["VOTTracker", "region_box", "serve", "main", "get_parser", "trackers_ini", "vot_overlaps", "vot_accuracy",
            "ENV_ARGS"]
@@ -45,11 +46,12 @@ def get_parser() -> argparse.ArgumentParser:
     """Options of the TraX entry point (the same names as ``mfv2 track``)."""
     p = argparse.ArgumentParser(prog="python -m mfv2.integrations.vot",
                                 description="mfv2 tracker for the VOT toolkit (TraX server on stdin/stdout)")
-    p.add_argument("--backend", default="onnxruntime", help="torch, onnxruntime, openvino, tensorrt")
+    p.add_argument("--backend", default="onnxruntime",
+                   help=f"{', '.join(BACKENDS.names())}, a plugin backend, or auto (default onnxruntime)")
     p.add_argument("--model", help="export directory (default: the shipped demo model)")
     p.add_argument("--checkpoint", help="checkpoint instead of --model")
     p.add_argument("--variant", help="architecture of --checkpoint (default: detect)")
-    p.add_argument("--precision", default="fp32", help="fp32, fp16, bf16 or int8")
+    p.add_argument("--precision", default="fp32", choices=(*PRECISIONS, "auto"), help="default fp32")
     p.add_argument("--graph", default="auto", choices=GRAPH_MODES)
     p.add_argument("--threads", type=int, help="runtime threads")
     p.add_argument("--preset", default="vot20", help="tracker settings (default vot20)")

@@ -31,6 +31,7 @@ import numpy as np
 
 from mfv2.config import Config
 from mfv2.errors import ConfigError
+from mfv2.geometry.boxes import box_intersection, cut_boxes
 from mfv2.synthetic import textures as tx
 from mfv2.synthetic.motion import smooth_factor, walk
 
@@ -134,19 +135,6 @@ def _round2(a: np.ndarray) -> np.ndarray:
     return np.array([float(f"{v:.2f}") + 0.0 for v in a.ravel()], dtype=np.float64).reshape(a.shape)
 
 
-def _clip(boxes: np.ndarray, w: int, h: int) -> np.ndarray:
-    x0, y0 = np.clip(boxes[:, 0], 0, w), np.clip(boxes[:, 1], 0, h)
-    x1, y1 = np.clip(boxes[:, 0] + boxes[:, 2], 0, w), np.clip(boxes[:, 1] + boxes[:, 3], 0, h)
-    return np.stack([x0, y0, x1 - x0, y1 - y0], axis=1)
-
-
-def _overlap(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Intersection area of two ``(N, 4)`` xywh box arrays (NaN rows give 0)."""
-    iw = np.minimum(a[:, 0] + a[:, 2], b[:, 0] + b[:, 2]) - np.maximum(a[:, 0], b[:, 0])
-    ih = np.minimum(a[:, 1] + a[:, 3], b[:, 1] + b[:, 3]) - np.maximum(a[:, 1], b[:, 1])
-    return np.nan_to_num(np.clip(iw, 0, None) * np.clip(ih, 0, None))
-
-
 class SyntheticSequence:
     """A synthetic clip: per-frame ground truth computed up front, frames rendered on demand.
 
@@ -244,10 +232,10 @@ class SyntheticSequence:
         if cfg.occlusion and n >= 30:
             self._occluder = tx.rgba_mipmaps(self._look(r_occ, photo)[0])
             self._add_occlusions(r_occ)
-        inside = _clip(self._geo, W, H)
+        inside = cut_boxes(self._geo, W, H)
         area = self._geo[:, 2] * self._geo[:, 3]
         out_of_view = (inside[:, 2] * inside[:, 3] < MIN_IN_VIEW * area) | (inside[:, 2:].min(1) < MIN_SLIVER)
-        full = (_overlap(self._geo, self._occ) >= FULL_COVER * area) & ~out_of_view
+        full = (np.nan_to_num(box_intersection(self._geo, self._occ)) >= FULL_COVER * area) & ~out_of_view
         self.boxes = _round2(np.where(out_of_view[:, None], self._geo, inside))
         self.out_of_view, self.full_occlusion = out_of_view, full
         self.visible = ~full & ~out_of_view

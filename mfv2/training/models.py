@@ -56,7 +56,16 @@ class ModelKind:
         return cfg
 
 
-def _mixformerv2() -> ModelKind:
+def _from_family(family: str, title: str) -> ModelKind:
+    """The kind of a registered model family (:data:`mfv2.models.family.FAMILIES`): its configs,
+    variants and fresh model come from the family, files go through ``build_model`` / ``save_native`` /
+    ``read_checkpoint``, so nothing about the family is written twice."""
+
+    def spec() -> Any:
+        from mfv2.models import get_family
+
+        return get_family(family)
+
     def build(variant: str | None, checkpoint: str | None, drop_path_rate: float, template: int | None,
               search: int | None) -> nn.Module:
         from mfv2.models import build_model
@@ -73,22 +82,12 @@ def _mixformerv2() -> ModelKind:
 
         return read_checkpoint(path).state_dict
 
-    def config(spec: str | Mapping[str, Any]) -> Any:
-        from mfv2.config import VARIANTS, ModelConfig
+    def config(value: str | Mapping[str, Any]) -> Any:
+        f = spec()
+        return f.variants.get(value) if isinstance(value, str) else f.config_type.from_dict(dict(value))
 
-        return VARIANTS.get(spec) if isinstance(spec, str) else ModelConfig.from_dict(dict(spec))
-
-    def create(cfg: Any) -> nn.Module:
-        from mfv2.models import MixFormerV2
-
-        return MixFormerV2(cfg)
-
-    def variants() -> Registry[Any]:
-        from mfv2.config import VARIANTS
-
-        return VARIANTS
-
-    return ModelKind("MixFormerV2", build, save, read_state, config, create, variants)
+    return ModelKind(title, build, save, read_state, config, lambda cfg: spec().build(cfg, 0.0),
+                     lambda: spec().variants)
 
 
 def _mixvit() -> ModelKind:
@@ -127,7 +126,8 @@ def _mixvit() -> ModelKind:
 
 
 MODEL_KINDS: Registry[ModelKind] = Registry("model kind")
-MODEL_KINDS.add("mixformerv2", _mixformerv2())
+# The student kind is the MixFormerV2 model family; MixViT (teachers only) is the one training-only kind.
+MODEL_KINDS.add("mixformerv2", _from_family("mixformerv2", "MixFormerV2"))
 MODEL_KINDS.add("mixvit", _mixvit())
 
 

@@ -150,6 +150,21 @@ def test_iou_continuous_with_bound_clips_like_got10k() -> None:
     np.testing.assert_allclose(B.iou_continuous(pred, gt, bound=(20, 20)), [0.5, 1.0])
 
 
+def test_intersection_and_cut_hand_cases() -> None:
+    a = np.array([[0, 0, 10, 10], [0, 0, 10, 10], [0, 0, 4, 4], [np.nan] * 4], float)
+    b = np.array([[5, 5, 10, 10], [10, 0, 5, 5], [1, 1, 2, 2], [0, 0, 1, 1]], float)
+    got = B.box_intersection(a, b)
+    np.testing.assert_array_equal(got[:3], [25, 0, 4])  # overlap 5x5; touching edges; contained
+    assert np.isnan(got[3])
+    rows = _random_xywh(50)
+    inter = B.box_intersection(rows, rows[::-1])
+    union = rows[:, 2] * rows[:, 3] + rows[::-1, 2] * rows[::-1, 3] - inter
+    np.testing.assert_allclose(inter / union, B.box_iou(rows, rows[::-1]))
+    # cut, not shifted (unlike got10k's clipping): the part inside a 20x20 image
+    cut = B.cut_boxes([[-10, 0, 20, 10], [15, 15, 10, 10], [30, 30, 5, 5], [2, 3, 4, 5]], 20, 20)
+    np.testing.assert_array_equal(cut, [[0, 0, 10, 10], [15, 15, 5, 5], [20, 20, 0, 0], [2, 3, 4, 5]])
+
+
 # --- clipping to the frame (the tracker's) ----------------------------------------------------------
 
 

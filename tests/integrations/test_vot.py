@@ -180,3 +180,17 @@ def test_python_protocol_tracker_in_process(demo_export, tmp_path):
     for path in seq.frame_paths[1:]:
         box, props = tracker.update(str(path))
         assert len(box) == 4 and 0.0 <= props["confidence"] <= 1.0
+
+
+def test_trax_entry_options_come_from_the_backend_registry_and_format_table():
+    from mfv2.artifacts.formats import PRECISIONS
+    from mfv2.integrations.vot import get_parser
+    from mfv2.runtimes import BACKENDS
+
+    p = get_parser()
+    backend = next(a for a in p._actions if a.dest == "backend")
+    precision = next(a for a in p._actions if a.dest == "precision")
+    assert all(name in backend.help for name in BACKENDS.names())
+    assert set(precision.choices) == {*PRECISIONS, "auto"} and "int8" in PRECISIONS
+    with pytest.raises(SystemExit):
+        p.parse_args(["--precision", "int4"])

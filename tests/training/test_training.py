@@ -68,16 +68,14 @@ def test_config_round_trip_and_errors(tmp_path):
         load_train_config(tmp_path / "nope.yaml")
 
 
-def test_yaml_exponent_floats_and_a_variant_read_from_the_checkpoint(tmp_path):
-    from mfv2.models import build_model, save_native
+def test_yaml_exponent_floats_and_a_variant_read_from_the_checkpoint(tmp_path, tiny_model):
+    from mfv2.models import save_native
     from mfv2.training.models import build_network
 
     (tmp_path / "c.yaml").write_text("optim:\n  lr: 1e-4\n")
     assert load_yaml(tmp_path / "c.yaml")["optim"]["lr"] == 1e-4  # PyYAML alone reads the string '1e-4'
     assert apply_overrides({}, ["optim.lr=5E-5", "model.variant=null"]) == {"optim": {"lr": 5e-5}, "model": {"variant": None}}
-    torch.manual_seed(0)
-    tiny = build_model("tiny")
-    ckpt = save_native(tiny.state_dict(), tiny.config.replace(name="mine"), tmp_path / "mine.pt")
+    ckpt = save_native(tiny_model.state_dict(), tiny_model.config.replace(name="mine"), tmp_path / "mine.pt")
     cfg = TrainConfig.from_dict(tiny_config(**{"model.variant": None, "model.checkpoint": str(ckpt)}))
     assert cfg.model.variant is None
     assert build_network(cfg.model.kind, cfg.model.variant, cfg.model.checkpoint).config.name == "mine"
@@ -101,10 +99,8 @@ def test_unknown_objective_lists_the_known_ones():
         build_objective("supervised", {"weight": 1}, device="cpu")
 
 
-def test_param_groups_backbone_multiplier():
-    from mfv2.models import build_model
-
-    model = build_model("tiny")
+def test_param_groups_backbone_multiplier(tiny_model):
+    model = tiny_model
     groups = param_groups(model, 1e-3, 0.1)
     assert [g["lr"] for g in groups] == [1e-3, pytest.approx(1e-4)]
     heads = {id(p) for p in groups[0]["params"]}
