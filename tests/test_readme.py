@@ -61,13 +61,18 @@ def test_readme_has_the_task_commands():
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory, tiny_model):
-    """A folder holding the files the README's commands name: an official-layout checkpoint under the
-    README's file name. It holds the tiny variant (detected from its tensors like S): the commands run
-    as written, at a size CI affords; S's official layout is tested in tests/models/test_checkpoint.py."""
+    """A folder holding the files the README's commands name: official-layout checkpoints under the
+    README's file names. The MixFormerV2 file holds the tiny variant (detected from its tensors like S),
+    so the commands run as written at a size CI affords (S's official layout is tested in
+    tests/models/test_checkpoint.py); the MVT file holds a full MVT with seeded random weights."""
     torch = pytest.importorskip("torch")
+
+    from mfv2.models import build_model
 
     d = tmp_path_factory.mktemp("readme")
     torch.save({"net": tiny_model.state_dict()}, d / "mixformerv2_small.pth.tar")
+    torch.manual_seed(0)  # MVT at full size (its tensors do not depend on the input size): the official layout
+    torch.save({"net": build_model("MVT").state_dict()}, d / "MobileViT_Track_ep0100.pth.tar")
     return d
 
 
