@@ -167,7 +167,7 @@ def load_manifest(directory: str | os.PathLike[str]) -> Manifest:
 
 @functools.cache
 def exporter_fingerprint() -> str:
-    """12 hex digits that change with the exporter: the sources of ``mfv2/export``, ``mfv2/models`` (the
+    """12 hex digits that change with the exporter: the sources of ``mfv2/exporters``, ``mfv2/models`` (the
     traced graphs) and ``mfv2/artifacts`` (the manifest and file names it writes), and the converter versions.
 
     Caches of exports (``cached_export``, ``mfv2 bench``) include it in their keys, so a changed

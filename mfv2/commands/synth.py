@@ -46,7 +46,6 @@ def run(args: argparse.Namespace) -> int:
     from mfv2.datasets.synthetic import write_benchmark, write_sequence
     from mfv2.errors import ConfigError
     from mfv2.fileio import check_output_dir
-
     from mfv2.synthetic import make_sequence
 
     width, height = _parse_size(args.size)

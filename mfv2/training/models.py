@@ -61,7 +61,7 @@ def _from_family(family: str, title: str) -> ModelKind:
     variants and fresh model come from the family, files go through ``build_model`` / ``save_native`` /
     ``read_checkpoint``, so nothing about the family is written twice."""
 
-    def spec() -> Any:
+    def registered() -> Any:
         from mfv2.models import get_family
 
         return get_family(family)
@@ -83,11 +83,11 @@ def _from_family(family: str, title: str) -> ModelKind:
         return read_checkpoint(path).state_dict
 
     def config(value: str | Mapping[str, Any]) -> Any:
-        f = spec()
-        return f.variants.get(value) if isinstance(value, str) else f.config_type.from_dict(dict(value))
+        f = registered()
+        return f.config(value) if isinstance(value, str) else f.config_type.from_dict(dict(value))
 
-    return ModelKind(title, build, save, read_state, config, lambda cfg: spec().build(cfg, 0.0),
-                     lambda: spec().variants)
+    return ModelKind(title, build, save, read_state, config, lambda cfg: registered().build(cfg, 0.0),
+                     lambda: registered().variants)
 
 
 def _mixvit() -> ModelKind:
