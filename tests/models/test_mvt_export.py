@@ -100,3 +100,28 @@ def test_tracker_loop_reproduces_the_official_steps(mvt_export):
             prev = clip_box(map_box_back(b[0], prev, crop.resize_factor, 256), h, w, 10)
             np.testing.assert_allclose(got, prev, atol=1e-3)
         assert encodes == [1]  # template policy none: the stem ran once, at init
+
+
+def test_build_engine_takes_the_mvt_graphs(mvt_export, tmp_path, monkeypatch):
+    """``mfv2 build-engine``'s planning, TensorRT op-set check and manifest listing on MVT's real graphs
+    (TensorRT itself is the fake of ``tests/_tensorrt_fakes.py``: no GPU here)."""
+    import shutil
+    import sys
+
+    from mfv2.exporters.tensorrt import build_engines
+    from tests._tensorrt_fakes import FakeCudart, fake_cuda_package, fake_tensorrt
+
+    fake = FakeCudart(devices=(("Fake GPU", 8, 6),))
+    for name, module in fake_cuda_package(fake).items():
+        monkeypatch.setitem(sys.modules, name, module)
+    monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt(fake))
+    _, out = mvt_export
+    d = shutil.copytree(out, tmp_path / "export")
+    assert all(not a.extra.get("tensorrt_issues") for a in load_manifest(d).artifacts if a.format == "onnx")
+    engines = build_engines(d, "fp32", graphs=("template_encoder", "search_decoder"))
+    assert [e.name for e in engines] == ["template_encoder.engine", "search_decoder.engine"]
+    m = load_manifest(d)
+    assert m.family == "mvt"
+    for graph in ("template_encoder", "search_decoder"):
+        a = m.find(graph, "fp32", "tensorrt")
+        assert a is not None and a.inputs == m.find(graph, "fp32").inputs
