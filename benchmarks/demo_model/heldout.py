@@ -12,7 +12,7 @@ run in a subprocess of ``--contrib-python`` (a venv with opencv-contrib-python-h
 scikit-image and PyYAML, and this repository on PYTHONPATH), which renders the same clips itself.
 Results are cached per (tracker, family) under ``--cache``, so a rerun only tracks what is missing.
 
-    python benchmarks/demo_model/heldout.py --checkpoint runs/demo_s/final.pt --name demo \\
+    python benchmarks/demo_model/heldout.py --checkpoint runs/demo_families/final.pt \\
         --old mfv2/assets/mixformerv2_demo_s.pt --contrib-python .venv-contrib/bin/python \\
         --cache runs/heldout --out benchmarks/demo_model/heldout.json
 """
@@ -156,12 +156,12 @@ def summarise(results: dict[str, dict[str, dict[str, Any]]], args: argparse.Name
             score[tracker] = {"roc_auc": auc, "best_threshold": thr, "tpr": tpr, "fpr": fpr,
                               "frames": int(sum(len(x) for x in scores)),
                               "positive": int(sum(int(x.sum()) for x in positive))}
-    return {"clips": args.clips, "frames": args.frames, "seed": SEED, "families": families,
+    return {"label": args.label, "clips": args.clips, "frames": args.frames, "seed": SEED, "families": families,
             "score_on_held_out": score, "load": os.getloadavg()[0]}
 
 
 def _markdown(summary: dict[str, Any]) -> str:
-    names = {"demo": "demo_families route output (not shipped)", "old": "shipped demo model", "static": "static box", "mil": "MIL",
+    names = {"demo": summary.get("label", "demo model"), "old": "shipped demo model", "static": "static box", "mil": "MIL",
              "kcf": "KCF", "csrt": "CSRT"}
     lines = [f"{summary['clips']} clips x {summary['frames']} frames per family (seed {summary['seed']}); "
              "AUC / P@20 in percent; vs MIL: mean per-clip AUC difference +- standard error (better/worse clips).", "",
@@ -184,6 +184,7 @@ def _markdown(summary: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", help="the demo model to evaluate (tracker 'demo')")
+    p.add_argument("--label", default="demo_families route output (not shipped)", help="what --checkpoint is, for the tables")
     p.add_argument("--old", help="a second model to compare (tracker 'old'), e.g. the shipped one")
     p.add_argument("--trackers", default="demo,old,static,mil,kcf,csrt")
     p.add_argument("--families", default=",".join(HELD_OUT_FAMILIES + TRAINING_FAMILIES))
