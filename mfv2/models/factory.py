@@ -7,7 +7,7 @@ import os
 from typing import TYPE_CHECKING, Any, cast
 
 from mfv2.errors import ConfigError
-from mfv2.models.checkpoint import read_checkpoint
+from mfv2.models.checkpoint import build_loaded, read_checkpoint
 from mfv2.models.family import FAMILIES, family_of, get_family
 
 if TYPE_CHECKING:
@@ -56,8 +56,7 @@ def build_model(
         cfg = _resized(cfg, sizes)
         sd = family.resize(sd, cfg, str(checkpoint))
     family.check_state_dict(sd, cfg, str(checkpoint))
-    model = family.build(cfg, drop_path_rate)
-    model.load_state_dict(sd, strict=True)
+    model = build_loaded(lambda: family.build(cfg, drop_path_rate), sd)
     return cast("MixFormerV2", model.eval())
 
 

@@ -39,6 +39,23 @@ def test_official_layout_with_ddp_prefix(tmp_path, tiny_model):
     assert _same_weights(build_model(None, path), tiny_model)
 
 
+def test_a_loaded_model_is_the_file_in_the_model_s_own_dtypes_and_initialises_nothing(tmp_path, tiny_model, monkeypatch):
+    """build_model(checkpoint=...) builds on the meta device and takes the file's tensors: no random init runs,
+    an fp16 file gives an fp32 model (as copying into a fresh one did), requires_grad is the module's."""
+    half = {k: v.half() if v.is_floating_point() else v for k, v in tiny_model.state_dict().items()}
+    path = tmp_path / "half.pth.tar"
+    torch.save({"net": half}, path)
+    calls = []
+    real = torch.nn.init.trunc_normal_
+    monkeypatch.setattr(torch.nn.init, "trunc_normal_", lambda t, *a, **k: (calls.append(t.device.type), real(t, *a, **k))[1])
+    loaded = build_model(None, path)
+    assert set(calls) <= {"meta"}  # initialisers ran only on shapes
+    assert not any(t.is_meta for t in (*loaded.parameters(), *loaded.buffers()))
+    for k, v in loaded.state_dict().items():
+        assert v.dtype == tiny_model.state_dict()[k].dtype and torch.equal(v, half[k].to(v.dtype)), k
+    assert [p.requires_grad for p in loaded.parameters()] == [p.requires_grad for p in tiny_model.parameters()]
+
+
 def test_save_official_loads_as_official(tmp_path, tiny_model):
     path = save_official(tiny_model.state_dict(), tmp_path / "o.pth.tar")
     assert set(torch.load(path, weights_only=True)) == {"net"}
