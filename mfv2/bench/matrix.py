@@ -242,6 +242,11 @@ def run_bench(config: BenchConfig, *, command: str = "") -> dict[str, Any]:
 
 def _run_one(config: BenchConfig, a: Artifacts, row: dict[str, Any]) -> dict[str, Any]:
     """One row's result (its worker's), or the status saying why it could not run."""
+    from mfv2.runtimes import get_backend
+
+    runs = get_backend(row["backend"]).precisions
+    if row["precision"] not in runs:  # asked for in --precisions, but not a precision this backend has
+        return {"status": f"not run: the {row['backend']} backend runs {', '.join(runs)}, not {row['precision']}"}
     if a.error and not (row["backend"] == "torch" and a.checkpoint):
         return {"status": a.error}
     if a.manifest is not None and row["backend"] != "torch":

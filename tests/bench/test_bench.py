@@ -7,10 +7,12 @@ import json
 import pytest
 
 from mfv2.bench.config import BenchConfig, default_precisions
-from mfv2.bench.matrix import plan_rows
+from mfv2.bench.matrix import _run_one, plan_rows
+from mfv2.bench.rows import Artifacts
 from mfv2.bench.flops import frame_flops, graph_flops
 from mfv2.bench.report import RESULT_FIELDS
 from mfv2.cli import main
+from mfv2.config import variant_config
 from mfv2.errors import ConfigError
 
 pytest.importorskip("torch")
@@ -149,8 +151,10 @@ def test_plan_rows_baseline_first_and_default_precisions() -> None:
     assert {r["precision"] for r in rows if r["backend"] == "openvino"} == {"fp32", "int8"}
     assert "bf16" in default_precisions("openvino", ["avx512_bf16"])
     explicit = plan_rows(BenchConfig(backends=("torch",), precisions=("fp32", "int8"), graphs=("full",), threads=(2,)), ["S"], [])
-    # the baseline is not repeated; torch int8 stays in the matrix (it will show why it cannot run)
+    # the baseline is not repeated; torch int8 stays in the matrix, and its status says why it does not run
     assert [(r["precision"], r["baseline"]) for r in explicit if r["mode"] == "model"] == [("fp32", True), ("int8", False)]
+    status = _run_one(BenchConfig(), Artifacts("S", variant_config("S"), 200), explicit[1])["status"]
+    assert status == "not run: the torch backend runs fp32, fp16, bf16, not int8"
 
 
 @pytest.mark.parametrize(
