@@ -58,18 +58,22 @@ ROUTES: dict[str, tuple[str, list[str]]] = {
     "pmdp": (str(HERE / "route_pmdp_demo.yaml"), []),
     "compresstracker": ("ct_demo", []),
     "lowres": ("lr_demo", ["objective.options.qkv=0", "objective.options.disc=0"]),
-    "loretrack": ("lr_demo", []),
+    "loretrack": ("lr_demo", ["objective.options.qkv=0.01", "objective.options.disc=0.01"]),  # the paper's weights
+    # the route's own KD weights, retuned so that the two terms have a share of the loss (#19 item 4)
+    "loretrack_kd": ("lr_demo", []),
 }
 DESCRIPTIONS = {
-    "teacher": "the demo_families route's stage-1 model (template 64 / search 128), the teacher of every route",
+    "teacher": "the model every route starts from (teacher.json names it; 4 Dec 2026: the demo_families route's stage 1)",
     "teacher@96": "the teacher's weights at template 48 / search 96, not fine-tuned (reference)",
     "pmdp": "progressive depth pruning 4 -> 2 blocks (MixFormerV2's own reduction)",
     "compresstracker": "CompressTracker replacement training, 2-block student",
     "lowres": "plain low resolution (search 96), task losses only",
     "loretrack": "LoReTrack (search 96), task losses + 0.01 QKV-KD + 0.01 Disc-KD (KL, T 4)",
+    "loretrack_kd": "LoReTrack (search 96), task losses + 2.0 QKV-KD + 0.5 Disc-KD (KL, T 4): KD weights retuned",
 }
 # paired differences reported besides every model minus the teacher
-PAIRS = (("loretrack", "lowres"), ("compresstracker", "pmdp"), ("lowres", "pmdp"))
+PAIRS = (("loretrack", "lowres"), ("loretrack_kd", "lowres"), ("loretrack_kd", "loretrack"), ("compresstracker", "pmdp"),
+         ("lowres", "pmdp"))
 # S-scale architectures the routes stand for: (row, ModelConfig fields relative to S).
 S_SCALE = {
     "S (PMDP route)": {},
@@ -92,23 +96,32 @@ def _model(work: Path, name: str) -> Path:
     return work / name / "final.pt"
 
 
+def _present(work: Path) -> list[str]:
+    """The models of this run folder: the teacher, its weights at 96, and every route trained in it."""
+    return [n for n in DESCRIPTIONS if n not in ROUTES or _model(work, n).is_file()]
+
+
 def _key(name: str) -> str:
     return name.replace("@", "_at_")
 
 
-def cmd_train(work: Path, stage1: Path, names: list[str], nproc: int) -> None:
-    """Train each route from the demo stage-1 model (``mfv2 distill --given stage1=...``, one process per core)."""
+def cmd_train(work: Path, stage1: Path, names: list[str], nproc: int, lr_route: str = "lr_demo") -> None:
+    """Train each route from the demo stage-1 model (``mfv2 distill --given stage1=...``, one process per core);
+    ``lr_route`` replaces route lr_demo (a LoReTrack route whose student matches another teacher)."""
     from mfv2.fileio import atomic_path, atomic_write_text, sha256
 
     given = {"stage1": stage1}
     with atomic_path(_model(work, "teacher")) as tmp:
         shutil.copyfile(stage1, tmp)
-    teacher = {"path": str(stage1.resolve()), "sha256": sha256(stage1)}
+    root = HERE.parents[1].resolve()  # the repository: a path inside it is recorded relative to it
+    path = stage1.resolve()
+    teacher = {"path": str(path.relative_to(root) if path.is_relative_to(root) else path), "sha256": sha256(stage1)}
     atomic_write_text(work / "teacher.json", json.dumps(teacher, indent=2) + "\n")
     launcher = ([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
                 if nproc > 1 else [sys.executable])
     for name in names:
         route, overrides = ROUTES[name]
+        route = lr_route if route == "lr_demo" else route
         cmd = [*launcher, "-m", "mfv2", "distill", "--route", route, "--output", str(work / name),
                *(f"--given={stage}={path}" for stage, path in given.items()), "--threads", "1" if nproc > 1 else "2",
                "--no-progress", *(f"--set={o}" for o in overrides)]
@@ -252,11 +265,11 @@ def cmd_eval(work: Path, frames: int = EVAL_FRAMES, groups: list[str] | None = N
     are cached for every model into eval.json."""
     from mfv2.fileio import atomic_write_text
 
-    names = list(DESCRIPTIONS)
+    names = _present(work)
     if not _model(work, "teacher@96").is_file():
         _teacher_at_96(work)
     for group in groups or list(GROUPS):
-        _track_group(work, group, frames, models or names)
+        _track_group(work, group, frames, [m for m in models or names if m in names])  # routes not trained here skipped
     done = [g for g in GROUPS if all(_cache(work, g, frames, n).is_file() for n in names)]
     if not done:
         return
@@ -327,7 +340,7 @@ def cmd_report(work: Path, out_dir: Path) -> None:
     ev = json.loads((work / "eval.json").read_text())
     scores = ev["scores"]
     models = []
-    for name, text in DESCRIPTIONS.items():
+    for name, text in ((n, DESCRIPTIONS[n]) for n in _present(work)):
         cfg = read_checkpoint(_model(work, name)).config
         run = work / name / "run.json"
         models.append({"name": name, "description": text, "config": cfg.to_dict(), **ev["crops"][name],
@@ -451,6 +464,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--work", type=Path, default=Path("runs/compression19"), help="run folder")
     p.add_argument("--stage1", type=Path, help="train: the teacher, a stage-1 model (runs/demo_families/02_stage1/final.pt)")
     p.add_argument("--routes", default=",".join(ROUTES), help="train: routes to train, comma-separated")
+    p.add_argument("--lr-route", default="lr_demo", help="train: the route of lowres/loretrack/loretrack_kd (default lr_demo)")
     p.add_argument("--nproc", type=int, default=2, choices=[1, 2], help="train: processes per route (torchrun)")
     p.add_argument("--out", type=Path, default=HERE, help="report: where results.json and results.md go")
     args = p.parse_args(argv)
@@ -466,7 +480,7 @@ def main(argv: list[str] | None = None) -> int:
         unknown = sorted(set(args.routes.split(",")) - set(ROUTES))
         if unknown:
             p.error(f"unknown route(s) {', '.join(unknown)}; choose from {', '.join(ROUTES)}")
-        cmd_train(args.work, args.stage1, args.routes.split(","), args.nproc)
+        cmd_train(args.work, args.stage1, args.routes.split(","), args.nproc, args.lr_route)
     elif args.step == "eval":
         unknown = sorted(set(args.groups.split(",")) - set(GROUPS))
         if unknown:

@@ -262,8 +262,9 @@ def test_low_resolution_student_exports_and_tracks_at_its_own_size(lowres_run, t
     np.testing.assert_allclose(boxes["onnxruntime"], boxes["torch"], atol=0.05)
 
 
-@pytest.mark.parametrize("name", ["lr_demo_loretrack", "lr_loretrack"])
-def test_shipped_loretrack_configs_use_the_paper_weights(name):
+@pytest.mark.parametrize("name, kd", [("lr_demo_loretrack", (2.0, 0.5)), ("lr_loretrack", (0.01, 0.01))])
+def test_shipped_loretrack_configs_kd_weights(name, kd):
+    """The S recipe keeps the paper's KD weights; the demo scale's are retuned (benchmarks/compression/loretrack_kd)."""
     from mfv2.config import from_mapping
     from mfv2.training.config import load_train_config
     from mfv2.training.objectives.loretrack import LoReTrackOptions
@@ -271,7 +272,7 @@ def test_shipped_loretrack_configs_use_the_paper_weights(name):
     cfg = load_train_config(name)
     o = from_mapping(LoReTrackOptions, {**cfg.objective.options, "teacher_checkpoint": "t.pt"}, name)
     assert cfg.objective.name == "loretrack"
-    assert (o.qkv, o.disc, o.tau, o.alpha, o.beta) == (0.01, 0.01, 0.2, 0.6, 0.4)
+    assert (o.qkv, o.disc) == kd and (o.tau, o.alpha, o.beta) == (0.2, 0.6, 0.4)
 
 
 def test_shipped_loretrack_route_plans_s160(tmp_path):
