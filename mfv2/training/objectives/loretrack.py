@@ -19,7 +19,8 @@ grid); the teacher is the frozen model at its native size. The loss is
 Where the authors' code and the paper's text differ, the code is the default and the text one
 ``--set`` away: the per-token distance is KL with temperature ``temperature`` 4 between the channel
 softmaxes (times T², ``loss_form: kl``; the text's MSE is ``loss_form: mse``), the weights 0.01 were
-tuned for it. Which axis the softmax runs over is our reading (``kl_axis: tokens``, channel-wise
+tuned for it on ViT-B features (the defaults here; at the demo scale they give the terms 0.1-0.3 % of the
+loss, and ``lr_demo_loretrack`` uses 2.0 / 0.5, see benchmarks/compression/README.md). Which axis the softmax runs over is our reading (``kl_axis: tokens``, channel-wise
 distillation: each channel a distribution over the search tokens; ``channels`` is the other reading); the mask thresholds the raw energy (``mask_norm: none``; ``minmax`` normalises it per
 sample to [0, 1] first, which marks most tokens).
 
