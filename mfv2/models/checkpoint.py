@@ -23,7 +23,7 @@ import tarfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Callable, Literal, Mapping, TypeVar
+from typing import IO, Any, Literal, Mapping, TypeVar
 
 import torch
 
@@ -38,7 +38,7 @@ __all__ = [
     "save_native",
     "save_official",
     "load_pickled",
-    "build_loaded",
+    "assign_state_dict",
     "NATIVE_FORMAT",
 ]
 
@@ -50,13 +50,11 @@ NATIVE_FORMAT = "mfv2"
 _NATIVE_VERSION = 1
 
 
-def build_loaded(build: Callable[[], M], state_dict: Mapping[str, torch.Tensor]) -> M:
-    """``build()`` holding ``state_dict`` (loaded strictly), without the random initialisation the weights
-    would overwrite (seconds for a ViT-B): the module is built on the meta device and takes the tensors,
-    as contiguous CPU tensors in the module's own dtypes. ``build`` must register every tensor it holds as
-    a parameter or buffer of the state dict (the model families do), else it stays on the meta device."""
-    with torch.device("meta"):
-        model = build()
+def assign_state_dict(model: M, state_dict: Mapping[str, torch.Tensor]) -> M:
+    """``model``, built on the meta device (``with torch.device("meta")``: no random initialisation, which the
+    weights would overwrite, seconds for a ViT-B), holding ``state_dict`` loaded strictly, as contiguous CPU
+    tensors in the module's own dtypes. Every tensor the model holds must be a parameter or buffer of the
+    state dict (the model families' are), else it stays on the meta device."""
     want = model.state_dict()
     sd = {k: v.to(device="cpu", dtype=want[k].dtype if k in want else v.dtype).contiguous() for k, v in state_dict.items()}
     model.load_state_dict(sd, strict=True, assign=True)

@@ -6,8 +6,10 @@ import dataclasses
 import os
 from typing import TYPE_CHECKING, Any, cast
 
+import torch
+
 from mfv2.errors import ConfigError
-from mfv2.models.checkpoint import build_loaded, read_checkpoint
+from mfv2.models.checkpoint import assign_state_dict, read_checkpoint
 from mfv2.models.family import FAMILIES, family_of, get_family
 
 if TYPE_CHECKING:
@@ -56,8 +58,9 @@ def build_model(
         cfg = _resized(cfg, sizes)
         sd = family.resize(sd, cfg, str(checkpoint))
     family.check_state_dict(sd, cfg, str(checkpoint))
-    model = build_loaded(lambda: family.build(cfg, drop_path_rate), sd)
-    return cast("MixFormerV2", model.eval())
+    with torch.device("meta"):
+        model = family.build(cfg, drop_path_rate)
+    return cast("MixFormerV2", assign_state_dict(model, sd).eval())
 
 
 def _resized(cfg: Any, sizes: dict[str, int]) -> Any:

@@ -27,7 +27,7 @@ from torch import nn
 from mfv2.config import Config
 from mfv2.errors import ConfigError
 from mfv2.fileio import atomic_path
-from mfv2.models.checkpoint import build_loaded, load_pickled
+from mfv2.models.checkpoint import assign_state_dict, load_pickled
 from mfv2.models.mixformerv2.corner_heads import CornerHead, CornerKind, soft_argmax
 from mfv2.models.mixformerv2.vit import (
     Block,
@@ -330,9 +330,8 @@ def build_mixvit(
         sd = rebuild_sincos_tables(sd, {"backbone.pos_embed_t": cfg.template_grid, "backbone.pos_embed_s": cfg.search_grid},
                                    str(checkpoint))
     with torch.device("meta"):
-        shapes = MixViT(cfg, drop_path_rate)  # the key and shape list only: nothing is initialised
-    sd = _check_keys(sd, shapes, str(checkpoint))
-    return build_loaded(lambda: MixViT(cfg, drop_path_rate), sd).eval()
+        model = MixViT(cfg, drop_path_rate)  # nothing initialised: the checkpoint's tensors are assigned
+    return assign_state_dict(model, _check_keys(sd, model, str(checkpoint))).eval()
 
 
 def save_mixvit(model: MixViT, path: str | os.PathLike[str], meta: dict[str, Any] | None = None) -> Path:
