@@ -24,8 +24,11 @@ from mfv2.exporters import export  # noqa: E402
 from mfv2.exporters import quantize  # noqa: E402
 from mfv2.exporters.isa import avx2_exact, run_as_avx2, saturating_matmul_integer  # noqa: E402
 from mfv2.exporters.validate import (  # noqa: E402
+    CALIBRATION_SCALE,
+    CALIBRATION_SHIFT,
     TOLERANCES,
     Sample,
+    calibration_crops,
     check_parity,
     make_samples,
     measure,
@@ -134,6 +137,38 @@ def test_low_precision_is_judged_on_real_crops_fp32_on_everything() -> None:
     drift[:, 2:] *= 0.55
     figures = measure(_fake_runner(ref, drift), ["full"], samples, refs)["full"]
     assert any(f.startswith("iou_mean") for f in parity_failures(figures, TOLERANCES[("onnx", "int8")]))
+
+
+def test_calibration_crops_come_from_many_clips_cut_around_a_missed_estimate(tiny_model: torch.nn.Module) -> None:
+    from mfv2.artifacts import runtime_family_of
+    from mfv2.geometry.crop import preprocess, sample_target
+    from mfv2.synthetic import benchmark_sequences
+
+    cfg, tracker = tiny_model.config, TrackerConfig()
+    family = runtime_family_of(cfg)
+    crops = calibration_crops(cfg, tracker, batch=1, count=6, frames=None, seed=0)
+    again = calibration_crops(cfg, tracker, batch=1, count=6, frames=None, seed=0)
+    assert len(crops) == 6 and all(np.array_equal(a[k], b[k]) for a, b in zip(crops, again) for k in a)
+    assert crops[0]["search"].shape == (1, 3, cfg.search_size, cfg.search_size)
+    assert crops[0]["template"].shape == (1, 3, cfg.template_size, cfg.template_size)
+
+    def cut(frame: np.ndarray, box: tuple, factor: float, size: int) -> np.ndarray:
+        return preprocess(sample_target(frame, box, factor, size).image, family.mean, family.std)
+
+    # one clip each (calibration clip seed = seed + 1): the template is cut at the true box, as the tracker's
+    # init cuts it; the search crop around a box moved and rescaled like a tracker's estimate, never the true one
+    for feed, seq in zip(crops, benchmark_sequences(6, 2, seed=1)):
+        box = tuple(float(v) for v in seq.boxes[0])
+        np.testing.assert_allclose(feed["template"], cut(seq.frame(0), box, tracker.template_factor, cfg.template_size), atol=1e-6)
+        assert np.array_equal(feed["online_template"], feed["template"])
+        assert not np.allclose(feed["search"], cut(seq.frame(1), box, tracker.search_factor, cfg.search_size), atol=1e-3)
+    assert len({feed["template"].tobytes() for feed in crops}) == 6
+    assert 0 < CALIBRATION_SHIFT <= 1 and 0 < CALIBRATION_SCALE <= 0.5
+    # the user's own frames: one clip, so one template for every crop
+    frames = [np.full((96, 128, 3), 40 * i, np.uint8) for i in range(5)]
+    user = calibration_crops(cfg, tracker, batch=2, count=3, frames=frames, seed=0)
+    assert len(user) == 3 and user[0]["search"].shape[0] == 2
+    assert all(np.array_equal(f["template"][0], user[0]["template"][0]) for f in user)
 
 
 @pytest.mark.parametrize("bad", [math.nan, math.inf])
