@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 
 _PARITY_RANDOM = 2  # random-input samples per parity check
 _PARITY_CROPS = 12  # real-crop samples per parity check (they give iou_fraction)
-_CALIBRATION_CROPS = 64  # int8 calibration samples (ONNX Runtime and NNCF), one per synthetic clip
+_CALIBRATION_CROPS = 32  # int8 calibration samples (ONNX Runtime and NNCF), one per synthetic clip
 _DYNAMIC_TRACE_BATCH = 2  # targets a dynamic-batch export is traced and checked at
 
 

@@ -10,7 +10,7 @@ calibration set below, and reports on those 315 crops the share whose OpenVINO i
   each search crop around the previous true box;
 * ``one clip, centred, 256``: the same, 256 frames;
 * ``N clips, jittered``: :func:`mfv2.exporters.validate.calibration_crops` (one crop from each of N clips,
-  cut around a box moved and rescaled like a tracker's estimate), N = 32 and 64 (the exporter's default);
+  cut around a box moved and rescaled like a tracker's estimate), N = 32 (the exporter's default) and 64;
 * ``tracker crops, 312``: crops the fp32 tracker itself fed on 16 other clips (seed 77), the distribution
   the measurement uses, as an upper reference;
 * the default set with NNCF's SmoothQuant off.
@@ -93,8 +93,8 @@ def main() -> None:
     aqp = nncf.quantization.advanced_parameters
     no_sq = {"advanced_parameters": aqp.AdvancedQuantizationParameters(smooth_quant_alphas=aqp.AdvancedSmoothQuantParameters(matmul=-1))}
     sets = {"one clip, centred, 32 (before)": (one_clip(32), {}), "one clip, centred, 256": (one_clip(256), {}),
-            "32 clips, jittered": (clips(32), {}), "64 clips, jittered (default)": (clips(64), {}),
-            "64 clips, jittered, SmoothQuant off": (clips(64), no_sq), "tracker crops, 312": (tracker_cal, {})}  # fmt: skip
+            "32 clips, jittered (default)": (clips(32), {}), "32 clips, jittered, SmoothQuant off": (clips(32), no_sq),
+            "64 clips, jittered": (clips(64), {}), "tracker crops, 312": (tracker_cal, {})}  # fmt: skip
     names = [i.get_any_name() for i in ov.convert_model(str(export / "model.onnx")).inputs]
     rows = []
     for label, (data, extra) in sets.items():
