@@ -124,11 +124,17 @@ def _frames_and_boxes(
     return pairs
 
 
-def _crops(cfg: ModelConfig, tracker: TrackerConfig, pairs: Sequence[tuple[np.ndarray, tuple]]) -> list[dict[str, np.ndarray]]:
+def _crops(
+    cfg: ModelConfig,
+    tracker: TrackerConfig,
+    pairs: Sequence[tuple[np.ndarray, tuple]],
+    estimate: Callable[[tuple], tuple] | None = None,
+) -> list[dict[str, np.ndarray]]:
     """Tracker inputs from consecutive (frame, box) pairs, cut as the online tracker cuts them.
 
-    Template from the first frame; for frame ``i`` the online template from frame ``i - 1`` and the
-    search crop around the box of frame ``i - 1`` (the previous estimate).
+    Template from the first frame; for frame ``i`` the online template from frame ``i - 1`` (the
+    template itself for frame 1, as after init) and the search crop around the box of frame ``i - 1``
+    (the previous estimate), or around ``estimate(box)`` when given.
     """
     from mfv2.artifacts import runtime_family_of
     from mfv2.geometry.crop import preprocess, sample_target
@@ -142,10 +148,11 @@ def _crops(cfg: ModelConfig, tracker: TrackerConfig, pairs: Sequence[tuple[np.nd
     template = crop(*pairs[0], tracker.template_factor, cfg.template_size)
     feeds = []
     for i in range(1, len(pairs)):
+        box = pairs[i - 1][1] if estimate is None else estimate(pairs[i - 1][1])
         feed = {"template": template}
         if "online_template" in family.template_inputs:
-            feed["online_template"] = crop(*pairs[i - 1], tracker.template_factor, cfg.template_size)
-        feed["search"] = crop(pairs[i][0], pairs[i - 1][1], tracker.search_factor, cfg.search_size)
+            feed["online_template"] = template if i == 1 else crop(pairs[i - 1][0], box, tracker.template_factor, cfg.template_size)
+        feed["search"] = crop(pairs[i][0], box, tracker.search_factor, cfg.search_size)
         feeds.append(feed)
     return feeds
 
@@ -212,10 +219,6 @@ def calibration_crops(
     the ranges cover many backgrounds and targets. With ``frames``: consecutive pairs of the user's
     clip, as for parity.
     """
-    from mfv2.artifacts import runtime_family_of
-    from mfv2.geometry.crop import preprocess, sample_target
-
-    family = runtime_family_of(cfg)
     rng = np.random.default_rng(seed + 1)
     if frames is None:
         from mfv2.synthetic import benchmark_sequences
@@ -224,21 +227,7 @@ def calibration_crops(
                  for s in benchmark_sequences(count * batch, 2, seed=seed + 1)]  # fmt: skip
     else:
         clips = [_frames_and_boxes(frames, count * batch, seed + 1, tracker.search_factor)]
-
-    def crop(frame: np.ndarray, box: tuple, factor: float, size: int) -> np.ndarray:
-        return preprocess(sample_target(frame, box, factor, size).image, family.mean, family.std)
-
-    single = []
-    for pairs in clips:
-        pairs = list(pairs) * 2 if len(pairs) == 1 else list(pairs)
-        template = crop(*pairs[0], tracker.template_factor, cfg.template_size)
-        for i in range(1, len(pairs)):
-            estimate = _estimate(pairs[i - 1][1], rng)
-            feed = {"template": template}
-            if "online_template" in family.template_inputs:
-                feed["online_template"] = template if i == 1 else crop(pairs[i - 1][0], estimate, tracker.template_factor, cfg.template_size)
-            feed["search"] = crop(pairs[i][0], estimate, tracker.search_factor, cfg.search_size)
-            single.append(feed)
+    single = [feed for pairs in clips for feed in _crops(cfg, tracker, pairs, lambda box: _estimate(box, rng))]
     return _batched(single, batch, count)
 
 
