@@ -19,11 +19,17 @@ def _rows(out):
     return {r["label"]: r for r in json.loads((out / "demo.json").read_text())["rows"]}
 
 
-def test_quick_demo_writes_the_report(tiny_checkpoint, tmp_path, capsys, monkeypatch):
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    """One mfv2 cache for the quick demos of this module: the tiny model is exported once."""
+    return tmp_path_factory.mktemp("demo-cache")
+
+
+def test_quick_demo_writes_the_report(tiny_checkpoint, tmp_path, cache, capsys, monkeypatch):
     from mfv2.runtimes import available_backends
     from mfv2.tracking import FrameSource
 
-    monkeypatch.setenv("MFV2_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("MFV2_CACHE", str(cache))
     out = tmp_path / "report"
     assert main(["demo", "--quick", "--output", str(out), "--checkpoint", str(tiny_checkpoint), "--threads", "1"]) == 0
     stdout = capsys.readouterr().out
@@ -38,7 +44,7 @@ def test_quick_demo_writes_the_report(tiny_checkpoint, tmp_path, capsys, monkeyp
         assert row["status"] == "ok", (label, row["status"])
         # fp32 paths of one model give the official path's boxes (seeded weights make the boxes wander,
         # so agreement is the check that the paths compute the same thing).
-        assert row["agreement"] >= 0.95, (label, row["agreement"])
+        assert row["agreement"] >= 0.95 and row["same_input"] >= 0.95, (label, row["agreement"], row["same_input"])
         assert row["fps"] > 0 and 0 <= row["auc"] <= 100
     assert rows["torch fp32 full"]["speedup"] == pytest.approx(1.0)
     summary = (out / "summary.md").read_text()
@@ -50,7 +56,32 @@ def test_quick_demo_writes_the_report(tiny_checkpoint, tmp_path, capsys, monkeyp
     from mfv2.runtimes import cached_export
 
     report = json.loads((out / "demo.json").read_text())  # the export is the cache's, as track would find it
-    assert cached_export(tiny_checkpoint, cache_dir=tmp_path / "cache" / "exports") == Path(report["export"])
+    assert cached_export(tiny_checkpoint, cache_dir=cache / "exports") == Path(report["export"])
+
+
+def test_a_path_that_computes_something_else_fails_the_tracker_check(tiny_checkpoint, tmp_path, cache, monkeypatch):
+    from mfv2.runtimes import available_backends
+    from mfv2.runtimes.runner import ModelRunner
+
+    if "onnxruntime" not in available_backends():
+        pytest.skip("needs onnxruntime")
+    predict = ModelRunner.predict
+
+    def broken(self, search):  # ONNX Runtime's split path returns a fixed corner box, every frame
+        boxes, scores = predict(self, search)
+        if self.backend == "onnxruntime" and self.graph == "split":
+            boxes = np.tile(np.array([0.1, 0.1, 0.05, 0.05], np.float32), (len(boxes), 1))
+        return boxes, scores
+
+    monkeypatch.setattr(ModelRunner, "predict", broken)
+    monkeypatch.setenv("MFV2_CACHE", str(cache))
+    out = tmp_path / "report"
+    assert main(["demo", "--quick", "--output", str(out), "--checkpoint", str(tiny_checkpoint), "--threads", "1"]) == 0
+    rows = _rows(out)
+    bad = rows["onnxruntime fp32 split"]
+    assert bad["status"].startswith("tracker check failed: mean IoU ") and "on its own inputs < 0.8" in bad["status"]
+    assert bad["same_input_iou"] < 0.8
+    assert rows["onnxruntime fp32 full"]["status"] == "ok" and rows["onnxruntime fp32 full"]["same_input"] == 1.0
 
 
 def test_demo_and_bench_check_their_outputs_before_any_work(tmp_path, capsys):
@@ -109,9 +140,11 @@ def test_main_job_as_the_readme_runs_it(tmp_path):
             continue
         assert row["status"] == "ok" or row["status"].startswith(HONEST), (label, row["status"])
         if label.split()[1] == "fp32":
-            assert row["status"] == "ok" and row["agreement"] >= 0.95, (label, row)
+            assert row["status"] == "ok" and row["agreement"] >= 0.95 and row["same_input"] >= 0.95, (label, row)
         if row["status"] == "ok":
             assert row["fps"] > 0 and 0 <= row["iou_vs_base"] <= 1 and f"| {label} | ok |" in proc.stdout
+            # fed the official path's own crops, every healthy path gives its boxes (the demo's gate)
+            assert row["same_input_iou"] >= 0.8, (label, row)
     assert (out / "fps.png").read_bytes()[:4] == b"\x89PNG"
     if shipped is None:
         return
