@@ -8,8 +8,9 @@ fp32 tracker's boxes (share of frames at IoU >= 0.9):
 
 * closed loop: each path tracks on its own, so a difference in one frame moves every later crop (the
   issue's measure; target >= 95 %);
-* same input: every path is given the fp32 tracker's crop and templates on every frame, so the figure
-  is the model's own error on the crops a tracker feeds it, with nothing carried between frames.
+* same input: every path is given the fp32 tracker's crop and templates on every frame
+  (:mod:`mfv2.tracking.replay`), so the figure is the model's own error on the crops a tracker feeds
+  it, with nothing carried between frames.
 
 Control rows ``fp32 + N(0, s)`` add Gaussian noise of standard deviation ``s`` (in the crop's [0, 1]
 box coordinates; 1e-5 is about 0.001 search-crop pixels) to the fp32 boxes before the tracker uses
@@ -31,12 +32,11 @@ import numpy as np
 from mfv2.assets import demo_checkpoint
 from mfv2.bench.envinfo import cpu_isa
 from mfv2.evaluation.metrics import paired_difference, sequence_errors, success_curve
-from mfv2.geometry.boxes import clip_box, iou_continuous
-from mfv2.geometry.crop import map_box_back
+from mfv2.geometry.boxes import iou_continuous
 from mfv2.runtimes import cached_export, load_backend
 from mfv2.synthetic import benchmark_sequences
 from mfv2.tracking import Tracker
-from mfv2.tracking.tracker import TargetState
+from mfv2.tracking.replay import record_inputs, replay_inputs
 
 PATHS = (("onnxruntime", "fp32"), ("onnxruntime", "int8"), ("openvino", "int8"))
 NOISE = (1e-5, 1e-4)
@@ -63,30 +63,6 @@ def _track(runner: Any, frames: list[np.ndarray], init: np.ndarray) -> np.ndarra
     return np.asarray([init, *(tracker.update(f)[1] for f in frames[1:])], dtype=np.float64)
 
 
-def _same_input(runners: dict[tuple[str, str], Any], frames: list[np.ndarray], init: np.ndarray) -> dict[tuple[str, str], np.ndarray]:
-    """Every path's box for the fp32 tracker's crop and templates, frame by frame (frames 1..)."""
-    ref = runners[PATHS[0]]
-    state = TargetState.from_manifest(ref.manifest.tracker, ref.manifest)
-    state.init(frames[0], tuple(float(v) for v in init))
-    for r in runners.values():
-        r.set_templates(state.template, state.online)
-    out: dict[tuple[str, str], list[np.ndarray]] = {p: [] for p in runners}
-    for image in frames[1:]:
-        crop = state.crop(image)
-        search = state.normalize(crop.image)
-        preds = {p: r.predict(search) for p, r in runners.items()}
-        height, width = state.size
-        for p, (boxes, _) in preds.items():
-            box = map_box_back(boxes[0], state.box, crop.resize_factor, state.search_size)
-            out[p].append(np.asarray(clip_box(box, height, width, state.config.clip_margin), dtype=np.float64))
-        boxes, scores = preds[PATHS[0]]
-        state.post(crop, boxes[0], float(scores[0]), ref.backend)
-        if state.update_templates(image):
-            for r in runners.values():
-                r.set_templates(state.template, state.online)
-    return {p: np.asarray(v) for p, v in out.items()}
-
-
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("out", type=Path)
@@ -94,7 +70,7 @@ def main() -> None:
     p.add_argument("--frames", type=int, default=100)
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args()
-    export = cached_export(demo_checkpoint(), precisions=("int8",))
+    export = cached_export(demo_checkpoint(), precisions=("int8",), openvino=("int8",))  # the NNCF IR, not OpenVINO on the Q/DQ file
     runners = {path: load_backend(path[0], export, precision=path[1], threads=args.threads) for path in PATHS}
     controls = {("onnxruntime", f"fp32 + N(0, {s:g})"): s for s in NOISE}
     rows_of = (*PATHS, *controls)
@@ -111,9 +87,10 @@ def main() -> None:
             err = sequence_errors(boxes[path], seq.boxes, seq.visible)
             auc[path].append(float(np.mean(success_curve(err.iou[1:]))) * 100.0)
             agree[path].append(np.nan_to_num(iou_continuous(boxes[path][1:], boxes[PATHS[0]][1:]), nan=0.0))
-        forced = _same_input(runners, frames, init)
+        recorded = record_inputs(runners[PATHS[0]], frames, init)
         for path in PATHS:
-            same[path].append(np.nan_to_num(iou_continuous(forced[path], forced[PATHS[0]]), nan=0.0))
+            replayed = replay_inputs(runners[path], recorded)
+            same[path].append(np.nan_to_num(iou_continuous(replayed, np.asarray(recorded.boxes)), nan=0.0))
     ref = np.asarray(auc[PATHS[0]])
     se_ref = float(ref.std(ddof=1) / np.sqrt(len(ref)))
     rows = []

@@ -78,7 +78,17 @@ def to_openvino(
 
 
 def _nncf_int8(model: Any, calibration: Sequence[dict[str, np.ndarray]]) -> Any:
+    """NNCF post-training int8 with activation ranges from the calibration minima and maxima.
+
+    NNCF's default range estimator for transformers clips the tails of each activation; the tracker's
+    off-centre crops live in those tails. With min/max ranges the demo model's box keeps IoU >= 0.9
+    with fp32 on 99.0 % of the crops the fp32 tracker fed, against 96.2 % with the default estimator
+    (benchmarks/cpu_profile/calibration/), at the same speed.
+    """
     nncf = import_nncf()
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
+    from nncf.quantization.range_estimator import RangeEstimatorParametersSet
+
     names = [p.get_any_name() for p in model.inputs]
     dataset = nncf.Dataset(list(calibration), lambda feeds: {n: feeds[n] for n in names})
     try:
@@ -89,6 +99,9 @@ def _nncf_int8(model: Any, calibration: Sequence[dict[str, np.ndarray]]) -> Any:
                 model_type=nncf.ModelType.TRANSFORMER,
                 subset_size=len(calibration),
                 ignored_scope=nncf.IgnoredScope(patterns=list(HEAD_PATTERNS), validate=False),
+                advanced_parameters=AdvancedQuantizationParameters(
+                    activations_range_estimator_params=RangeEstimatorParametersSet.MINMAX
+                ),
             )
     except Exception as e:  # NNCF raises assorted types
         raise ExportError(f"NNCF int8 quantization failed: {type(e).__name__}: {e}") from e

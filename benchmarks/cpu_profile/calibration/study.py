@@ -2,7 +2,7 @@
 
 Records the crops the fp32 tracker (ONNX Runtime, full graph) feeds the network on 16 synthetic clips of
 60 frames (``mfv2 eval --synthetic`` clips, seed 0; every third frame: 315 crops), quantizes the demo
-model's full graph with NNCF as the exporter does (TRANSFORMER model type, heads unquantized) from each
+model's full graph with NNCF (TRANSFORMER model type, heads unquantized, as the exporter) from each
 calibration set below, and reports on those 315 crops the share whose OpenVINO int8 box keeps IoU >= 0.9
 (and >= 0.95) with the fp32 box, and the mean IoU. Calibration sets:
 
@@ -10,10 +10,11 @@ calibration set below, and reports on those 315 crops the share whose OpenVINO i
   each search crop around the previous true box;
 * ``one clip, centred, 256``: the same, 256 frames;
 * ``N clips, jittered``: :func:`mfv2.exporters.validate.calibration_crops` (one crop from each of N clips,
-  cut around a box moved and rescaled like a tracker's estimate), N = 32 (the exporter's default) and 64;
+  cut around a box moved and rescaled like a tracker's estimate), N = 32 (the exporter's default) and 64,
+  with NNCF's default activation range estimator or with min/max ranges (what the exporter now asks for);
 * ``tracker crops, 312``: crops the fp32 tracker itself fed on 16 other clips (seed 77), the distribution
   the measurement uses, as an upper reference;
-* the default set with NNCF's SmoothQuant off.
+* the 32-clip set with NNCF's SmoothQuant off.
 
 Usage: .venv/bin/python benchmarks/cpu_profile/calibration/study.py OUT_DIR
 """
@@ -91,10 +92,16 @@ def main() -> None:
         return calibration_crops(model.config, tracker_cfg, batch=1, count=n, frames=None, seed=0)
 
     aqp = nncf.quantization.advanced_parameters
+    from nncf.quantization.range_estimator import RangeEstimatorParametersSet
+
     no_sq = {"advanced_parameters": aqp.AdvancedQuantizationParameters(smooth_quant_alphas=aqp.AdvancedSmoothQuantParameters(matmul=-1))}
+    minmax = {"advanced_parameters": aqp.AdvancedQuantizationParameters(activations_range_estimator_params=RangeEstimatorParametersSet.MINMAX)}
     sets = {"one clip, centred, 32 (before)": (one_clip(32), {}), "one clip, centred, 256": (one_clip(256), {}),
-            "32 clips, jittered (default)": (clips(32), {}), "32 clips, jittered, SmoothQuant off": (clips(32), no_sq),
-            "64 clips, jittered": (clips(64), {}), "tracker crops, 312": (tracker_cal, {})}  # fmt: skip
+            "32 clips, jittered, NNCF's default ranges": (clips(32), {}),
+            "32 clips, jittered, SmoothQuant off": (clips(32), no_sq),
+            "32 clips, jittered, min/max ranges (the exporter's)": (clips(32), minmax),
+            "64 clips, jittered, NNCF's default ranges": (clips(64), {}), "64 clips, jittered, min/max ranges": (clips(64), minmax),
+            "tracker crops, 312, NNCF's default ranges": (tracker_cal, {})}  # fmt: skip
     names = [i.get_any_name() for i in ov.convert_model(str(export / "model.onnx")).inputs]
     rows = []
     for label, (data, extra) in sets.items():
