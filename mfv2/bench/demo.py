@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 # check: the tracks of healthy paths drift apart once one frame differs (mean IoU 0.5-0.8 on the clip).
 SAME_INPUT_MIN = 0.8
 _WARMUP = 10  # untimed tracker updates before the timed pass, as mfv2 bench does
+BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})  # /proc/cpuinfo flags of bf16 arithmetic
 
 # (backend, precision, graph); the first row is the official path every speed-up refers to.
 DEMO_PATHS: tuple[tuple[str, str, GraphSet], ...] = (
@@ -101,7 +102,7 @@ def run_demo(
     """
     from mfv2.artifacts import load_manifest
     from mfv2.assets import DEMO_CHECKPOINT, demo_checkpoint, demo_description
-    from mfv2.bench.envinfo import cpu_isa
+    from mfv2.bench.envinfo import cpu_info, cpu_isa
     from mfv2.bench.flops import frame_flops
     from mfv2.bench.probe import measure_peaks, peak_precision
     from mfv2.bench.rows import random_checkpoint, rejected_status
@@ -194,9 +195,19 @@ def run_demo(
                 row.status = (f"tracker check failed: mean IoU {row.same_input_iou:.2f} with the official path "
                               f"on its own inputs < {SAME_INPUT_MIN}")  # fmt: skip
 
+    notes = []
+    ok = {(r.backend, r.precision, r.graph): r for r in rows if r.status == "ok"}
+    for (backend, precision, graph), low in ok.items():
+        fp32 = ok.get((backend, "fp32", graph))
+        if precision == "bf16" and fp32 and low.ms_per_frame > fp32.ms_per_frame and not set(cpu_info()["flags"]) & BF16_FLAGS:
+            notes.append(f"bf16: this CPU has no bf16 instructions (AVX512_BF16, AMX-BF16): the {backend} bf16 path runs "
+                         f"{low.ms_per_frame / fp32.ms_per_frame:.1f}x slower than its fp32 one here; backend=auto never "
+                         "picks a path slower than fp32")  # fmt: skip
+    for note in notes:
+        say(note)
     report = {"weights": weights, "frames": len(clip), "clip": f"seed {seq.config.seed}, {seq.config.backgrounds} textures",
               "threads": threads, "isa": cpu_isa(), "gemm_peak_gops": peaks, "export": str(export_dir),
-              "rejected": manifest.rejected,
+              "rejected": manifest.rejected, "notes": notes,
               "rows": [{**asdict(r), "label": r.label} for r in rows]}  # fmt: skip
     _write_report(out, report, rows, clip, results, scores_of)
     return report
@@ -235,6 +246,7 @@ def _write_report(out: Path, report: dict[str, Any], rows: Sequence[DemoRow], cl
         "",
         format_rows(rows),
         "",
+        *(f"Note: {n}." for n in report["notes"]),
     ]
     atomic_write_text(out / "summary.md", "\n".join(summary))
     ok = [r for r in rows if r.status == "ok"]

@@ -146,6 +146,13 @@ def test_main_job_as_the_readme_runs_it(tmp_path):
             # fed the official path's own crops, every healthy path gives its boxes (the demo's gate)
             assert row["same_input_iou"] >= 0.8, (label, row)
     assert (out / "fps.png").read_bytes()[:4] == b"\x89PNG"
+    from mfv2.bench.demo import BF16_FLAGS
+    from mfv2.bench.envinfo import cpu_info
+
+    bf16, fp32 = rows["openvino bf16 split"], rows["openvino fp32 split"]
+    slow = bf16["status"] == fp32["status"] == "ok" and bf16["ms_per_frame"] > fp32["ms_per_frame"]
+    emulated = slow and not set(cpu_info()["flags"]) & BF16_FLAGS  # the summary says why that row is slow
+    assert ("Note: bf16: this CPU has no bf16 instructions" in (out / "summary.md").read_text()) == emulated
     if shipped is None:
         return
     # the demo's clip (photo textures with the synth extra, as the model's training clips); a box left
