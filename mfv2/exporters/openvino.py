@@ -77,6 +77,15 @@ def to_openvino(
     return xml
 
 
+# How the OpenVINO int8 IR is quantized, for the manifest (``extra["quantization"]``, as the ONNX int8 files).
+OPENVINO_INT8_SCHEME: dict[str, str] = {
+    "scheme": "NNCF post-training static (TRANSFORMER model type)",
+    "weights": "int8 symmetric per-channel",
+    "activations": "8-bit, NNCF's mixed preset, min/max ranges of the calibration crops",
+    "float": "box and score heads",
+}
+
+
 def _nncf_int8(model: Any, calibration: Sequence[dict[str, np.ndarray]]) -> Any:
     """NNCF post-training int8 with activation ranges from the calibration minima and maxima.
 

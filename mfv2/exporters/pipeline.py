@@ -295,14 +295,15 @@ class _Job:
         self._measure("onnx-tensorrt", "int8", files, ort_runner(files, simulate_qdq=True), started)
 
     def openvino(self, precision: str) -> None:
-        from mfv2.exporters.openvino import ov_runner, to_openvino
+        from mfv2.exporters.openvino import OPENVINO_INT8_SCHEME, ov_runner, to_openvino
 
         files = self._files(precision, "openvino")
         started = time.perf_counter()
         for graph, path in files.items():
             calib = self.calibration()[graph] if precision == "int8" else None
             to_openvino(self._files("fp32", "onnx")[graph], path, precision, calib)
-            self._extra[path.name] = {"bin": path.with_suffix(".bin").name}
+            self._extra[path.name] = {"bin": path.with_suffix(".bin").name,
+                                      **({"quantization": dict(OPENVINO_INT8_SCHEME)} if precision == "int8" else {})}  # fmt: skip
         self._measure("openvino", precision, files, ov_runner(files), started)
 
     def _measure(self, format: str, precision: str, files: dict[str, Path], run: Runner, started: float) -> None:

@@ -217,6 +217,7 @@ def test_dynamic_int8_graphs_quantize_every_block_weight(tiny_export: Path) -> N
         assert a is not None and a.file == artifact_name(graph, "int8", "onnx-dynamic") and a.file.endswith(".int8-dynamic.onnx")
         assert a.extra["quantization"]["scheme"] == "dynamic"
         assert m.find(graph, "int8", "onnx").extra["quantization"]["scheme"] == "static Q/DQ"
+        assert "min/max ranges" in m.find(graph, "int8", "openvino").extra["quantization"]["activations"]
         assert 0 <= a.parity["boxes"] <= tol.boxes and 0 <= a.parity["score"] <= tol.score
         assert a.extra["tolerance"]["boxes"] == tol.boxes
         model = onnx.load(str(tiny_export / a.file))
@@ -366,3 +367,21 @@ def test_mfv2_export_stays_the_function_after_the_exporters_load() -> None:
     from mfv2.exporters import export as function
 
     assert mfv2.export is function and inspect.isfunction(mfv2.export)
+
+
+def test_openvino_int8_asks_nncf_for_min_max_activation_ranges(monkeypatch: pytest.MonkeyPatch) -> None:
+    # NNCF's default estimator clips activation tails, where a tracker's off-centre crops live
+    # (benchmarks/cpu_profile/calibration/): the export must ask for the calibration minima and maxima.
+    nncf = pytest.importorskip("nncf")
+    from types import SimpleNamespace
+
+    from nncf.quantization.range_estimator import RangeEstimatorParametersSet
+
+    from mfv2.exporters.openvino import _nncf_int8
+
+    asked: dict = {}
+    monkeypatch.setattr(nncf, "quantize", lambda model, dataset, **kwargs: asked.update(kwargs) or model)
+    model = SimpleNamespace(inputs=[SimpleNamespace(get_any_name=lambda: "search")])
+    assert _nncf_int8(model, [{"search": np.zeros((1, 3, 8, 8), np.float32)}]) is model
+    assert asked["advanced_parameters"].activations_range_estimator_params == RangeEstimatorParametersSet.MINMAX
+    assert asked["model_type"] == nncf.ModelType.TRANSFORMER and asked["subset_size"] == 1
