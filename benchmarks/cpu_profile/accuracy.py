@@ -14,7 +14,10 @@ fp32 tracker's boxes (share of frames at IoU >= 0.9):
 
 Control rows ``fp32 + N(0, s)`` add Gaussian noise of standard deviation ``s`` (in the crop's [0, 1]
 box coordinates; 1e-5 is about 0.001 search-crop pixels) to the fp32 boxes before the tracker uses
-them: they show how far the closed-loop figure falls for perturbations far below any int8 error.
+them: they show how far the closed-loop figure falls for perturbations far below any int8 error, and
+for each, how many clips parted from the fp32 track and in how many a search crop window (whole
+pixels, as the official tracker rounds them) had moved first: while the windows agree, both networks
+see the same pixels.
 
 Usage: .venv/bin/python benchmarks/cpu_profile/accuracy.py OUT_DIR [--clips 64] [--frames 100]
 """
@@ -77,17 +80,23 @@ def main() -> None:
     auc: dict[tuple[str, str], list[float]] = {k: [] for k in rows_of}
     agree: dict[tuple[str, str], list[np.ndarray]] = {k: [] for k in rows_of}
     same: dict[tuple[str, str], list[np.ndarray]] = {k: [] for k in PATHS}
+    parted: dict[tuple[str, str], list[bool]] = {k: [] for k in controls}  # per parted clip: after a window moved
     for clip, seq in enumerate(benchmark_sequences(args.clips, args.frames, seed=0)):
         frames = [seq.frame(i) for i in range(len(seq))]
         init = np.asarray(seq.boxes[0], dtype=np.float64)
         boxes = {path: _track(runner, frames, init) for path, runner in runners.items()}
+        recorded = record_inputs(runners[PATHS[0]], frames, init)  # the fp32 tracker again, with its inputs
         for path, sigma in controls.items():
-            boxes[path] = _track(NoisyBoxes(runners[PATHS[0]], sigma, seed=clip), frames, init)
+            noisy = record_inputs(NoisyBoxes(runners[PATHS[0]], sigma, seed=clip), frames, init)
+            boxes[path] = np.asarray([init, *noisy.boxes], dtype=np.float64)
+            low = np.flatnonzero(iou_continuous(boxes[path][1:], np.asarray(recorded.boxes)) < 0.9)
+            if len(low):  # the tracks parted: did a crop window move by a whole pixel first?
+                moved = [i for i, (a, b) in enumerate(zip(noisy.windows, recorded.windows)) if a != b]
+                parted[path].append(bool(moved) and moved[0] <= low[0])
         for path in rows_of:
             err = sequence_errors(boxes[path], seq.boxes, seq.visible)
             auc[path].append(float(np.mean(success_curve(err.iou[1:]))) * 100.0)
             agree[path].append(np.nan_to_num(iou_continuous(boxes[path][1:], boxes[PATHS[0]][1:]), nan=0.0))
-        recorded = record_inputs(runners[PATHS[0]], frames, init)
         for path in PATHS:
             replayed = replay_inputs(runners[path], recorded)
             same[path].append(np.nan_to_num(iou_continuous(replayed, np.asarray(recorded.boxes)), nan=0.0))
@@ -105,6 +114,8 @@ def main() -> None:
                "within_one_se": bool(abs(d.mean) <= se_ref), "iou_ge_0.9": float((iou >= 0.9).mean()),
                "iou_ge_0.9_frames_1_10": float((by_frame[:, :10] >= 0.9).mean()),
                "mean_iou_vs_fp32": float(iou.mean())}  # fmt: skip
+        if path in parted:
+            row.update({"clips_parted": len(parted[path]), "parted_after_a_window_moved": int(sum(parted[path]))})
         if path in same:
             s = np.concatenate(same[path])
             row.update({"same_input_iou_ge_0.9": float((s >= 0.9).mean()), "same_input_mean_iou": float(s.mean())})
@@ -125,6 +136,10 @@ def main() -> None:
         lines.append(f"| {r['backend']} {r['precision']} | {r['auc']:.2f} +- {r['auc_se']:.2f} | {r['auc_diff']:+.2f} +- "
                      f"{r['auc_diff_se']:.2f} | {'yes' if r['within_one_se'] else 'no'} | {100 * r['iou_ge_0.9']:.1f} % "
                      f"({100 * r['iou_ge_0.9_frames_1_10']:.1f} %) | {r['mean_iou_vs_fp32']:.3f} | {same_cols} |")  # fmt: skip
+    lines.append("")
+    lines += [f"{r['backend']} {r['precision']}: {r['clips_parted']} of {args.clips} clips parted from the fp32 track "
+              f"(IoU < 0.9), {r['parted_after_a_window_moved']} of them after a search crop window had moved by a whole pixel."
+              for r in rows if "clips_parted" in r]  # fmt: skip
     (args.out / "accuracy.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     for r in runners.values():

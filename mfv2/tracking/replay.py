@@ -30,8 +30,9 @@ class RecordedInputs:
     """What a tracker fed its network on a clip, frame by frame (frames 1.. of the clip).
 
     ``searches[i]`` is the normalised search crop of frame ``i + 1``, cut around ``previous[i]`` (the
-    box before that frame) at ``resize_factor[i]``; ``templates`` maps a frame index to the templates
-    set after that frame (0: at init). ``boxes`` are the recording path's own boxes.
+    box before that frame) at ``resize_factor[i]`` from the whole-pixel square ``windows[i]`` (x1, y1,
+    side); ``templates`` maps a frame index to the templates set after that frame (0: at init).
+    ``boxes`` are the recording path's own boxes.
     """
 
     size: tuple[int, int]
@@ -40,6 +41,7 @@ class RecordedInputs:
     searches: list[np.ndarray] = field(default_factory=list)
     previous: list[Box] = field(default_factory=list)
     resize_factor: list[float] = field(default_factory=list)
+    windows: list[tuple[int, int, int]] = field(default_factory=list)
     templates: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
     boxes: list[Box] = field(default_factory=list)
 
@@ -61,6 +63,7 @@ def record_inputs(runner: Any, clip: Sequence[np.ndarray], init_box: Sequence[fl
         rec.searches.append(search)
         rec.previous.append(state.box)
         rec.resize_factor.append(float(crop.resize_factor))
+        rec.windows.append(crop.window)
         boxes, scores = runner.predict(search)
         state.post(crop, boxes[0], float(scores[0]), runner.backend)
         rec.boxes.append(state.box)

@@ -54,7 +54,8 @@ def test_the_recording_is_the_tracker_and_replays_to_its_own_boxes(export, clip)
         tracker.init(frames[0], box)
         own = np.asarray([tracker.update(f)[1] for f in frames[1:]])
         np.testing.assert_array_equal(np.asarray(rec.boxes), own)
-        assert len(rec.searches) == len(frames) - 1 and sorted(rec.templates) == [0, 10, 20, 30, 40, 50]
+        assert len(rec.searches) == len(rec.windows) == len(frames) - 1 and sorted(rec.templates) == [0, 10, 20, 30, 40, 50]
+        assert all(len(w) == 3 and all(isinstance(v, int) for v in w) for w in rec.windows)  # whole-pixel squares
         assert not np.array_equal(rec.templates[0][1], rec.templates[10][1])  # the online template changed
         np.testing.assert_array_equal(replay_inputs(runner, rec), own)
 
