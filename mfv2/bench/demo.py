@@ -197,9 +197,10 @@ def run_demo(
 
     notes = []
     ok = {(r.backend, r.precision, r.graph): r for r in rows if r.status == "ok"}
+    bf16_hardware = bool(set(cpu_info()["flags"]) & BF16_FLAGS)
     for (backend, precision, graph), low in ok.items():
         fp32 = ok.get((backend, "fp32", graph))
-        if precision == "bf16" and fp32 and low.ms_per_frame > fp32.ms_per_frame and not set(cpu_info()["flags"]) & BF16_FLAGS:
+        if precision == "bf16" and fp32 and low.ms_per_frame > fp32.ms_per_frame and not bf16_hardware:
             notes.append(f"bf16: this CPU has no bf16 instructions (AVX512_BF16, AMX-BF16): the {backend} bf16 path runs "
                          f"{low.ms_per_frame / fp32.ms_per_frame:.1f}x slower than its fp32 one here; backend=auto never "
                          "picks a path slower than fp32")  # fmt: skip

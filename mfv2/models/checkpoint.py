@@ -21,9 +21,10 @@ import os
 import pickle
 import tarfile
 import zipfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Literal, Mapping, TypeVar
+from typing import IO, Any, Literal, TypeVar
 
 import torch
 

@@ -37,32 +37,20 @@ from mfv2.geometry.boxes import iou_continuous
 from mfv2.models.factory import build_model
 from mfv2.runtimes import cached_export, load_backend
 from mfv2.synthetic import benchmark_sequences
-from mfv2.tracking import Tracker
+from mfv2.tracking.replay import record_inputs
 
 HEADS = [".*box_head.*", ".*score_head.*"]
 
 
 def _tracker_crops(runner: Any, clips: int, frames: int, seed: int) -> list[dict[str, np.ndarray]]:
-    """Every full-graph input the tracker feeds on ``clips`` clips (templates bound + the search crop)."""
-    session, recorded, bound = runner._decoder, [], {}
-    bind, infer = session.bind, session.infer
-
-    def on_bind(feeds: dict[str, Any]) -> None:
-        bound.update({k: np.array(v) for k, v in feeds.items()})
-        bind(feeds)
-
-    def on_infer(feeds: dict[str, Any]) -> Any:
-        recorded.append({**bound, **{k: np.array(v) for k, v in feeds.items()}})
-        return infer(feeds)
-
-    session.bind, session.infer = on_bind, on_infer
+    """Every full-graph input the tracker feeds on ``clips`` clips: its templates and each search crop."""
+    feeds = []
     for seq in benchmark_sequences(clips, frames, seed=seed):
-        tracker = Tracker(runner, runner.manifest.tracker)
-        tracker.init(seq.frame(0), tuple(float(v) for v in seq.boxes[0]))
-        for i in range(1, len(seq)):
-            tracker.update(seq.frame(i))
-    session.bind, session.infer = bind, infer
-    return recorded
+        rec = record_inputs(runner, [seq.frame(i) for i in range(len(seq))], seq.boxes[0])
+        for i, search in enumerate(rec.searches):
+            template, online = rec.templates[max(k for k in rec.templates if k <= i)]
+            feeds.append({"template": template, "online_template": online, "search": search})
+    return feeds
 
 
 def _xywh(b: np.ndarray) -> np.ndarray:
